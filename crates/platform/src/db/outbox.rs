@@ -1,0 +1,174 @@
+//! The transactional outbox: a service inserts its events in the transaction that changes its
+//! state; the relay publishes them to JetStream with the event id as `Nats-Msg-Id`, then deletes
+//! them. A crash between publish and delete republishes, and JetStream's de-duplication window
+//! (plus the consumers' inbox) absorbs the duplicate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{PgConnection, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::nats::OutgoingEvent;
+
+/// Rows relayed per transaction.
+const BATCH_SIZE: i64 = 256;
+
+/// Notification channel that wakes the relay of the current schema's outbox.
+const NOTIFY_SQL: &str = "SELECT pg_notify(current_schema() || '_outbox', '')";
+
+/// Adds `event` to the outbox within the caller's transaction.
+pub async fn enqueue(
+    connection: &mut PgConnection,
+    event: &OutgoingEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(event.id)
+    .bind(&event.subject)
+    .bind(&event.event_type)
+    .bind(&event.source)
+    .bind(&event.ce_subject)
+    .bind(event.time)
+    .bind(&event.payload)
+    .bind(sqlx::types::Json(&event.trace_context))
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(NOTIFY_SQL).execute(&mut *connection).await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("publish: {0}")]
+    Publish(#[from] async_nats::Error),
+}
+
+pub struct OutboxRelay {
+    pool: PgPool,
+    schema: String,
+    jetstream: jetstream::Context,
+    poll_interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl OutboxRelay {
+    pub fn new(
+        pool: PgPool,
+        schema: String,
+        jetstream: jetstream::Context,
+        poll_interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> OutboxRelay {
+        OutboxRelay {
+            pool,
+            schema,
+            jetstream,
+            poll_interval,
+            metrics,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
+        while !shutdown.is_cancelled() {
+            match self.relay_batch().await {
+                Ok(relayed) if relayed == BATCH_SIZE as usize => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    self.metrics.outbox_publish_failures.inc();
+                    tracing::warn!(%error, "outbox relay failed, retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.poll_interval) => {}
+                () = wait_for_notification(&mut listener) => {}
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Listens for new outbox rows; without a listener the relay still polls.
+    async fn listen(&self) -> Option<PgListener> {
+        let channel = format!("{}_outbox", self.schema);
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(&channel).await.ok()?;
+        Some(listener)
+    }
+
+    async fn relay_batch(&self) -> Result<usize, RelayError> {
+        let mut transaction = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT seq, event_id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context
+             FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(BATCH_SIZE)
+        .fetch_all(&mut *transaction)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut sequences = Vec::with_capacity(rows.len());
+        let mut acks = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let trace_context: sqlx::types::Json<HashMap<String, String>> =
+                row.try_get("trace_context")?;
+            let event = OutgoingEvent {
+                id: row.try_get::<Uuid, _>("event_id")?,
+                event_type: row.try_get("event_type")?,
+                source: row.try_get("source")?,
+                subject: row.try_get("subject")?,
+                ce_subject: row.try_get("ce_subject")?,
+                time: row.try_get::<DateTime<Utc>, _>("occurred_at")?,
+                payload: row.try_get("payload")?,
+                trace_context: trace_context.0,
+            };
+            sequences.push(row.try_get::<i64, _>("seq")?);
+            // Sent in order on one connection; acks are awaited together below.
+            let ack = self
+                .jetstream
+                .publish_with_headers(event.subject.clone(), event.headers(), event.payload.into())
+                .await
+                .map_err(|error| RelayError::Publish(error.into()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|error| RelayError::Publish(error.into()))?;
+        }
+        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+            .bind(&sequences)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        self.metrics.outbox_published.inc_by(sequences.len() as u64);
+        Ok(sequences.len())
+    }
+}
+
+async fn wait_for_notification(listener: &mut Option<PgListener>) {
+    match listener {
+        Some(active) => {
+            if active.recv().await.is_err() {
+                // The connection dropped; fall back to polling rather than spinning.
+                *listener = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,169 @@
+//! The gRPC server every service runs: grpc.health.v1, server reflection over every Picket contract,
+//! and a tower layer that gives each call a span (child of the caller's `traceparent`) and records
+//! go-grpc-prometheus style metrics.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::metrics::{GrpcHandledLabels, GrpcLabels, Metrics};
+use crate::telemetry::{self, HttpHeaders};
+
+/// Reflection over Picket's contracts and the health service.
+pub fn reflection_service() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(picket_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}
+
+#[derive(Clone)]
+pub struct ObservabilityLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl ObservabilityLayer {
+    pub fn new(metrics: Arc<Metrics>) -> ObservabilityLayer {
+        ObservabilityLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for ObservabilityLayer {
+    type Service = Observability<S>;
+
+    fn layer(&self, inner: S) -> Observability<S> {
+        Observability {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observability<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+/// Splits `/picket.incidents.v1.IncidentService/GetIncident` into service and method.
+fn rpc_of(path: &str) -> (String, String) {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.split_once('/') {
+        Some((service, method)) => (service.to_owned(), method.to_owned()),
+        None => (trimmed.to_owned(), String::new()),
+    }
+}
+
+/// The conventional name of a gRPC status code, as go-grpc-prometheus labels it.
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "Canceled",
+        tonic::Code::Unknown => "Unknown",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::DeadlineExceeded => "DeadlineExceeded",
+        tonic::Code::NotFound => "NotFound",
+        tonic::Code::AlreadyExists => "AlreadyExists",
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::ResourceExhausted => "ResourceExhausted",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        tonic::Code::Aborted => "Aborted",
+        tonic::Code::OutOfRange => "OutOfRange",
+        tonic::Code::Unimplemented => "Unimplemented",
+        tonic::Code::Internal => "Internal",
+        tonic::Code::Unavailable => "Unavailable",
+        tonic::Code::DataLoss => "DataLoss",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+impl<S, RequestBody, ResponseBody> Service<http::Request<RequestBody>> for Observability<S>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    RequestBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        let (grpc_service, grpc_method) = rpc_of(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc request",
+            otel.kind = "server",
+            rpc.service = %grpc_service,
+            rpc.method = %grpc_method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        telemetry::set_parent_from(&span, &HttpHeaders(request.headers()));
+        let labels = GrpcLabels {
+            grpc_service,
+            grpc_method,
+            grpc_type: "unary",
+        };
+        self.metrics.grpc_started.get_or_create(&labels).inc();
+        // The ready service answers this call; a fresh clone takes its place for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let response = inner.call(request).instrument(span.clone()).await;
+            // Unary errors come back as trailers-only responses: the status is in the headers.
+            let code = match &response {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .map(|value| tonic::Code::from_bytes(value.as_bytes()))
+                    .unwrap_or(tonic::Code::Ok),
+                Err(_) => tonic::Code::Internal,
+            };
+            span.record("rpc.grpc.status_code", code as i32);
+            metrics
+                .grpc_handling_seconds
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            let handled = GrpcHandledLabels {
+                grpc_service: labels.grpc_service,
+                grpc_method: labels.grpc_method,
+                grpc_type: labels.grpc_type,
+                grpc_code: code_name(code).to_owned(),
+            };
+            metrics.grpc_handled.get_or_create(&handled).inc();
+            response
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_path_splits_into_service_and_method() {
+        assert_eq!(
+            rpc_of("/picket.incidents.v1.IncidentService/GetIncident"),
+            (
+                "picket.incidents.v1.IncidentService".to_owned(),
+                "GetIncident".to_owned()
+            )
+        );
+    }
+}

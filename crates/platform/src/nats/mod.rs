@@ -1,0 +1,28 @@
+//! NATS JetStream: subjects, stream provisioning, the CloudEvents envelope, publishing and the
+//! consumer runner.
+
+pub mod consumer;
+pub mod envelope;
+pub mod streams;
+pub mod subjects;
+
+pub use consumer::{Consumer, ConsumerSpec, EventHandler, HandlerError};
+pub use envelope::{InboundEvent, OutgoingEvent};
+pub use subjects::{EventSubject, Subjects};
+
+/// Publishes an event straight to JetStream, waiting for the server's ack. Services publish through
+/// their outbox; this is for the relay and for tools and tests.
+pub async fn publish(
+    jetstream: &async_nats::jetstream::Context,
+    event: &OutgoingEvent,
+) -> Result<async_nats::jetstream::publish::PublishAck, async_nats::Error> {
+    let ack = jetstream
+        .publish_with_headers(
+            event.subject.clone(),
+            event.headers(),
+            event.payload.clone().into(),
+        )
+        .await?
+        .await?;
+    Ok(ack)
+}

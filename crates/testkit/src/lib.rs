@@ -1,0 +1,27 @@
+//! Test helpers shared by every crate's tests and the benchmark: [`TestEnv`] gives each test its own
+//! PostgreSQL database and NATS subject namespace on the real servers, settings pointing at them,
+//! and bearer tokens; [`WebhookReceiver`] is a real HTTP endpoint that records what it receives.
+
+mod env;
+mod receiver;
+
+pub use env::{TestEnv, init_test_tracing};
+pub use receiver::{ReceivedWebhook, WebhookReceiver, verify_standard_webhook};
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

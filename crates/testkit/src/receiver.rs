@@ -1,0 +1,168 @@
+//! A real webhook endpoint on loopback that records every request, can be told to fail or to be
+//! slow, and verifies Standard Webhooks signatures.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+#[derive(Debug, Clone)]
+pub struct ReceivedWebhook {
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: Bytes,
+    pub received_at: Instant,
+    /// The status the receiver answered with.
+    pub answered: u16,
+}
+
+impl ReceivedWebhook {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("webhook body is JSON")
+    }
+}
+
+#[derive(Default)]
+struct Behaviour {
+    /// Statuses to answer with before falling back to 200.
+    scripted: VecDeque<u16>,
+    delay: Duration,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    received: Arc<Mutex<Vec<ReceivedWebhook>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+pub struct WebhookReceiver {
+    address: SocketAddr,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let (status, delay) = {
+        let mut behaviour = shared.behaviour.lock().expect("receiver lock");
+        (
+            behaviour.scripted.pop_front().unwrap_or(200),
+            behaviour.delay,
+        )
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    shared
+        .received
+        .lock()
+        .expect("receiver lock")
+        .push(ReceivedWebhook {
+            id: header(&headers, "webhook-id"),
+            timestamp: header(&headers, "webhook-timestamp"),
+            signature: header(&headers, "webhook-signature"),
+            body,
+            received_at: Instant::now(),
+            answered: status,
+        });
+    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> WebhookReceiver {
+        let shared = Shared::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let address = listener.local_addr().expect("receiver address");
+        let router = Router::new()
+            .route("/hook", post(receive))
+            .with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ignored = axum::serve(listener, router).await;
+        });
+        WebhookReceiver {
+            address,
+            shared,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.address)
+    }
+
+    /// Answer the next requests with these statuses, then 200 again.
+    pub fn answer_next_with(&self, statuses: &[u16]) {
+        self.shared
+            .behaviour
+            .lock()
+            .expect("receiver lock")
+            .scripted
+            .extend(statuses);
+    }
+
+    /// Wait this long before answering each request.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.behaviour.lock().expect("receiver lock").delay = delay;
+    }
+
+    pub fn received(&self) -> Vec<ReceivedWebhook> {
+        self.shared.received.lock().expect("receiver lock").clone()
+    }
+
+    /// Ids of the webhooks answered with success, each once.
+    pub fn delivered_ids(&self) -> std::collections::BTreeSet<String> {
+        self.received()
+            .into_iter()
+            .filter(|webhook| (200..300).contains(&webhook.answered))
+            .map(|webhook| webhook.id)
+            .collect()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Checks a webhook against a `whsec_` secret as the Standard Webhooks spec says: some `v1,`
+/// signature must equal base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+pub fn verify_standard_webhook(secret: &str, webhook: &ReceivedWebhook) -> bool {
+    let Some(encoded_key) = secret.strip_prefix("whsec_") else {
+        return false;
+    };
+    let Ok(key) = STANDARD.decode(encoded_key) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
+        return false;
+    };
+    mac.update(format!("{}.{}.", webhook.id, webhook.timestamp).as_bytes());
+    mac.update(&webhook.body);
+    let expected = STANDARD.encode(mac.finalize().into_bytes());
+    webhook
+        .signature
+        .split(' ')
+        .filter_map(|candidate| candidate.strip_prefix("v1,"))
+        .any(|signature| signature == expected)
+}
