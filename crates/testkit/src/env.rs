@@ -96,40 +96,45 @@ impl TestEnv {
     }
 
     /// A settings source for one service: embedded defaults, the service's defaults, then this
-    /// test's database, namespace, free ports and fast timings, then `overrides`.
-    pub fn config(&self, service_defaults: &str, overrides: &[(&str, &str)]) -> Config {
-        let nats_url = nats_url();
-        let mut builder = Config::builder()
+    /// test's database, namespace, free ports and fast timings, then `extra_toml`.
+    pub fn config(&self, service_defaults: &str, extra_toml: &str) -> Config {
+        let test_toml = format!(
+            r#"
+[grpc]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[database]
+url = "{database_url}"
+max_connections = 8
+[nats]
+url = "{nats_url}"
+namespace = "{namespace}"
+ack_wait = "2s"
+redelivery_backoff = ["100ms", "200ms", "400ms"]
+stream_storage = "memory"
+stream_max_age = "1h"
+lanes = 4
+outbox_poll_interval = "200ms"
+[auth]
+jwt_secret = "{JWT_SECRET}"
+[shutdown]
+grace_period = "5s"
+"#,
+            database_url = self.database_url,
+            nats_url = nats_url(),
+            namespace = self.namespace,
+        );
+        Config::builder()
             .add_source(File::from_str(
                 settings::platform_defaults(),
                 FileFormat::Toml,
             ))
-            .add_source(File::from_str(service_defaults, FileFormat::Toml));
-        let test_values: [(&str, &str); 14] = [
-            ("grpc.listen", "127.0.0.1:0"),
-            ("admin.listen", "127.0.0.1:0"),
-            ("database.url", &self.database_url),
-            ("database.max_connections", "8"),
-            ("nats.url", &nats_url),
-            ("nats.namespace", &self.namespace),
-            ("nats.ack_wait", "2s"),
-            ("nats.stream_storage", "memory"),
-            ("nats.stream_max_age", "1h"),
-            ("nats.lanes", "4"),
-            ("nats.outbox_poll_interval", "200ms"),
-            ("auth.jwt_secret", JWT_SECRET),
-            ("shutdown.grace_period", "5s"),
-            ("telemetry.log_filter", "warn"),
-        ];
-        for (key, value) in test_values.iter().chain(overrides) {
-            builder = builder
-                .set_override(*key, *value)
-                .expect("valid override key");
-        }
-        builder = builder
-            .set_override("nats.redelivery_backoff", vec!["100ms", "200ms", "400ms"])
-            .expect("valid override key");
-        builder.build().expect("test settings build")
+            .add_source(File::from_str(service_defaults, FileFormat::Toml))
+            .add_source(File::from_str(&test_toml, FileFormat::Toml))
+            .add_source(File::from_str(extra_toml, FileFormat::Toml))
+            .build()
+            .expect("test settings build")
     }
 
     /// Validated settings for `service`, as its binary would load them.
@@ -137,9 +142,9 @@ impl TestEnv {
         &self,
         service: &str,
         service_defaults: &str,
-        overrides: &[(&str, &str)],
+        extra_toml: &str,
     ) -> (PlatformSettings, S) {
-        settings::from_config(service, &self.config(service_defaults, overrides))
+        settings::from_config(service, &self.config(service_defaults, extra_toml))
             .expect("test settings are valid")
     }
 

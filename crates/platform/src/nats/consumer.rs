@@ -49,7 +49,7 @@ impl HandlerError {
 
 impl From<EnvelopeError> for HandlerError {
     fn from(error: EnvelopeError) -> HandlerError {
-        HandlerError::Rejected(error.to_string())
+        HandlerError::Rejected(format!("undecodable event: {error}"))
     }
 }
 

@@ -1,0 +1,42 @@
+//! Starts Picket's services in-process against a [`TestEnv`], as the end-to-end tests and the
+//! benchmark need them.
+
+use picket_platform::Application;
+use picket_testkit::TestEnv;
+use tokio_util::sync::CancellationToken;
+
+/// Notifier settings for tests: loopback receivers allowed, fast retries, short claims.
+pub const NOTIFIER_TEST_TOML: &str = r#"
+[notifier]
+allowed_networks = ["127.0.0.0/8"]
+allow_insecure_http = true
+retry_schedule = ["200ms", "400ms", "800ms"]
+retry_jitter = 0.0
+webhook_timeout = "2s"
+attempt_lease = "3s"
+delivery_poll_interval = "100ms"
+"#;
+
+pub async fn start_prioritizer(env: &TestEnv, extra_toml: &str) -> Application {
+    let (platform, own) = env.settings(prioritizer::SERVICE, prioritizer::DEFAULTS, extra_toml);
+    prioritizer::build(platform, own, CancellationToken::new())
+        .await
+        .expect("prioritizer starts")
+}
+
+pub async fn start_notifier(env: &TestEnv, extra_toml: &str) -> Application {
+    let toml = format!("{NOTIFIER_TEST_TOML}\n{extra_toml}");
+    let (platform, own) = env.settings(notifier::SERVICE, notifier::DEFAULTS, &toml);
+    notifier::build(platform, own, CancellationToken::new())
+        .await
+        .expect("notifier starts")
+}
+
+/// A gRPC channel to a running service.
+pub async fn channel(application: &Application) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", application.grpc_address()))
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .expect("connect to the service")
+}

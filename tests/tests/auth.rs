@@ -1,0 +1,174 @@
+//! Every gRPC call is authenticated, and a partner never sees another partner's incident.
+
+use std::time::Duration;
+
+use picket_e2e::{channel, start_prioritizer};
+use picket_platform::time::to_timestamp;
+use picket_proto::common::v1::{FindingKind, Severity};
+use picket_proto::findings::v1::FindingObserved;
+use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
+use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
+use picket_testkit::{TestEnv, eventually};
+
+async fn incident_of_partner_one(
+    env: &TestEnv,
+    client: &IncidentServiceClient<tonic::transport::Channel>,
+) -> String {
+    env.publish(
+        "scanner",
+        &FindingObserved {
+            partner_id: "p1".into(),
+            tenant_id: "t1".into(),
+            fingerprint: "fp-1".into(),
+            check_id: "MS.AAD.RISKY_SIGNIN".into(),
+            kind: FindingKind::Monitoring.into(),
+            severity: Severity::High.into(),
+            title: "Risky sign-in".into(),
+            observed_at: Some(to_timestamp(chrono::Utc::now())),
+            ..Default::default()
+        },
+    )
+    .await;
+    let token = env.partner_token("p1");
+    eventually(Duration::from_secs(20), "partner one's incident", || {
+        let mut client = client.clone();
+        let request = env.request(&token, ListIncidentsRequest::default());
+        async move {
+            let listed = client
+                .list_incidents(request)
+                .await
+                .expect("list")
+                .into_inner();
+            listed
+                .incidents
+                .first()
+                .map(|incident| incident.incident_id.clone())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_a_valid_token_are_refused() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let mut client = IncidentServiceClient::new(channel(&prioritizer).await);
+
+    let missing = client
+        .list_incidents(ListIncidentsRequest::default())
+        .await
+        .expect_err("refused");
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+
+    let garbage = client
+        .list_incidents(env.request("not-a-jwt", ListIncidentsRequest::default()))
+        .await
+        .expect_err("refused");
+    assert_eq!(garbage.code(), tonic::Code::Unauthenticated);
+
+    let forged =
+        picket_platform::auth::TokenAuthority::new(&picket_platform::settings::AuthSettings {
+            jwt_secret: "a-different-key-a-different-key-0123".to_owned().into(),
+            issuer: "picket".into(),
+            audience: "picket".into(),
+        })
+        .mint(
+            &picket_platform::Principal {
+                subject: "mallory".into(),
+                role: picket_platform::Role::Operator,
+                partner_id: None,
+                tenant_ids: vec![],
+            },
+            Duration::from_secs(60),
+        )
+        .expect("mint");
+    let refused = client
+        .list_incidents(env.request(&forged, ListIncidentsRequest::default()))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    prioritizer.shutdown().await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_cannot_read_another_partners_incident() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let mut client = IncidentServiceClient::new(channel(&prioritizer).await);
+    let incident_id = incident_of_partner_one(&env, &client).await;
+    let intruder = env.partner_token("p2");
+
+    let read = client
+        .get_incident(env.request(
+            &intruder,
+            GetIncidentRequest {
+                incident_id: incident_id.clone(),
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        read.code(),
+        tonic::Code::NotFound,
+        "another partner's incident does not exist for p2"
+    );
+
+    let listed = client
+        .list_incidents(env.request(&intruder, ListIncidentsRequest::default()))
+        .await
+        .expect("p2 lists its own incidents")
+        .into_inner();
+    assert!(listed.incidents.is_empty());
+
+    let asked_for_p1 = client
+        .list_incidents(env.request(
+            &intruder,
+            ListIncidentsRequest {
+                partner_id: "p1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(asked_for_p1.code(), tonic::Code::PermissionDenied);
+
+    let owner = client
+        .get_incident(env.request(
+            &env.partner_token("p1"),
+            GetIncidentRequest {
+                incident_id: incident_id.clone(),
+            },
+        ))
+        .await
+        .expect("the owner reads it");
+    assert_eq!(
+        owner.into_inner().incident.expect("incident").incident_id,
+        incident_id
+    );
+
+    let operator = client
+        .get_incident(env.request(&env.operator_token(), GetIncidentRequest { incident_id }))
+        .await;
+    assert!(operator.is_ok(), "the operator sees every partner");
+
+    let bad_id = client
+        .get_incident(env.request(
+            &env.partner_token("p1"),
+            GetIncidentRequest {
+                incident_id: "nope".into(),
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(bad_id.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad_id.message().starts_with("incident_id"),
+        "names the field: {}",
+        bad_id.message()
+    );
+
+    prioritizer.shutdown().await;
+    env.teardown().await;
+}

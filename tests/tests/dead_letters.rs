@@ -1,0 +1,123 @@
+//! A message that is not a valid event goes to the service's dead-letter subject with its reason,
+//! and the consumer goes on with the next one.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use picket_e2e::start_prioritizer;
+use picket_platform::nats::consumer::DLQ_REASON;
+use picket_platform::time::to_timestamp;
+use picket_proto::common::v1::{FindingKind, Severity};
+use picket_proto::findings::v1::FindingObserved;
+use picket_testkit::{TestEnv, eventually};
+
+fn finding(fingerprint: &str) -> FindingObserved {
+    FindingObserved {
+        partner_id: "p1".into(),
+        tenant_id: "t1".into(),
+        fingerprint: fingerprint.into(),
+        check_id: "MS.AAD.RISKY_SIGNIN".into(),
+        kind: FindingKind::Monitoring.into(),
+        severity: Severity::Medium.into(),
+        title: "Risky sign-in".into(),
+        observed_at: Some(to_timestamp(chrono::Utc::now())),
+        ..Default::default()
+    }
+}
+
+async fn next_dead_letter(subscriber: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(Duration::from_secs(20), subscriber.next())
+        .await
+        .expect("a dead letter arrives")
+        .expect("subscription open")
+}
+
+fn reason(message: &async_nats::Message) -> String {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(DLQ_REASON))
+        .map(|value| value.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undecodable_messages_are_dead_lettered_and_the_consumer_goes_on() {
+    let env = TestEnv::new().await;
+    let mut dead_letters = env
+        .nats
+        .subscribe(env.subjects.dead_letter_subject("prioritizer"))
+        .await
+        .expect("subscribe");
+    let prioritizer = start_prioritizer(&env, "").await;
+    let subject = env.subjects.for_event(&finding("x")).expect("valid ids");
+
+    // A payload that is not protobuf, under valid CloudEvents headers.
+    let mut garbage = picket_platform::nats::OutgoingEvent::new(
+        &env.subjects,
+        "scanner",
+        &finding("x"),
+        chrono::Utc::now(),
+    )
+    .expect("valid ids");
+    garbage.payload = b"\xff\xff\xff\xff".to_vec();
+    env.publish_outgoing(&garbage).await;
+    let first = next_dead_letter(&mut dead_letters).await;
+    assert!(
+        reason(&first).contains("undecodable event"),
+        "reason: {}",
+        reason(&first)
+    );
+    assert_eq!(
+        first.payload.as_ref(),
+        b"\xff\xff\xff\xff",
+        "the original payload is kept"
+    );
+
+    // No CloudEvents headers at all.
+    env.jetstream
+        .publish(subject.clone(), "plain text".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let second = next_dead_letter(&mut dead_letters).await;
+    assert!(
+        reason(&second).contains("no headers"),
+        "reason: {}",
+        reason(&second)
+    );
+
+    // A well-formed event that breaks a rule: no fingerprint.
+    env.publish("scanner", &finding("")).await;
+    let third = next_dead_letter(&mut dead_letters).await;
+    assert!(
+        reason(&third).contains("fingerprint is required"),
+        "reason: {}",
+        reason(&third)
+    );
+
+    // The consumer goes on: a valid finding still opens its incident.
+    env.publish("scanner", &finding("fp-valid")).await;
+    let pool = env.pool("prioritizer").await;
+    eventually(
+        Duration::from_secs(20),
+        "the valid finding's incident",
+        || {
+            let pool = pool.clone();
+            async move {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM incidents WHERE fingerprint = 'fp-valid'",
+                )
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+                (count == 1).then_some(())
+            }
+        },
+    )
+    .await;
+
+    prioritizer.shutdown().await;
+    env.teardown().await;
+}

@@ -1,0 +1,272 @@
+//! One finding travelling end to end: FindingObserved on its subject, an incident opened by the
+//! prioritizer, IncidentOpened through its outbox, a Standard Webhooks delivery by the notifier.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use picket_e2e::{channel, start_notifier, start_prioritizer};
+use picket_platform::time::to_timestamp;
+use picket_proto::common::v1::{FindingKind, Severity};
+use picket_proto::findings::v1::FindingObserved;
+use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
+use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
+use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
+use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
+use picket_testkit::{TestEnv, WebhookReceiver, eventually, verify_standard_webhook};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn suspicious_sign_in(partner_id: &str, tenant_id: &str, fingerprint: &str) -> FindingObserved {
+    FindingObserved {
+        partner_id: partner_id.into(),
+        tenant_id: tenant_id.into(),
+        fingerprint: fingerprint.into(),
+        check_id: "MS.AAD.RISKY_SIGNIN".into(),
+        kind: FindingKind::Monitoring.into(),
+        severity: Severity::High.into(),
+        title: "Sign-in from an impossible location".into(),
+        description: "alice@contoso.example signed in from two countries within 5 minutes".into(),
+        target: "alice@contoso.example".into(),
+        theme: "identity".into(),
+        recommended_fix: "Revoke the user's sessions and reset the password".into(),
+        observed_at: Some(to_timestamp(chrono::Utc::now())),
+        scan_id: "scan-1".into(),
+        evidence: [("ip".to_owned(), "203.0.113.7".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+/// Registers a webhook endpoint for `partner_id` and returns its secret.
+async fn register_endpoint(
+    env: &TestEnv,
+    notifier: &picket_platform::Application,
+    partner_id: &str,
+    url: &str,
+) -> String {
+    let mut channels = ChannelServiceClient::new(channel(notifier).await);
+    let request = CreateWebhookEndpointRequest {
+        partner_id: partner_id.into(),
+        url: url.into(),
+        description: "partner SOC".into(),
+        ..Default::default()
+    };
+    let response = channels
+        .create_webhook_endpoint(env.request(&env.partner_token(partner_id), request))
+        .await
+        .expect("endpoint created")
+        .into_inner();
+    assert!(response.secret.starts_with("whsec_"));
+    response.secret
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn monitoring_finding_reaches_the_partner_as_a_signed_webhook() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let notifier = start_notifier(&env, "").await;
+    let receiver = WebhookReceiver::start().await;
+    let secret = register_endpoint(&env, &notifier, "p1", &receiver.url()).await;
+
+    env.publish("scanner", &suspicious_sign_in("p1", "t1", "fp-1"))
+        .await;
+
+    let webhook = eventually(WAIT, "the incident webhook", || async {
+        receiver.received().into_iter().next()
+    })
+    .await;
+    assert!(
+        verify_standard_webhook(&secret, &webhook),
+        "signature must verify"
+    );
+    let body = webhook.json();
+    assert_eq!(body["type"], "incident.opened");
+    assert_eq!(body["data"]["partnerId"], "p1");
+    assert_eq!(body["data"]["tenantId"], "t1");
+    assert_eq!(body["data"]["incident"]["state"], "INCIDENT_STATE_OPEN");
+    assert_eq!(body["data"]["incident"]["severity"], "SEVERITY_HIGH");
+    let incident_id = body["data"]["incident"]["incidentId"]
+        .as_str()
+        .expect("incident id")
+        .to_owned();
+
+    let mut incidents = IncidentServiceClient::new(channel(&prioritizer).await);
+    let incident = incidents
+        .get_incident(env.request(&env.partner_token("p1"), GetIncidentRequest { incident_id }))
+        .await
+        .expect("the partner reads its incident")
+        .into_inner()
+        .incident
+        .expect("incident");
+    assert_eq!(incident.fingerprint, "fp-1");
+    assert_eq!(
+        incident.recommended_fix,
+        "Revoke the user's sessions and reset the password"
+    );
+
+    prioritizer.shutdown().await;
+    notifier.shutdown().await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_finding_published_twice_opens_one_incident() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let notifier = start_notifier(&env, "").await;
+    let receiver = WebhookReceiver::start().await;
+    register_endpoint(&env, &notifier, "p1", &receiver.url()).await;
+
+    let finding = suspicious_sign_in("p1", "t1", "fp-1");
+    let first = env.publish("scanner", &finding).await;
+    // The very same event again (a publisher retry), then the same finding from the next scan.
+    env.publish_outgoing(&first).await;
+    env.publish("scanner", &finding).await;
+
+    let mut incidents = IncidentServiceClient::new(channel(&prioritizer).await);
+    let token = env.partner_token("p1");
+    let listed = eventually(WAIT, "the repeat to join the incident", || {
+        let mut client = incidents.clone();
+        let request = env.request(
+            &token,
+            ListIncidentsRequest {
+                partner_id: "p1".into(),
+                ..Default::default()
+            },
+        );
+        async move {
+            let listed = client
+                .list_incidents(request)
+                .await
+                .expect("list")
+                .into_inner()
+                .incidents;
+            listed
+                .first()
+                .is_some_and(|incident| incident.occurrence_count == 2)
+                .then_some(listed)
+        }
+    })
+    .await;
+    assert_eq!(listed.len(), 1, "one incident for one fingerprint");
+
+    eventually(WAIT, "the webhook", || async {
+        (!receiver.delivered_ids().is_empty()).then_some(())
+    })
+    .await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "the partner hears of the incident once"
+    );
+
+    let again = incidents
+        .list_incidents(env.request(&token, ListIncidentsRequest::default()))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(again.incidents.len(), 1);
+
+    prioritizer.shutdown().await;
+    notifier.shutdown().await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_webhook_is_retried_with_the_same_webhook_id() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let notifier = start_notifier(&env, "").await;
+    let receiver = WebhookReceiver::start().await;
+    let secret = register_endpoint(&env, &notifier, "p1", &receiver.url()).await;
+    receiver.answer_next_with(&[500, 503]);
+
+    env.publish("scanner", &suspicious_sign_in("p1", "t1", "fp-1"))
+        .await;
+
+    let attempts = eventually(WAIT, "a successful retry", || async {
+        let received = receiver.received();
+        received
+            .iter()
+            .any(|webhook| webhook.answered == 200)
+            .then_some(received)
+    })
+    .await;
+    let statuses: Vec<u16> = attempts.iter().map(|webhook| webhook.answered).collect();
+    assert_eq!(statuses, [500, 503, 200]);
+    let ids: BTreeSet<&str> = attempts.iter().map(|webhook| webhook.id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "every attempt carries the same webhook-id");
+    assert!(
+        attempts
+            .iter()
+            .all(|webhook| verify_standard_webhook(&secret, webhook))
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|webhook| webhook.body == attempts[0].body),
+        "the same body each time"
+    );
+
+    prioritizer.shutdown().await;
+    notifier.shutdown().await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_notifier_mid_stream_loses_no_delivery() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let notifier = start_notifier(&env, "").await;
+    let receiver = WebhookReceiver::start().await;
+    register_endpoint(&env, &notifier, "p1", &receiver.url()).await;
+    receiver.set_delay(Duration::from_millis(100));
+
+    let findings = 40;
+    for index in 0..findings {
+        let tenant = format!("t{}", index % 8);
+        env.publish(
+            "scanner",
+            &suspicious_sign_in("p1", &tenant, &format!("fp-{index}")),
+        )
+        .await;
+    }
+    eventually(WAIT, "the first deliveries", || async {
+        (receiver.delivered_ids().len() >= 5).then_some(())
+    })
+    .await;
+    notifier.kill();
+    let delivered_before_restart = receiver.delivered_ids().len();
+    assert!(
+        delivered_before_restart < findings,
+        "the kill must happen mid-stream"
+    );
+
+    let restarted = start_notifier(&env, "").await;
+    let delivered = eventually(
+        Duration::from_secs(60),
+        "every delivery after the restart",
+        || async {
+            let delivered = receiver.delivered_ids();
+            (delivered.len() >= findings).then_some(delivered)
+        },
+    )
+    .await;
+    assert_eq!(delivered.len(), findings, "one delivery per incident");
+    let incidents: BTreeSet<String> = receiver
+        .received()
+        .iter()
+        .map(|webhook| {
+            webhook.json()["data"]["incident"]["incidentId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(incidents.len(), findings, "every incident was told");
+
+    prioritizer.shutdown().await;
+    restarted.shutdown().await;
+    env.teardown().await;
+}

@@ -1,0 +1,162 @@
+//! Each of the five services loads its settings, migrates, connects, reports SERVING on
+//! grpc.health.v1 and `/ready`, serves metrics, and shuts down cleanly.
+
+use std::future::Future;
+
+use picket_platform::Application;
+use picket_platform::settings::{PlatformSettings, ServiceSettings};
+use picket_testkit::TestEnv;
+use tokio_util::sync::CancellationToken;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+async fn health(application: &Application, service: &str) -> i32 {
+    let mut client = HealthClient::new(picket_e2e::channel(application).await);
+    client
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
+/// A minimal HTTP/1.1 GET on the admin port, to keep an HTTP client out of this crate.
+async fn admin_get(application: &Application, path: &str) -> (u16, String) {
+    let address = application.admin_address();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("admin port answers");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn check_lifecycle<S, F, Fut>(
+    service: &str,
+    defaults: &str,
+    extra_toml: &str,
+    build: F,
+    service_names: &[&str],
+) where
+    S: ServiceSettings,
+    F: FnOnce(PlatformSettings, S, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<Application, picket_platform::StartError>>,
+{
+    let env = TestEnv::new().await;
+    let (platform, own) = env.settings::<S>(service, defaults, extra_toml);
+    let application = build(platform, own, CancellationToken::new())
+        .await
+        .expect("service starts");
+
+    const SERVING: i32 = 1;
+    assert_eq!(
+        health(&application, "").await,
+        SERVING,
+        "{service} overall health"
+    );
+    for name in service_names {
+        assert_eq!(health(&application, name).await, SERVING, "{name} health");
+    }
+    assert_eq!(admin_get(&application, "/live").await.0, 200);
+    assert_eq!(admin_get(&application, "/ready").await.0, 200);
+    let (status, metrics) = admin_get(&application, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("grpc_server_handled_total"),
+        "{service} metrics:\n{metrics}"
+    );
+
+    let stopped =
+        tokio::time::timeout(std::time::Duration::from_secs(10), application.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "{service} shuts down within its grace period"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanner_starts_serves_health_and_stops() {
+    check_lifecycle(
+        scanner::SERVICE,
+        scanner::DEFAULTS,
+        "",
+        scanner::build,
+        &[
+            "picket.tenants.v1.TenantService",
+            "picket.tenants.v1.ScanService",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prioritizer_starts_serves_health_and_stops() {
+    check_lifecycle(
+        prioritizer::SERVICE,
+        prioritizer::DEFAULTS,
+        "",
+        prioritizer::build,
+        &["picket.incidents.v1.IncidentService"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifier_starts_serves_health_and_stops() {
+    check_lifecycle(
+        notifier::SERVICE,
+        notifier::DEFAULTS,
+        picket_e2e::NOTIFIER_TEST_TOML,
+        notifier::build,
+        &["picket.notifications.v1.ChannelService"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_starts_serves_health_and_stops() {
+    check_lifecycle(
+        ledger::SERVICE,
+        ledger::DEFAULTS,
+        "",
+        ledger::build,
+        &[
+            "picket.ledger.v1.CreditLedgerService",
+            "picket.ledger.v1.EngagementService",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_starts_serves_health_and_stops() {
+    check_lifecycle(
+        offboarding::SERVICE,
+        offboarding::DEFAULTS,
+        "",
+        offboarding::build,
+        &["picket.offboarding.v1.OffboardingService"],
+    )
+    .await;
+}
