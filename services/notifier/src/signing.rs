@@ -109,16 +109,16 @@ mod tests {
     #[test]
     fn malformed_secrets_are_refused() {
         assert_eq!(
-            WebhookSecret::parse("abc").unwrap_err(),
-            SecretError::MissingPrefix
+            WebhookSecret::parse("abc").err(),
+            Some(SecretError::MissingPrefix)
         );
         assert_eq!(
-            WebhookSecret::parse("whsec_!!!").unwrap_err(),
-            SecretError::NotBase64
+            WebhookSecret::parse("whsec_!!!").err(),
+            Some(SecretError::NotBase64)
         );
         assert_eq!(
-            WebhookSecret::parse("whsec_YWJj").unwrap_err(),
-            SecretError::WrongLength(3)
+            WebhookSecret::parse("whsec_YWJj").err(),
+            Some(SecretError::WrongLength(3))
         );
     }
 

@@ -142,7 +142,6 @@ impl IncidentService for IncidentApi {
         Ok(Response::new(incidents::ListIncidentsResponse {
             incidents: rows.iter().map(store::IncidentRow::to_proto).collect(),
             next_page_token,
-            ..Default::default()
         }))
     }
 }

@@ -1,0 +1,130 @@
+//! `make bench`: drives the finding-to-webhook path (scanner event, prioritizer, outbox, notifier,
+//! signed webhook) with many monitoring findings across many tenants and partners, against the
+//! real NATS and PostgreSQL, and prints throughput and publish-to-receipt latency.
+//!
+//! Usage: picket-bench [FINDINGS] [TENANTS] [PARTNERS]   (defaults 5000 200 10)
+
+#![allow(clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use picket_e2e::{channel, start_notifier, start_prioritizer};
+use picket_platform::time::to_timestamp;
+use picket_proto::common::v1::{FindingKind, Severity};
+use picket_proto::findings::v1::FindingObserved;
+use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
+use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
+use picket_testkit::{TestEnv, WebhookReceiver};
+
+fn argument(position: usize, default: usize) -> anyhow::Result<usize> {
+    match std::env::args().nth(position) {
+        Some(value) => value
+            .parse()
+            .with_context(|| format!("argument {position} must be a number")),
+        None => Ok(default),
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let findings = argument(1, 5000)?;
+    let tenants = argument(2, 200)?.max(1);
+    let partners = argument(3, 10)?.max(1);
+
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let notifier = start_notifier(&env, "").await;
+    let receiver = WebhookReceiver::start().await;
+    let mut channels = ChannelServiceClient::new(channel(&notifier).await);
+    for partner in 0..partners {
+        let partner_id = format!("p{partner}");
+        let request = CreateWebhookEndpointRequest {
+            partner_id: partner_id.clone(),
+            url: receiver.url(),
+            ..Default::default()
+        };
+        channels
+            .create_webhook_endpoint(env.request(&env.partner_token(&partner_id), request))
+            .await?;
+    }
+
+    let mut published_at = HashMap::with_capacity(findings);
+    let started = Instant::now();
+    for index in 0..findings {
+        let tenant = index % tenants;
+        let partner = tenant % partners;
+        let fingerprint = format!("fp-{index}");
+        let finding = FindingObserved {
+            partner_id: format!("p{partner}"),
+            tenant_id: format!("t{tenant}"),
+            fingerprint: fingerprint.clone(),
+            check_id: "MS.AAD.RISKY_SIGNIN".into(),
+            kind: FindingKind::Monitoring.into(),
+            severity: Severity::High.into(),
+            title: "Sign-in from an impossible location".into(),
+            observed_at: Some(to_timestamp(chrono::Utc::now())),
+            ..Default::default()
+        };
+        published_at.insert(fingerprint, Instant::now());
+        env.publish("scanner", &finding).await;
+    }
+    let publishing = started.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receiver.delivered_ids().len() < findings {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {findings} webhooks arrived",
+            receiver.delivered_ids().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = receiver.received();
+    let finished = received
+        .iter()
+        .map(|webhook| webhook.received_at)
+        .max()
+        .context("no webhook")?;
+    let elapsed = finished - started;
+    let mut latencies: Vec<Duration> = received
+        .iter()
+        .filter_map(|webhook| {
+            let fingerprint = webhook.json()["data"]["incident"]["fingerprint"]
+                .as_str()?
+                .to_owned();
+            Some(webhook.received_at - *published_at.get(&fingerprint)?)
+        })
+        .collect();
+    latencies.sort();
+
+    println!(
+        "| findings | tenants | partners | publish | end to end | findings/s | p50 | p90 | p99 | max |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {findings} | {tenants} | {partners} | {:.2} s | {:.2} s | {:.0} | {} | {} | {} | {} |",
+        publishing.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        findings as f64 / elapsed.as_secs_f64(),
+        millis(percentile(&latencies, 0.50)),
+        millis(percentile(&latencies, 0.90)),
+        millis(percentile(&latencies, 0.99)),
+        millis(latencies[latencies.len() - 1]),
+    );
+
+    prioritizer.shutdown().await;
+    notifier.shutdown().await;
+    env.teardown().await;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds and runs Picket's five services against the NATS and PostgreSQL that `scripts/stack.sh`
+# made reachable, prints where each listens once all are ready, and stops them all on Ctrl-C.
+#
+# Environment: PICKET_PG_HOST/PICKET_PG_PORT and PICKET_NATS_HOST/PICKET_NATS_PORT as for stack.sh;
+# any PICKET__SECTION__KEY setting is passed through to every service.
+set -euo pipefail
+
+REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+DEV_DIR=${PICKET_DEV_DIR:-$REPO_ROOT/.dev}
+PG_HOST=${PICKET_PG_HOST:-127.0.0.1}
+PG_PORT=${PICKET_PG_PORT:-5432}
+NATS_HOST=${PICKET_NATS_HOST:-127.0.0.1}
+NATS_PORT=${PICKET_NATS_PORT:-4222}
+DATABASE=${PICKET_DATABASE:-picket}
+SERVICES=(scanner prioritizer notifier ledger offboarding)
+# Default ports of each service, as in services/<service>/defaults.toml.
+declare -A GRPC_PORT=([scanner]=50051 [prioritizer]=50052 [notifier]=50053 [ledger]=50054 [offboarding]=50055)
+declare -A ADMIN_PORT=([scanner]=9051 [prioritizer]=9052 [notifier]=9053 [ledger]=9054 [offboarding]=9055)
+
+mkdir -p "$DEV_DIR/logs"
+cd "$REPO_ROOT"
+
+echo "building the services..." >&2
+cargo build --locked --bins
+
+# A development signing key, made once and kept under the git-ignored dev dir.
+if [[ -z ${PICKET__AUTH__JWT_SECRET:-} ]]; then
+	if [[ ! -s $DEV_DIR/jwt-secret ]]; then
+		head -c 48 /dev/urandom | base64 | tr -d '\n/+=' >"$DEV_DIR/jwt-secret"
+	fi
+	PICKET__AUTH__JWT_SECRET=$(cat "$DEV_DIR/jwt-secret")
+	export PICKET__AUTH__JWT_SECRET
+fi
+export PICKET__DATABASE__URL=${PICKET__DATABASE__URL:-postgres://postgres@$PG_HOST:$PG_PORT/$DATABASE}
+export PICKET__NATS__URL=${PICKET__NATS__URL:-nats://$NATS_HOST:$NATS_PORT}
+export PICKET__TELEMETRY__LOG_FORMAT=${PICKET__TELEMETRY__LOG_FORMAT:-json}
+
+if ! psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'" | grep -q 1; then
+	psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -qc "CREATE DATABASE $DATABASE"
+	echo "created database $DATABASE" >&2
+fi
+
+PIDS=()
+stop_all() {
+	trap - EXIT INT TERM
+	if ((${#PIDS[@]})); then
+		echo "stopping the services..." >&2
+		kill -TERM "${PIDS[@]}" 2>/dev/null || true
+		wait "${PIDS[@]}" 2>/dev/null || true
+	fi
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for service in "${SERVICES[@]}"; do
+	"target/debug/$service" >"$DEV_DIR/logs/$service.log" 2>&1 &
+	PIDS+=($!)
+done
+
+# Ready means grpc.health.v1 reports SERVING: the admin port's /ready mirrors it.
+ready() {
+	local port=$1 status
+	exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
+	printf 'GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+	IFS= read -r status <&3 || true
+	exec 3>&-
+	[[ $status == *" 200 "* ]]
+}
+
+deadline=$((SECONDS + 120))
+for index in "${!SERVICES[@]}"; do
+	service=${SERVICES[$index]}
+	until ready "${ADMIN_PORT[$service]}"; do
+		if ! kill -0 "${PIDS[$index]}" 2>/dev/null; then
+			echo "$service exited; its log:" >&2
+			tail -n 20 "$DEV_DIR/logs/$service.log" >&2
+			exit 1
+		fi
+		if ((SECONDS > deadline)); then
+			echo "$service did not become ready; see $DEV_DIR/logs/$service.log" >&2
+			exit 1
+		fi
+		sleep 0.2
+	done
+done
+
+printf '\nPicket is running (Ctrl-C stops it):\n\n'
+printf '  %-12s %-18s %-30s %s\n' service gRPC admin log
+for service in "${SERVICES[@]}"; do
+	printf '  %-12s %-18s %-30s %s\n' "$service" "127.0.0.1:${GRPC_PORT[$service]}" \
+		"http://127.0.0.1:${ADMIN_PORT[$service]}/metrics" ".dev/logs/$service.log"
+done
+printf '\n  NATS %s:%s   PostgreSQL %s:%s/%s\n' "$NATS_HOST" "$NATS_PORT" "$PG_HOST" "$PG_PORT" "$DATABASE"
+printf '  development bearer tokens are signed with the key in .dev/jwt-secret\n\n'
+
+# Runs until a service stops or Ctrl-C.
+wait -n "${PIDS[@]}"
+echo "a service stopped; see $DEV_DIR/logs" >&2
+exit 1
