@@ -62,7 +62,7 @@ done
 # Ready means grpc.health.v1 reports SERVING: the admin port's /ready mirrors it.
 ready() {
 	local port=$1 status
-	exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
+	{ exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
 	printf 'GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
 	IFS= read -r status <&3 || true
 	exec 3>&-
