@@ -187,10 +187,6 @@ impl Platform {
         Ok(platform)
     }
 
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
     pub fn settings(&self) -> &PlatformSettings {
         &self.settings
     }
@@ -199,16 +195,8 @@ impl Platform {
         &self.pool
     }
 
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.jetstream
-    }
-
     pub fn subjects(&self) -> &Subjects {
         &self.subjects
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     pub fn events(&self) -> EventFactory {
@@ -398,10 +386,6 @@ pub struct Application {
 }
 
 impl Application {
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
     pub fn grpc_address(&self) -> SocketAddr {
         self.grpc_address
     }

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Metric, Registry};
+use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
@@ -122,15 +122,6 @@ impl Metrics {
             );
         }
         metrics
-    }
-
-    /// Registers a service's domain metric, named `picket_<name>`.
-    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        let mut registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        registry.register(format!("picket_{name}"), help, metric);
     }
 
     /// The Prometheus text exposition of every metric.

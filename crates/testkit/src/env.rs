@@ -8,7 +8,7 @@ use picket_platform::auth::TokenAuthority;
 use picket_platform::nats::{OutgoingEvent, Subjects};
 use picket_platform::settings::{self, PlatformSettings, ServiceSettings};
 use picket_platform::{Principal, Role};
-use picket_proto::{Area, Event};
+use picket_proto::Event;
 use sqlx::AssertSqlSafe;
 use sqlx::Connection;
 use uuid::Uuid;
@@ -195,13 +195,6 @@ grace_period = "5s"
             .expect("publish");
     }
 
-    /// Makes sure the area streams exist before a test publishes into them directly.
-    pub async fn provision_streams(&self, settings: &PlatformSettings) {
-        picket_platform::nats::streams::provision(&self.jetstream, &self.subjects, &settings.nats)
-            .await
-            .expect("provision streams");
-    }
-
     /// A pool on the test database whose connections use `schema`.
     pub async fn pool(&self, schema: &str) -> sqlx::PgPool {
         let options: sqlx::postgres::PgConnectOptions =
@@ -211,11 +204,6 @@ grace_period = "5s"
             .connect_with(options.options([("search_path", schema)]))
             .await
             .expect("connect to the test database")
-    }
-
-    /// The stream of an area in this test's namespace.
-    pub fn stream_name(&self, area: Area) -> String {
-        self.subjects.stream_name(area)
     }
 
     /// Deletes the test's streams and database. Tests call it at the end; a failed test leaves

@@ -60,7 +60,9 @@ pub async fn build(
         .await?;
     let client = egress::http_client(policy.clone(), settings.webhook_timeout)
         .map_err(|error| StartError::Client(error.to_string()))?;
-    let worker = worker::DeliveryWorker::new(platform.pool().clone(), client, policy, settings);
+    let schema = platform.settings().database.schema.clone();
+    let worker =
+        worker::DeliveryWorker::new(platform.pool().clone(), schema, client, policy, settings);
     let worker_shutdown = platform.shutdown_token();
     platform.spawn("delivery worker", worker.run(worker_shutdown));
     Ok(platform.start().await)

@@ -184,6 +184,9 @@ pub async fn fan_out(
     Ok(created.rows_affected())
 }
 
+/// The notification topic that wakes the delivery worker.
+pub const DELIVERIES_TOPIC: &str = "deliveries";
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueDelivery {
     pub delivery_id: Uuid,

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use picket_platform::db::notify;
 use rand::Rng;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,6 +24,7 @@ const CLAIM_BATCH: i64 = 64;
 
 pub struct DeliveryWorker {
     pool: PgPool,
+    schema: String,
     client: reqwest::Client,
     policy: Arc<EgressPolicy>,
     settings: NotifierSettings,
@@ -70,12 +71,14 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 impl DeliveryWorker {
     pub fn new(
         pool: PgPool,
+        schema: String,
         client: reqwest::Client,
         policy: Arc<EgressPolicy>,
         settings: NotifierSettings,
     ) -> DeliveryWorker {
         DeliveryWorker {
             pool,
+            schema,
             client,
             policy,
             settings,
@@ -83,7 +86,11 @@ impl DeliveryWorker {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = self.listen().await;
+        let mut listener = notify::listen(
+            &self.pool,
+            &notify::channel(&self.schema, store::DELIVERIES_TOPIC),
+        )
+        .await;
         while !shutdown.is_cancelled() {
             let claimed = match store::claim_due(
                 &self.pool,
@@ -108,23 +115,10 @@ impl DeliveryWorker {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(self.settings.delivery_poll_interval) => {}
-                () = wait_for_notification(&mut listener) => {}
+                () = notify::next(&mut listener) => {}
             }
         }
         tracing::info!("delivery worker stopped");
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let schema: String = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(&self.pool)
-            .await
-            .ok()?;
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener
-            .listen(&format!("{schema}_deliveries"))
-            .await
-            .ok()?;
-        Some(listener)
     }
 
     async fn deliver_all(&self, claimed: Vec<DueDelivery>) {
@@ -358,17 +352,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-async fn wait_for_notification(listener: &mut Option<PgListener>) {
-    match listener {
-        Some(active) => {
-            if active.recv().await.is_err() {
-                *listener = None;
-            }
-        }
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! transactional outbox and the inbox.
 
 pub mod inbox;
+pub mod notify;
 pub mod outbox;
 
 use std::str::FromStr;

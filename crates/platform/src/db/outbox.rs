@@ -9,18 +9,20 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::db::notify;
 use crate::metrics::Metrics;
 use crate::nats::OutgoingEvent;
 
 /// Rows relayed per transaction.
 const BATCH_SIZE: i64 = 256;
 
-/// Notification channel that wakes the relay of the current schema's outbox.
+/// Wakes the relay of the current schema's outbox (see [`notify::channel`]).
+const TOPIC: &str = "outbox";
 const NOTIFY_SQL: &str = "SELECT pg_notify(current_schema() || '_outbox', '')";
 
 /// Adds `event` to the outbox within the caller's transaction.
@@ -80,7 +82,7 @@ impl OutboxRelay {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = self.listen().await;
+        let mut listener = notify::listen(&self.pool, &notify::channel(&self.schema, TOPIC)).await;
         while !shutdown.is_cancelled() {
             match self.relay_batch().await {
                 Ok(relayed) if relayed == BATCH_SIZE as usize => continue,
@@ -97,18 +99,10 @@ impl OutboxRelay {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(self.poll_interval) => {}
-                () = wait_for_notification(&mut listener) => {}
+                () = notify::next(&mut listener) => {}
             }
         }
         tracing::info!("outbox relay stopped");
-    }
-
-    /// Listens for new outbox rows; without a listener the relay still polls.
-    async fn listen(&self) -> Option<PgListener> {
-        let channel = format!("{}_outbox", self.schema);
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen(&channel).await.ok()?;
-        Some(listener)
     }
 
     async fn relay_batch(&self) -> Result<usize, RelayError> {
@@ -158,17 +152,5 @@ impl OutboxRelay {
         transaction.commit().await?;
         self.metrics.outbox_published.inc_by(sequences.len() as u64);
         Ok(sequences.len())
-    }
-}
-
-async fn wait_for_notification(listener: &mut Option<PgListener>) {
-    match listener {
-        Some(active) => {
-            if active.recv().await.is_err() {
-                // The connection dropped; fall back to polling rather than spinning.
-                *listener = None;
-            }
-        }
-        None => std::future::pending().await,
     }
 }

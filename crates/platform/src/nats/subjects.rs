@@ -67,10 +67,6 @@ impl Subjects {
         }
     }
 
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     /// The subject an event is published on.
     pub fn for_event<E: Event>(&self, event: &E) -> Result<String, SubjectError> {
         self.event_subject(E::AREA, E::TOKEN, event.partner_id(), event.tenant_id())
@@ -100,11 +96,6 @@ impl Subjects {
     /// Every subject of an area: what its stream captures.
     pub fn area_wildcard(&self, area: Area) -> String {
         format!("{}.{}.v1.>", self.namespace, area.token())
-    }
-
-    /// Every subject of one event type.
-    pub fn event_wildcard<E: Event>(&self) -> String {
-        format!("{}.{}.v1.{}.>", self.namespace, E::AREA.token(), E::TOKEN)
     }
 
     /// The JetStream stream that holds an area's events.
