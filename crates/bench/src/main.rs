@@ -2,7 +2,9 @@
 //! signed webhook) with many monitoring findings across many tenants and partners, against the
 //! real NATS and PostgreSQL, and prints throughput and publish-to-receipt latency.
 //!
-//! Usage: picket-bench [FINDINGS] [TENANTS] [PARTNERS]   (defaults 5000 200 10)
+//! Usage: picket-bench [FINDINGS] [TENANTS] [PARTNERS] [RATE]   (defaults 5000 200 10 0)
+//! RATE paces publishing at that many findings per second; 0 publishes as fast as possible, which
+//! measures throughput (latency then includes the backlog).
 
 #![allow(clippy::print_stdout)]
 
@@ -17,6 +19,9 @@ use picket_proto::findings::v1::FindingObserved;
 use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_testkit::{TestEnv, WebhookReceiver};
+
+/// Production concurrency (the tests use less): 16 lanes per consumer, pools of 20.
+const BENCH_TOML: &str = "[nats]\nlanes = 16\n[database]\nmax_connections = 20\n";
 
 fn argument(position: usize, default: usize) -> anyhow::Result<usize> {
     match std::env::args().nth(position) {
@@ -41,10 +46,11 @@ async fn main() -> anyhow::Result<()> {
     let findings = argument(1, 5000)?;
     let tenants = argument(2, 200)?.max(1);
     let partners = argument(3, 10)?.max(1);
+    let rate = argument(4, 0)?;
 
     let env = TestEnv::new().await;
-    let prioritizer = start_prioritizer(&env, "").await;
-    let notifier = start_notifier(&env, "").await;
+    let prioritizer = start_prioritizer(&env, BENCH_TOML).await;
+    let notifier = start_notifier(&env, BENCH_TOML).await;
     let receiver = WebhookReceiver::start().await;
     let mut channels = ChannelServiceClient::new(channel(&notifier).await);
     for partner in 0..partners {
@@ -60,8 +66,12 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut published_at = HashMap::with_capacity(findings);
+    let mut pace = (rate > 0).then(|| tokio::time::interval(Duration::from_secs(1) / rate as u32));
     let started = Instant::now();
     for index in 0..findings {
+        if let Some(pace) = pace.as_mut() {
+            pace.tick().await;
+        }
         let tenant = index % tenants;
         let partner = tenant % partners;
         let fingerprint = format!("fp-{index}");
@@ -81,7 +91,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let publishing = started.elapsed();
 
+    // Where the time goes: the prioritizer's part ends when every incident is committed.
     let deadline = Instant::now() + Duration::from_secs(600);
+    let incidents = env.pool("prioritizer").await;
+    loop {
+        let opened: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
+            .fetch_one(&incidents)
+            .await?;
+        if opened as usize >= findings {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {opened} of {findings} incidents opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prioritized = started.elapsed();
     while receiver.delivered_ids().len() < findings {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -109,12 +135,18 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort();
 
     println!(
-        "| findings | tenants | partners | publish | end to end | findings/s | p50 | p90 | p99 | max |"
+        "| findings | tenants | partners | rate | published in | incidents in | webhooks in | findings/s | p50 | p90 | p99 | max |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {findings} | {tenants} | {partners} | {:.2} s | {:.2} s | {:.0} | {} | {} | {} | {} |",
+        "| {findings} | {tenants} | {partners} | {} | {:.2} s | {:.2} s | {:.2} s | {:.0} | {} | {} | {} | {} |",
+        if rate == 0 {
+            "max".to_owned()
+        } else {
+            format!("{rate}/s")
+        },
         publishing.as_secs_f64(),
+        prioritized.as_secs_f64(),
         elapsed.as_secs_f64(),
         findings as f64 / elapsed.as_secs_f64(),
         millis(percentile(&latencies, 0.50)),
