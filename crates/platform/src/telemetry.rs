@@ -72,10 +72,15 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<Telemetry, Te
             .with_current_span(true)
             .boxed()
     };
+    // The log filter applies to logs only: spans carry trace context across NATS and gRPC whatever
+    // the log level, so the trace layer keeps every span from INFO up.
     tracing_subscriber::registry()
-        .with(EnvFilter::try_new(&settings.log_filter)?)
-        .with(format_layer)
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("picket")))
+        .with(format_layer.with_filter(EnvFilter::try_new(&settings.log_filter)?))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("picket"))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(Telemetry { provider })
