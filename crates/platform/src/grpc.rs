@@ -13,6 +13,18 @@ use tracing::Instrument;
 use crate::metrics::{GrpcHandledLabels, GrpcLabels, Metrics};
 use crate::telemetry::{self, HttpHeaders};
 
+/// A storage failure as the caller sees it: logged in full here, `INTERNAL` without detail there.
+pub fn internal(error: sqlx::Error) -> tonic::Status {
+    tracing::error!(%error, "storage failed");
+    tonic::Status::internal("internal error")
+}
+
+/// Parses a UUID request field; a bad one is `INVALID_ARGUMENT` naming the field.
+pub fn parse_uuid(value: &str, field: &str) -> Result<uuid::Uuid, tonic::Status> {
+    uuid::Uuid::parse_str(value)
+        .map_err(|_| tonic::Status::invalid_argument(format!("{field}: must be a UUID")))
+}
+
 /// Reflection over Picket's contracts and the health service.
 pub fn reflection_service() -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use picket_platform::Principal;
 use picket_platform::auth::Role;
+use picket_platform::grpc::{internal, parse_uuid};
 use picket_platform::nats::subjects::validate_token;
 use picket_proto::notifications::v1 as notifications;
 use picket_proto::notifications::v1::channel_service_server::ChannelService;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::catalog::EVENT_TYPES;
 use crate::egress::EgressPolicy;
@@ -28,11 +28,6 @@ impl ChannelApi {
     pub fn new(pool: PgPool, policy: Arc<EgressPolicy>) -> ChannelApi {
         ChannelApi { pool, policy }
     }
-}
-
-fn internal(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "channel query failed");
-    Status::internal("internal error")
 }
 
 /// Only the partner itself (or the operator) manages its channels.
@@ -106,8 +101,7 @@ impl ChannelService for ChannelApi {
         request: Request<notifications::GetWebhookEndpointRequest>,
     ) -> Result<Response<notifications::GetWebhookEndpointResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
-        let endpoint_id = Uuid::parse_str(&request.get_ref().endpoint_id)
-            .map_err(|_| Status::invalid_argument("endpoint_id: must be a UUID"))?;
+        let endpoint_id = parse_uuid(&request.get_ref().endpoint_id, "endpoint_id")?;
         let endpoint = store::get_endpoint(&self.pool, endpoint_id)
             .await
             .map_err(internal)?

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use picket_platform::Principal;
 use picket_platform::auth::Role;
+use picket_platform::grpc::{internal, parse_uuid};
 use picket_proto::incidents::v1 as incidents;
 use picket_proto::incidents::v1::incident_service_server::IncidentService;
 use sqlx::PgPool;
@@ -25,15 +26,6 @@ impl IncidentApi {
     pub fn new(pool: PgPool) -> IncidentApi {
         IncidentApi { pool }
     }
-}
-
-fn internal(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "incident query failed");
-    Status::internal("internal error")
-}
-
-fn parse_uuid(value: &str, field: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field}: must be a UUID")))
 }
 
 fn encode_page_token(opened_at: DateTime<Utc>, incident_id: Uuid) -> String {
