@@ -22,6 +22,38 @@ async fn health(application: &Application, service: &str) -> i32 {
         .status
 }
 
+/// The services the server lists through gRPC reflection.
+async fn reflected_services(application: &Application) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut client = ServerReflectionClient::new(picket_e2e::channel(application).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("one message");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => list
+            .service
+            .into_iter()
+            .map(|service| service.name)
+            .collect(),
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
 /// A minimal HTTP/1.1 GET on the admin port, to keep an HTTP client out of this crate.
 async fn admin_get(application: &Application, path: &str) -> (u16, String) {
     let address = application.admin_address();
@@ -76,6 +108,13 @@ async fn check_lifecycle<S, F, Fut>(
     );
     for name in service_names {
         assert_eq!(health(&application, name).await, SERVING, "{name} health");
+    }
+    let reflected = reflected_services(&application).await;
+    for name in service_names {
+        assert!(
+            reflected.iter().any(|service| service == name),
+            "{name} not reflected: {reflected:?}"
+        );
     }
     assert_eq!(admin_get(&application, "/live").await.0, 200);
     assert_eq!(admin_get(&application, "/ready").await.0, 200);
