@@ -267,12 +267,37 @@ impl<H: EventHandler> Worker<H> {
         if let Some(headers) = message.headers.as_ref() {
             telemetry::set_parent_from(&span, &NatsHeaders(headers));
         }
-        let outcome = self
-            .decide(&message, delivered)
-            .instrument(span.clone())
-            .await;
-        let _entered = span.enter();
-        let outcome_label = match outcome {
+        // The span is entered only while this future runs: a guard held across awaits would leak
+        // into other tasks on the thread and corrupt its trace context.
+        let outcome_label = async {
+            let outcome = self.decide(&message, delivered).await;
+            self.settle(&message, outcome, delivered, &position).await
+        }
+        .instrument(span)
+        .await;
+        let outcome_labels = ConsumerOutcomeLabels {
+            consumer: self.durable_name.clone(),
+            outcome: outcome_label,
+        };
+        self.metrics
+            .messages_processed
+            .get_or_create(&outcome_labels)
+            .inc();
+        self.metrics
+            .message_handling_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Acks, naks or dead-letters the message as decided; returns the outcome's metric label.
+    async fn settle(
+        &self,
+        message: &jetstream::Message,
+        outcome: Outcome,
+        delivered: i64,
+        position: &StreamPosition,
+    ) -> &'static str {
+        match outcome {
             Outcome::Ack => {
                 // Double ack: the server confirms, so a lost ack cannot cause a silent redelivery.
                 if let Err(error) = message.double_ack().await {
@@ -288,7 +313,7 @@ impl<H: EventHandler> Worker<H> {
             }
             Outcome::DeadLetter(reason) => {
                 match self
-                    .dead_letter(&message, &reason, delivered, &position)
+                    .dead_letter(message, &reason, delivered, position)
                     .await
                 {
                     Ok(()) => {
@@ -307,19 +332,7 @@ impl<H: EventHandler> Worker<H> {
                     }
                 }
             }
-        };
-        let outcome_labels = ConsumerOutcomeLabels {
-            consumer: self.durable_name.clone(),
-            outcome: outcome_label,
-        };
-        self.metrics
-            .messages_processed
-            .get_or_create(&outcome_labels)
-            .inc();
-        self.metrics
-            .message_handling_seconds
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        }
     }
 
     async fn decide(&self, message: &jetstream::Message, delivered: i64) -> Outcome {
