@@ -2,6 +2,9 @@
 //! benchmark need them.
 
 use picket_platform::Application;
+use picket_platform::time::to_timestamp;
+use picket_proto::common::v1::{FindingKind, Severity};
+use picket_proto::findings::v1::FindingObserved;
 use picket_testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
@@ -39,4 +42,25 @@ pub async fn channel(application: &Application) -> tonic::transport::Channel {
         .connect()
         .await
         .expect("connect to the service")
+}
+
+/// A suspicious sign-in: a monitoring finding, which always opens an incident.
+pub fn suspicious_sign_in(partner_id: &str, tenant_id: &str, fingerprint: &str) -> FindingObserved {
+    FindingObserved {
+        partner_id: partner_id.into(),
+        tenant_id: tenant_id.into(),
+        fingerprint: fingerprint.into(),
+        check_id: "MS.AAD.RISKY_SIGNIN".into(),
+        kind: FindingKind::Monitoring.into(),
+        severity: Severity::High.into(),
+        title: "Sign-in from an impossible location".into(),
+        description: "alice@contoso.example signed in from two countries within 5 minutes".into(),
+        target: "alice@contoso.example".into(),
+        theme: "identity".into(),
+        recommended_fix: "Revoke the user's sessions and reset the password".into(),
+        observed_at: Some(to_timestamp(chrono::Utc::now())),
+        scan_id: "scan-1".into(),
+        evidence: [("ip".to_owned(), "203.0.113.7".to_owned())].into(),
+        ..Default::default()
+    }
 }

@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use picket_e2e::{channel, start_prioritizer};
-use picket_platform::time::to_timestamp;
-use picket_proto::common::v1::{FindingKind, Severity};
-use picket_proto::findings::v1::FindingObserved;
+use picket_e2e::{channel, start_prioritizer, suspicious_sign_in};
 use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
 use picket_testkit::{TestEnv, eventually};
@@ -14,21 +11,8 @@ async fn incident_of_partner_one(
     env: &TestEnv,
     client: &IncidentServiceClient<tonic::transport::Channel>,
 ) -> String {
-    env.publish(
-        "scanner",
-        &FindingObserved {
-            partner_id: "p1".into(),
-            tenant_id: "t1".into(),
-            fingerprint: "fp-1".into(),
-            check_id: "MS.AAD.RISKY_SIGNIN".into(),
-            kind: FindingKind::Monitoring.into(),
-            severity: Severity::High.into(),
-            title: "Risky sign-in".into(),
-            observed_at: Some(to_timestamp(chrono::Utc::now())),
-            ..Default::default()
-        },
-    )
-    .await;
+    env.publish("scanner", &suspicious_sign_in("p1", "t1", "fp-1"))
+        .await;
     let token = env.partner_token("p1");
     eventually(Duration::from_secs(20), "partner one's incident", || {
         let mut client = client.clone();

@@ -6,15 +6,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use picket_e2e::suspicious_sign_in;
 use picket_platform::metrics::Metrics;
 use picket_platform::nats::consumer::{DLQ_DELIVERIES, DLQ_REASON};
 use picket_platform::nats::{
     Consumer, ConsumerSpec, EventHandler, HandlerError, InboundEvent, streams,
 };
 use picket_platform::settings::NoServiceSettings;
-use picket_platform::time::to_timestamp;
 use picket_proto::Area;
-use picket_proto::findings::v1::FindingObserved;
 use picket_testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
@@ -65,13 +64,7 @@ async fn message_that_keeps_failing_is_dead_lettered_after_max_deliver() {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(consumer.run(shutdown.clone()));
 
-    let finding = FindingObserved {
-        partner_id: "p1".into(),
-        tenant_id: "t1".into(),
-        fingerprint: "fp-1".into(),
-        observed_at: Some(to_timestamp(chrono::Utc::now())),
-        ..Default::default()
-    };
+    let finding = suspicious_sign_in("p1", "t1", "fp-1");
     env.publish("scanner", &finding).await;
 
     let dead_letter = tokio::time::timeout(Duration::from_secs(20), dead_letters.next())

@@ -4,25 +4,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use picket_e2e::start_prioritizer;
+use picket_e2e::{start_prioritizer, suspicious_sign_in};
 use picket_platform::nats::consumer::DLQ_REASON;
-use picket_platform::time::to_timestamp;
-use picket_proto::common::v1::{FindingKind, Severity};
 use picket_proto::findings::v1::FindingObserved;
 use picket_testkit::{TestEnv, eventually};
 
 fn finding(fingerprint: &str) -> FindingObserved {
-    FindingObserved {
-        partner_id: "p1".into(),
-        tenant_id: "t1".into(),
-        fingerprint: fingerprint.into(),
-        check_id: "MS.AAD.RISKY_SIGNIN".into(),
-        kind: FindingKind::Monitoring.into(),
-        severity: Severity::Medium.into(),
-        title: "Risky sign-in".into(),
-        observed_at: Some(to_timestamp(chrono::Utc::now())),
-        ..Default::default()
-    }
+    suspicious_sign_in("p1", "t1", fingerprint)
 }
 
 async fn next_dead_letter(subscriber: &mut async_nats::Subscriber) -> async_nats::Message {

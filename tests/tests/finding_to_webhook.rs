@@ -4,10 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use picket_e2e::{channel, start_notifier, start_prioritizer};
-use picket_platform::time::to_timestamp;
-use picket_proto::common::v1::{FindingKind, Severity};
-use picket_proto::findings::v1::FindingObserved;
+use picket_e2e::{channel, start_notifier, start_prioritizer, suspicious_sign_in};
 use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
 use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
@@ -15,26 +12,6 @@ use picket_proto::notifications::v1::channel_service_client::ChannelServiceClien
 use picket_testkit::{TestEnv, WebhookReceiver, eventually, verify_standard_webhook};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn suspicious_sign_in(partner_id: &str, tenant_id: &str, fingerprint: &str) -> FindingObserved {
-    FindingObserved {
-        partner_id: partner_id.into(),
-        tenant_id: tenant_id.into(),
-        fingerprint: fingerprint.into(),
-        check_id: "MS.AAD.RISKY_SIGNIN".into(),
-        kind: FindingKind::Monitoring.into(),
-        severity: Severity::High.into(),
-        title: "Sign-in from an impossible location".into(),
-        description: "alice@contoso.example signed in from two countries within 5 minutes".into(),
-        target: "alice@contoso.example".into(),
-        theme: "identity".into(),
-        recommended_fix: "Revoke the user's sessions and reset the password".into(),
-        observed_at: Some(to_timestamp(chrono::Utc::now())),
-        scan_id: "scan-1".into(),
-        evidence: [("ip".to_owned(), "203.0.113.7".to_owned())].into(),
-        ..Default::default()
-    }
-}
 
 /// Registers a webhook endpoint for `partner_id` and returns its secret.
 async fn register_endpoint(

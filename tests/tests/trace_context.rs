@@ -4,11 +4,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use picket_e2e::start_prioritizer;
+use picket_e2e::{start_prioritizer, suspicious_sign_in};
 use picket_platform::nats::OutgoingEvent;
-use picket_platform::time::to_timestamp;
-use picket_proto::common::v1::{FindingKind, Severity};
-use picket_proto::findings::v1::FindingObserved;
 use picket_testkit::TestEnv;
 
 /// The trace id of a `traceparent` header: `00-<trace id>-<span id>-<flags>`.
@@ -26,17 +23,7 @@ async fn incident_event_continues_the_trace_of_its_finding() {
         .expect("subscribe");
     let prioritizer = start_prioritizer(&env, "").await;
 
-    let finding = FindingObserved {
-        partner_id: "p1".into(),
-        tenant_id: "t1".into(),
-        fingerprint: "fp-1".into(),
-        check_id: "MS.AAD.RISKY_SIGNIN".into(),
-        kind: FindingKind::Monitoring.into(),
-        severity: Severity::High.into(),
-        title: "Risky sign-in".into(),
-        observed_at: Some(to_timestamp(chrono::Utc::now())),
-        ..Default::default()
-    };
+    let finding = suspicious_sign_in("p1", "t1", "fp-1");
     let outgoing = {
         let span = tracing::info_span!("scan");
         let _entered = span.enter();

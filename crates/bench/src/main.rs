@@ -12,10 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use picket_e2e::{channel, start_notifier, start_prioritizer};
-use picket_platform::time::to_timestamp;
-use picket_proto::common::v1::{FindingKind, Severity};
-use picket_proto::findings::v1::FindingObserved;
+use picket_e2e::{channel, start_notifier, start_prioritizer, suspicious_sign_in};
 use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_testkit::{TestEnv, WebhookReceiver};
@@ -75,17 +72,8 @@ async fn main() -> anyhow::Result<()> {
         let tenant = index % tenants;
         let partner = tenant % partners;
         let fingerprint = format!("fp-{index}");
-        let finding = FindingObserved {
-            partner_id: format!("p{partner}"),
-            tenant_id: format!("t{tenant}"),
-            fingerprint: fingerprint.clone(),
-            check_id: "MS.AAD.RISKY_SIGNIN".into(),
-            kind: FindingKind::Monitoring.into(),
-            severity: Severity::High.into(),
-            title: "Sign-in from an impossible location".into(),
-            observed_at: Some(to_timestamp(chrono::Utc::now())),
-            ..Default::default()
-        };
+        let finding =
+            suspicious_sign_in(&format!("p{partner}"), &format!("t{tenant}"), &fingerprint);
         published_at.insert(fingerprint, Instant::now());
         env.publish("scanner", &finding).await;
     }
