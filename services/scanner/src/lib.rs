@@ -2,7 +2,10 @@
 //! scans and fixes. This crate serves its contracts (TenantService, ScanService) on the platform
 //! kit; their behaviour arrives with the tenant-scanning issue and answers UNIMPLEMENTED until then.
 
-use picket_platform::settings::{NoServiceSettings, PlatformSettings};
+pub mod graph;
+pub mod settings;
+
+use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
 use picket_proto::tenants::v1::scan_service_server::{self, ScanService, ScanServiceServer};
 use picket_proto::tenants::v1::tenant_service_server::{self, TenantService, TenantServiceServer};
@@ -13,8 +16,7 @@ pub const SERVICE: &str = "scanner";
 /// The scanner's defaults over the platform's.
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 
-/// The scanner has no settings of its own yet.
-pub type Settings = NoServiceSettings;
+pub use settings::ScannerSettings as Settings;
 
 pub struct ScannerApi;
 

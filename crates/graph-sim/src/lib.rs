@@ -1,0 +1,128 @@
+//! graph-sim: the Microsoft Entra token endpoint and the Microsoft Graph endpoints Picket uses, for
+//! N synthetic tenants generated from a seed, over real HTTP. Tests script throttling (429 with
+//! `Retry-After`) and faults per tenant, expire tokens, withdraw consent, and read a log of every
+//! request. The JSON follows Microsoft's documented shapes, so the same client talks to real Graph.
+
+mod model;
+mod routes;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use model::Tenant;
+pub use state::{Fault, RecordedRequest, SimConfig};
+use state::{Inner, SimState};
+
+pub struct GraphSim {
+    address: SocketAddr,
+    state: Arc<SimState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl GraphSim {
+    /// Generates the tenants and serves them on `address` (port 0 picks a free one).
+    pub async fn start(config: SimConfig, address: SocketAddr) -> std::io::Result<GraphSim> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let mut inner = Inner::default();
+        for index in 0..config.tenants {
+            let tenant = model::generate_tenant(config.seed, index, config.users_per_tenant);
+            inner.tenants.insert(tenant.tenant_id.clone(), tenant);
+        }
+        let state = Arc::new(SimState {
+            config,
+            base_url: format!("http://{address}"),
+            inner: Mutex::new(inner),
+        });
+        let router = routes::router(state.clone());
+        let server = tokio::spawn(async move {
+            let _ignored = axum::serve(listener, router).await;
+        });
+        Ok(GraphSim {
+            address,
+            state,
+            server,
+        })
+    }
+
+    /// Base URL of both the login and the Graph endpoints.
+    pub fn base_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
+    /// Tenant ids, in generation order.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        let mut tenants: Vec<(String, String)> = self
+            .state
+            .lock()
+            .tenants
+            .values()
+            .map(|tenant| (tenant.display_name.clone(), tenant.tenant_id.clone()))
+            .collect();
+        tenants.sort();
+        tenants
+            .into_iter()
+            .map(|(_, tenant_id)| tenant_id)
+            .collect()
+    }
+
+    pub fn tenant(&self, tenant_id: &str) -> Option<Tenant> {
+        self.state.lock().tenants.get(tenant_id).cloned()
+    }
+
+    /// The next requests of `tenant_id` get these faults, one each, in order.
+    pub fn inject(&self, tenant_id: &str, faults: &[Fault]) {
+        self.state
+            .lock()
+            .faults
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .extend(faults.iter().copied());
+    }
+
+    /// Withdraws (or grants) admin consent: without it the token endpoint refuses the tenant.
+    pub fn set_consent(&self, tenant_id: &str, consented: bool) {
+        if let Some(tenant) = self.state.lock().tenants.get_mut(tenant_id) {
+            tenant.consented = consented;
+        }
+    }
+
+    /// Makes every token issued so far expired.
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for token in self.state.lock().tokens.values_mut() {
+            token.expires_at = now;
+        }
+    }
+
+    /// How many tokens the token endpoint issued for `tenant_id`.
+    pub fn tokens_issued(&self, tenant_id: &str) -> usize {
+        self.state
+            .lock()
+            .tokens_issued
+            .get(tenant_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every Graph request the simulator received (token requests excluded).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.lock().requests.clone()
+    }
+}
+
+impl Drop for GraphSim {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

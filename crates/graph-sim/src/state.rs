@@ -1,0 +1,84 @@
+//! The simulator's state: tenants, issued tokens, scripted faults and a log of every request.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::model::Tenant;
+
+/// A response the simulator gives instead of the real one, once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// 429 TooManyRequests, with `Retry-After` in seconds when set.
+    Throttle { retry_after: Option<f64> },
+    /// 503 ServiceUnavailable.
+    Unavailable,
+}
+
+/// One request as the simulator saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub tenant_id: String,
+    pub method: String,
+    pub path: String,
+    pub at: Instant,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub tenant_id: String,
+    pub expires_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub tenants: usize,
+    pub users_per_tenant: usize,
+    /// The operator app's credentials the token endpoint accepts.
+    pub client_id: String,
+    pub client_secret: String,
+    pub token_lifetime: Duration,
+    /// Items per page when the caller asks for more (Graph's default for users is 100).
+    pub page_size: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            seed: 42,
+            tenants: 3,
+            users_per_tenant: 50,
+            client_id: "00000000-0000-0000-0000-00000000c11e".into(),
+            client_secret: "sim-secret".into(),
+            token_lifetime: Duration::from_secs(3599),
+            page_size: 100,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub tenants: HashMap<String, Tenant>,
+    pub tokens: HashMap<String, IssuedToken>,
+    pub faults: HashMap<String, VecDeque<Fault>>,
+    pub requests: Vec<RecordedRequest>,
+    /// Tokens issued, per tenant.
+    pub tokens_issued: HashMap<String, usize>,
+}
+
+pub struct SimState {
+    pub config: SimConfig,
+    /// Where the simulator listens, for `@odata.nextLink`.
+    pub base_url: String,
+    pub inner: Mutex<Inner>,
+}
+
+impl SimState {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

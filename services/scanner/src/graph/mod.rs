@@ -1,0 +1,245 @@
+//! The Microsoft Graph connector: client-credentials tokens per tenant, paging over
+//! `@odata.nextLink`, pacing per tenant that follows Graph's buckets, `Retry-After` honoured
+//! exactly on 429 (exponential backoff with jitter when absent), bounded retries on 5xx, and a
+//! record of each tenant's access health.
+
+pub mod limits;
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::graph::limits::{Bucket, TenantGate};
+use crate::graph::tokens::TokenCache;
+use crate::settings::ScannerSettings;
+
+/// The scope of Graph's application permissions.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum GraphError {
+    #[error("token refused: {error}: {description}")]
+    Token { error: String, description: String },
+    #[error("graph answered {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("still throttled after {attempts} attempts")]
+    Throttled { attempts: u32 },
+    #[error("graph unavailable after {attempts} attempts: {last}")]
+    Unavailable { attempts: u32, last: String },
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("unexpected response: {0}")]
+    Malformed(String),
+}
+
+impl GraphError {
+    fn transport(error: reqwest::Error) -> GraphError {
+        GraphError::Transport(error.to_string())
+    }
+}
+
+/// How a tenant's access has gone lately.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccessHealth {
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: u32,
+}
+
+pub struct GraphClient {
+    http: reqwest::Client,
+    graph_base_url: String,
+    tokens: TokenCache,
+    max_retries: u32,
+    initial_backoff: Duration,
+    gates: Mutex<HashMap<String, Arc<TenantGate>>>,
+    health: Mutex<HashMap<String, AccessHealth>>,
+}
+
+/// Graph's error body: `{"error": {"code", "message"}}`.
+fn api_error(status: u16, body: &[u8]) -> GraphError {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |key: &str| parsed["error"][key].as_str().unwrap_or_default().to_owned();
+    GraphError::Api {
+        status,
+        code: text("code"),
+        message: text("message"),
+    }
+}
+
+/// `Retry-After` in seconds; Graph may send fractions such as 2.128.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+impl GraphClient {
+    pub fn new(settings: &ScannerSettings) -> reqwest::Result<GraphClient> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .build()?;
+        let tokens = TokenCache::new(
+            http.clone(),
+            settings.login_base_url.clone(),
+            settings.client_id.clone(),
+            settings.client_secret.expose_secret().to_owned().into(),
+            settings.token_refresh_margin,
+        );
+        Ok(GraphClient {
+            http,
+            graph_base_url: settings.graph_base_url.trim_end_matches('/').to_owned(),
+            tokens,
+            max_retries: settings.max_retries,
+            initial_backoff: settings.initial_backoff,
+            gates: Mutex::default(),
+            health: Mutex::default(),
+        })
+    }
+
+    fn gate(&self, tenant_id: &str) -> Arc<TenantGate> {
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        gates.entry(tenant_id.to_owned()).or_default().clone()
+    }
+
+    pub fn health(&self, tenant_id: &str) -> AccessHealth {
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        health.get(tenant_id).cloned().unwrap_or_default()
+    }
+
+    fn record(&self, tenant_id: &str, outcome: Result<(), &GraphError>) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = health.entry(tenant_id.to_owned()).or_default();
+        let now = Utc::now();
+        match outcome {
+            Ok(()) => {
+                entry.last_success_at = Some(now);
+                entry.consecutive_failures = 0;
+            }
+            Err(error) => {
+                entry.last_error = Some(error.to_string());
+                entry.last_error_at = Some(now);
+                entry.consecutive_failures += 1;
+            }
+        }
+    }
+
+    /// Exponential backoff with full jitter: up to `initial × 2^attempt`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self.initial_backoff.saturating_mul(1 << attempt.min(10));
+        ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    /// GETs one resource (`path_and_query` like `/v1.0/organization`) of `tenant_id`.
+    pub async fn get(&self, tenant_id: &str, path_and_query: &str) -> Result<Value, GraphError> {
+        let url = format!("{}{path_and_query}", self.graph_base_url);
+        let result = self.get_url(tenant_id, &url).await;
+        self.record(tenant_id, result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// GETs every page of a collection, following `@odata.nextLink`.
+    pub async fn get_all(
+        &self,
+        tenant_id: &str,
+        path_and_query: &str,
+    ) -> Result<Vec<Value>, GraphError> {
+        let mut items = Vec::new();
+        let mut next = Some(format!("{}{path_and_query}", self.graph_base_url));
+        while let Some(url) = next {
+            let page = match self.get_url(tenant_id, &url).await {
+                Ok(page) => page,
+                Err(error) => {
+                    self.record(tenant_id, Err(&error));
+                    return Err(error);
+                }
+            };
+            let Some(values) = page["value"].as_array() else {
+                let error = GraphError::Malformed(format!("{url}: no value array"));
+                self.record(tenant_id, Err(&error));
+                return Err(error);
+            };
+            items.extend(values.iter().cloned());
+            next = page["@odata.nextLink"].as_str().map(str::to_owned);
+        }
+        self.record(tenant_id, Ok(()));
+        Ok(items)
+    }
+
+    async fn get_url(&self, tenant_id: &str, url: &str) -> Result<Value, GraphError> {
+        let path = url.strip_prefix(&self.graph_base_url).unwrap_or(url);
+        let bucket = Bucket::for_path(path);
+        let cost = bucket.cost(path);
+        let gate = self.gate(tenant_id);
+        let mut token_refreshed = false;
+        let mut attempt = 0;
+        loop {
+            gate.admit(bucket, cost).await;
+            let token = self.tokens.token(tenant_id, GRAPH_SCOPE).await?;
+            let response = self
+                .http
+                .get(url)
+                .bearer_auth(token.expose_secret())
+                .send()
+                .await
+                .map_err(GraphError::transport)?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(GraphError::transport)?;
+            match status {
+                200..=299 => {
+                    return serde_json::from_slice(&body)
+                        .map_err(|error| GraphError::Malformed(format!("{path}: {error}")));
+                }
+                401 if !token_refreshed => {
+                    // An expired or revoked token: fetch a new one once.
+                    self.tokens.invalidate(tenant_id, GRAPH_SCOPE).await;
+                    token_refreshed = true;
+                    continue;
+                }
+                429 => {
+                    if attempt >= self.max_retries {
+                        return Err(GraphError::Throttled {
+                            attempts: attempt + 1,
+                        });
+                    }
+                    let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
+                    tracing::warn!(tenant_id, path, attempt, wait = ?wait, "graph request throttled");
+                    gate.block_for(wait).await;
+                }
+                500..=599 => {
+                    if attempt >= self.max_retries {
+                        let last = api_error(status, &body).to_string();
+                        return Err(GraphError::Unavailable {
+                            attempts: attempt + 1,
+                            last,
+                        });
+                    }
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                _ => return Err(api_error(status, &body)),
+            }
+            attempt += 1;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! OAuth2 client credentials per tenant, cached per (tenant, resource) and replaced before expiry.
+//! One fetch at a time per key, so a scan's parallel requests share one token request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::graph::GraphError;
+
+#[derive(Clone)]
+struct CachedToken {
+    access_token: SecretString,
+    expires_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenErrorResponse {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+type Slot = Arc<Mutex<Option<CachedToken>>>;
+
+pub struct TokenCache {
+    http: reqwest::Client,
+    login_base_url: String,
+    client_id: String,
+    client_secret: SecretString,
+    refresh_margin: Duration,
+    slots: std::sync::Mutex<HashMap<(String, String), Slot>>,
+}
+
+impl TokenCache {
+    pub fn new(
+        http: reqwest::Client,
+        login_base_url: String,
+        client_id: String,
+        client_secret: SecretString,
+        refresh_margin: Duration,
+    ) -> TokenCache {
+        TokenCache {
+            http,
+            login_base_url,
+            client_id,
+            client_secret,
+            refresh_margin,
+            slots: Default::default(),
+        }
+    }
+
+    fn slot(&self, tenant_id: &str, scope: &str) -> Slot {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots
+            .entry((tenant_id.to_owned(), scope.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// A token for `scope` in `tenant_id`, fetched when missing or about to expire.
+    pub async fn token(&self, tenant_id: &str, scope: &str) -> Result<SecretString, GraphError> {
+        let slot = self.slot(tenant_id, scope);
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached.as_ref()
+            && token.expires_at > Instant::now() + self.refresh_margin
+        {
+            return Ok(token.access_token.clone());
+        }
+        let fresh = self.fetch(tenant_id, scope).await?;
+        let access_token = fresh.access_token.clone();
+        *cached = Some(fresh);
+        Ok(access_token)
+    }
+
+    /// Forgets the token, after Graph refused it.
+    pub async fn invalidate(&self, tenant_id: &str, scope: &str) {
+        *self.slot(tenant_id, scope).lock().await = None;
+    }
+
+    async fn fetch(&self, tenant_id: &str, scope: &str) -> Result<CachedToken, GraphError> {
+        let url = format!(
+            "{}/{tenant_id}/oauth2/v2.0/token",
+            self.login_base_url.trim_end_matches('/')
+        );
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose_secret()),
+            ("scope", scope),
+        ];
+        let requested_at = Instant::now();
+        let response = self
+            .http
+            .post(url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(GraphError::transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(GraphError::transport)?;
+        if !status.is_success() {
+            let refused: TokenErrorResponse =
+                serde_json::from_slice(&body).unwrap_or(TokenErrorResponse {
+                    error: format!("http_{}", status.as_u16()),
+                    error_description: String::from_utf8_lossy(&body).chars().take(200).collect(),
+                });
+            return Err(GraphError::Token {
+                error: refused.error,
+                description: refused.error_description,
+            });
+        }
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|error| GraphError::Malformed(format!("token response: {error}")))?;
+        Ok(CachedToken {
+            access_token: SecretString::from(token.access_token),
+            expires_at: requested_at + Duration::from_secs(token.expires_in),
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! The Graph connector over real HTTP against graph-sim: paging, `$select`, throttling with and
+//! without `Retry-After`, bounded retries on 5xx, token caching and expiry, and missing consent.
+
+use std::time::Duration;
+
+use graph_sim::{Fault, GraphSim, SimConfig};
+use scanner::Settings;
+use scanner::graph::{GraphClient, GraphError};
+
+async fn simulator(users_per_tenant: usize) -> GraphSim {
+    picket_platform::runtime::install_crypto_provider();
+    let config = SimConfig {
+        tenants: 2,
+        users_per_tenant,
+        page_size: 100,
+        ..SimConfig::default()
+    };
+    GraphSim::start(config, ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("graph-sim starts")
+}
+
+fn client(sim: &GraphSim, max_retries: u32) -> GraphClient {
+    let settings = Settings {
+        login_base_url: sim.base_url(),
+        graph_base_url: sim.base_url(),
+        client_id: sim.config().client_id.clone(),
+        client_secret: sim.config().client_secret.clone().into(),
+        max_retries,
+        initial_backoff: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(5),
+        token_refresh_margin: Duration::from_secs(60),
+    };
+    GraphClient::new(&settings).expect("client builds")
+}
+
+fn first_tenant(sim: &GraphSim) -> String {
+    sim.tenant_ids().into_iter().next().expect("a tenant")
+}
+
+#[tokio::test]
+async fn collection_pages_are_followed_and_select_is_applied() {
+    let sim = simulator(250).await;
+    let tenant = first_tenant(&sim);
+    let users = client(&sim, 3)
+        .get_all(&tenant, "/v1.0/users?$select=id,userPrincipalName&$top=100")
+        .await
+        .expect("users");
+    assert_eq!(users.len(), 250);
+    assert!(
+        users
+            .iter()
+            .all(|user| user.as_object().is_some_and(|object| object.len() == 2))
+    );
+    assert_eq!(sim.requests().len(), 3, "three pages of 100, 100 and 50");
+}
+
+#[tokio::test]
+async fn throttled_request_waits_exactly_retry_after() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    sim.inject(
+        &tenant,
+        &[Fault::Throttle {
+            retry_after: Some(0.6),
+        }],
+    );
+
+    let organization = client(&sim, 3)
+        .get(&tenant, "/v1.0/organization")
+        .await
+        .expect("answered after the wait");
+    assert_eq!(organization["value"][0]["id"], tenant.as_str());
+
+    let requests = sim.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .map(|request| request.status)
+            .collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_millis(600),
+        "retried after {gap:?}, inside the Retry-After window"
+    );
+    assert!(
+        gap < Duration::from_millis(900),
+        "waited {gap:?}, much longer than asked"
+    );
+}
+
+#[tokio::test]
+async fn no_request_reaches_a_tenant_inside_its_retry_after_window() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    let client = std::sync::Arc::new(client(&sim, 3));
+    sim.inject(
+        &tenant,
+        &[Fault::Throttle {
+            retry_after: Some(0.5),
+        }],
+    );
+
+    let get = |client: std::sync::Arc<GraphClient>, tenant: String| {
+        tokio::spawn(async move { client.get(&tenant, "/v1.0/organization").await })
+    };
+    // The first request is throttled; the others start while its window is open.
+    let mut calls = vec![get(client.clone(), tenant.clone())];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    calls.extend((0..5).map(|_| get(client.clone(), tenant.clone())));
+    for call in calls {
+        call.await.expect("joins").expect("answered");
+    }
+
+    let requests = sim.requests();
+    let throttled = requests
+        .iter()
+        .find(|request| request.status == 429)
+        .expect("one throttled request");
+    let window_end = throttled.at + Duration::from_millis(500);
+    let inside = requests
+        .iter()
+        .filter(|request| request.at > throttled.at && request.at < window_end)
+        .count();
+    assert_eq!(inside, 0, "requests sent inside the Retry-After window");
+}
+
+#[tokio::test]
+async fn throttle_without_retry_after_backs_off_and_retries() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    sim.inject(
+        &tenant,
+        &[
+            Fault::Throttle { retry_after: None },
+            Fault::Throttle { retry_after: None },
+        ],
+    );
+    client(&sim, 3)
+        .get(&tenant, "/v1.0/organization")
+        .await
+        .expect("answered after backing off");
+    let statuses: Vec<u16> = sim
+        .requests()
+        .iter()
+        .map(|request| request.status)
+        .collect();
+    assert_eq!(statuses, [429, 429, 200]);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_a_bounded_number_of_times() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    sim.inject(&tenant, &[Fault::Unavailable; 5]);
+    let client = client(&sim, 2);
+
+    let error = client
+        .get(&tenant, "/v1.0/organization")
+        .await
+        .expect_err("gives up");
+    assert!(
+        matches!(error, GraphError::Unavailable { attempts: 3, .. }),
+        "{error:?}"
+    );
+    assert_eq!(sim.requests().len(), 3, "the first attempt and two retries");
+    let health = client.health(&tenant);
+    assert_eq!(health.consecutive_failures, 1);
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("unavailable")),
+        "{health:?}"
+    );
+
+    // Two faults are left: the next call retries past them.
+    client
+        .get(&tenant, "/v1.0/organization")
+        .await
+        .expect("recovers within its retries");
+    assert_eq!(
+        client.health(&tenant).consecutive_failures,
+        0,
+        "a success resets the count"
+    );
+}
+
+#[tokio::test]
+async fn token_is_cached_and_replaced_when_graph_says_it_expired() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    let client = client(&sim, 3);
+
+    client
+        .get(&tenant, "/v1.0/organization")
+        .await
+        .expect("first call");
+    client
+        .get(&tenant, "/v1.0/subscribedSkus")
+        .await
+        .expect("second call");
+    assert_eq!(sim.tokens_issued(&tenant), 1, "one token for both calls");
+
+    sim.expire_tokens();
+    client
+        .get(&tenant, "/v1.0/organization")
+        .await
+        .expect("answered with a new token");
+    assert_eq!(sim.tokens_issued(&tenant), 2);
+    let statuses: Vec<u16> = sim
+        .requests()
+        .iter()
+        .map(|request| request.status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 401, 200]);
+}
+
+#[tokio::test]
+async fn missing_consent_fails_with_entras_reason() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    sim.set_consent(&tenant, false);
+    let client = client(&sim, 3);
+
+    let error = client
+        .get(&tenant, "/v1.0/organization")
+        .await
+        .expect_err("no token without consent");
+    match &error {
+        GraphError::Token { error, description } => {
+            assert_eq!(error, "unauthorized_client");
+            assert!(description.starts_with("AADSTS7000229"), "{description}");
+        }
+        other => panic!("expected a token error, got {other:?}"),
+    }
+    assert!(
+        sim.requests().is_empty(),
+        "nothing reaches Graph without a token"
+    );
+    assert_eq!(client.health(&tenant).consecutive_failures, 1);
+}
+
+#[tokio::test]
+async fn unknown_tenant_and_wrong_secret_are_token_errors() {
+    let sim = simulator(5).await;
+    let error = client(&sim, 3)
+        .get("00000000-0000-0000-0000-000000000000", "/v1.0/organization")
+        .await;
+    assert!(
+        matches!(error, Err(GraphError::Token { ref error, .. }) if error == "invalid_request"),
+        "{error:?}"
+    );
+}
