@@ -139,7 +139,7 @@ async fn scanner_starts_serves_health_and_stops() {
     check_lifecycle(
         scanner::SERVICE,
         scanner::DEFAULTS,
-        "",
+        "[scanner]\nconsent_listen = \"127.0.0.1:0\"\n",
         scanner::build,
         &[
             "picket.tenants.v1.TenantService",

@@ -104,6 +104,7 @@ pub struct Platform {
     grpc_listener: Option<TcpListener>,
     grpc_address: SocketAddr,
     admin_address: SocketAddr,
+    http_addresses: Vec<(&'static str, SocketAddr)>,
     tasks: Vec<Task>,
 }
 
@@ -169,22 +170,42 @@ impl Platform {
             grpc_listener: Some(grpc_listener),
             grpc_address,
             admin_address,
+            http_addresses: Vec::new(),
             tasks: Vec::new(),
         };
         let admin_router = admin::router(AdminState {
             ready: platform.ready.clone(),
             metrics: platform.metrics.clone(),
         });
-        let admin_shutdown = platform.shutdown.clone();
-        platform.spawn("admin server", async move {
-            let served = axum::serve(admin_listener, admin_router)
-                .with_graceful_shutdown(admin_shutdown.cancelled_owned())
+        platform.spawn_http("admin server", admin_listener, admin_router);
+        Ok(platform)
+    }
+
+    fn spawn_http(&mut self, name: &'static str, listener: TcpListener, router: axum::Router) {
+        let shutdown = self.shutdown.clone();
+        self.spawn(name, async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
             if let Err(error) = served {
-                tracing::error!(%error, "admin server failed");
+                tracing::error!(%error, server = name, "http server failed");
             }
         });
-        Ok(platform)
+    }
+
+    /// Serves another HTTP port of the service (such as a public callback) until shutdown;
+    /// returns the bound address, also known to the [`Application`] by `name`.
+    pub async fn serve_http(
+        &mut self,
+        name: &'static str,
+        address: SocketAddr,
+        router: axum::Router,
+    ) -> Result<SocketAddr, StartError> {
+        let listener = bind(name, address).await?;
+        let bound = local_address(name, &listener)?;
+        self.spawn_http(name, listener, router);
+        self.http_addresses.push((name, bound));
+        Ok(bound)
     }
 
     pub fn settings(&self) -> &PlatformSettings {
@@ -358,6 +379,7 @@ impl Platform {
             service: self.service,
             grpc_address: self.grpc_address,
             admin_address: self.admin_address,
+            http_addresses: self.http_addresses,
             grace_period: self.settings.shutdown.grace_period,
             health: self.health,
             health_names: self.health_names,
@@ -375,6 +397,7 @@ pub struct Application {
     service: &'static str,
     grpc_address: SocketAddr,
     admin_address: SocketAddr,
+    http_addresses: Vec<(&'static str, SocketAddr)>,
     grace_period: Duration,
     health: HealthReporter,
     health_names: Vec<&'static str>,
@@ -392,6 +415,14 @@ impl Application {
 
     pub fn admin_address(&self) -> SocketAddr {
         self.admin_address
+    }
+
+    /// The address of an HTTP port started with [`Platform::serve_http`].
+    pub fn http_address(&self, name: &str) -> Option<SocketAddr> {
+        self.http_addresses
+            .iter()
+            .find(|(served, _)| *served == name)
+            .map(|(_, address)| *address)
     }
 
     /// Stops taking work, lets in-flight RPCs and messages finish within the grace period, then

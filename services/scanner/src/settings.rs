@@ -1,5 +1,6 @@
 //! The scanner's own settings section, `[scanner]`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use picket_platform::settings::{ServiceSettings, SettingsError};
@@ -27,6 +28,13 @@ pub struct ScannerSettings {
     /// A cached token is replaced this long before it expires.
     #[serde(with = "humantime_serde")]
     pub token_refresh_margin: Duration,
+    /// Where Microsoft sends the admin after consent: the public URL of the consent callback.
+    pub consent_redirect_uri: String,
+    /// Address of the consent callback's HTTP server.
+    pub consent_listen: SocketAddr,
+    /// How long an admin-consent link stays valid.
+    #[serde(with = "humantime_serde")]
+    pub consent_validity: Duration,
 }
 
 fn empty_secret() -> SecretString {

@@ -30,6 +30,9 @@ fn client(sim: &GraphSim, max_retries: u32) -> GraphClient {
         initial_backoff: Duration::from_millis(50),
         request_timeout: Duration::from_secs(5),
         token_refresh_margin: Duration::from_secs(60),
+        consent_redirect_uri: "http://127.0.0.1/consent/callback".into(),
+        consent_listen: ([127, 0, 0, 1], 0).into(),
+        consent_validity: Duration::from_secs(3600),
     };
     GraphClient::new(&settings).expect("client builds")
 }

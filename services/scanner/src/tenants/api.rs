@@ -1,0 +1,302 @@
+//! TenantService: partners onboard their customers' tenants and read only their own.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use picket_platform::Principal;
+use picket_platform::auth::Role;
+use picket_platform::db::outbox;
+use picket_platform::grpc::{internal, parse_uuid};
+use picket_platform::nats::subjects::validate_token;
+use picket_platform::time::to_timestamp;
+use picket_proto::tenants::v1 as tenants;
+use picket_proto::tenants::v1::tenant_service_server::TenantService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::tenants::consent::ConsentResponse;
+use crate::tenants::onboarding::{CompleteError, Onboarding};
+use crate::tenants::store::{self, NewTenant, TenantRow};
+
+const MAX_PAGE_SIZE: i64 = 500;
+
+pub struct TenantApi {
+    onboarding: Arc<Onboarding>,
+}
+
+impl TenantApi {
+    pub fn new(onboarding: Arc<Onboarding>) -> TenantApi {
+        TenantApi { onboarding }
+    }
+
+    fn to_proto(&self, tenant: &TenantRow) -> tenants::Tenant {
+        let consent_url = if tenant.is_active() {
+            String::new()
+        } else {
+            self.onboarding.consent_url(tenant)
+        };
+        tenant.to_proto(consent_url)
+    }
+
+    /// The tenant, if the principal may see it; otherwise indistinguishable from a missing one.
+    async fn visible_tenant(
+        &self,
+        principal: &Principal,
+        tenant_id: &str,
+    ) -> Result<TenantRow, Status> {
+        let id = parse_uuid(tenant_id, "tenant_id")?;
+        store::get_tenant(&self.onboarding.pool, id)
+            .await
+            .map_err(internal)?
+            .filter(|tenant| {
+                principal.can_access_tenant(&tenant.partner_id, &tenant.tenant_id.to_string())
+            })
+            .ok_or_else(|| Status::not_found(format!("tenant {id} not found")))
+    }
+}
+
+fn new_consent_state() -> String {
+    // 244 random bits: the redirect's `state` is the only proof of which onboarding it answers.
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+/// A GUID or a domain name such as `contoso.onmicrosoft.com`.
+fn valid_microsoft_tenant(value: &str) -> bool {
+    Uuid::parse_str(value).is_ok()
+        || (value.contains('.')
+            && value.len() <= 253
+            && value.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }))
+}
+
+#[tonic::async_trait]
+impl TenantService for TenantApi {
+    async fn onboard_tenant(
+        &self,
+        request: Request<tenants::OnboardTenantRequest>,
+    ) -> Result<Response<tenants::OnboardTenantResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        principal.require_role(&[Role::Operator, Role::Partner])?;
+        validate_token(&message.partner_id)
+            .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))?;
+        principal.require_partner(&message.partner_id)?;
+        if message.display_name.trim().is_empty() {
+            return Err(Status::invalid_argument("display_name: is required"));
+        }
+        let plan = tenants::SubscriptionPlan::try_from(message.plan)
+            .ok()
+            .and_then(store::plan_to_db)
+            .ok_or_else(|| {
+                Status::invalid_argument("plan: must be essentials, standard or premium")
+            })?;
+        if !message.microsoft_tenant.is_empty()
+            && !valid_microsoft_tenant(&message.microsoft_tenant)
+        {
+            return Err(Status::invalid_argument(
+                "microsoft_tenant: must be a tenant GUID or a domain name",
+            ));
+        }
+        let now = Utc::now();
+        let validity = chrono::Duration::from_std(self.onboarding.settings.consent_validity)
+            .unwrap_or(chrono::Duration::days(7));
+        let consent_state = new_consent_state();
+        let tenant = store::insert_tenant(
+            &self.onboarding.pool,
+            &NewTenant {
+                partner_id: &message.partner_id,
+                display_name: message.display_name.trim(),
+                microsoft_tenant: &message.microsoft_tenant,
+                plan,
+                consent_state: &consent_state,
+                consent_expires_at: now + validity,
+                onboarded_by: &principal.subject,
+                idempotency_key: &message.idempotency_key,
+            },
+            now,
+        )
+        .await
+        .map_err(internal)?;
+        let consent_url = self.onboarding.consent_url(&tenant);
+        Ok(Response::new(tenants::OnboardTenantResponse {
+            tenant: Some(tenant.to_proto(consent_url.clone())),
+            consent_url,
+            consent_expires_at: Some(to_timestamp(tenant.consent_expires_at)),
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<tenants::GetTenantRequest>,
+    ) -> Result<Response<tenants::GetTenantResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        let tenant = self
+            .visible_tenant(principal, &request.get_ref().tenant_id)
+            .await?;
+        Ok(Response::new(tenants::GetTenantResponse {
+            tenant: Some(self.to_proto(&tenant)),
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<tenants::ListTenantsRequest>,
+    ) -> Result<Response<tenants::ListTenantsResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        let message = request.get_ref();
+        let requested = (!message.partner_id.is_empty()).then_some(message.partner_id.as_str());
+        let partner_id = if principal.is_operator_staff() {
+            requested
+        } else {
+            if requested.is_some_and(|partner| Some(partner) != principal.partner_id.as_deref()) {
+                return Err(Status::permission_denied("partner_id: not your partner"));
+            }
+            principal.partner_id.as_deref()
+        };
+        let granted: Option<Vec<Uuid>> = (principal.role == Role::Customer).then(|| {
+            principal
+                .tenant_ids
+                .iter()
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect()
+        });
+        let mut states = Vec::with_capacity(message.states.len());
+        for value in &message.states {
+            let state = tenants::TenantState::try_from(*value)
+                .ok()
+                .and_then(store::state_to_db)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("states: {value} is not a tenant state"))
+                })?;
+            states.push(state);
+        }
+        let limit = match i64::from(message.page_size) {
+            0 => MAX_PAGE_SIZE,
+            size if size < 0 => {
+                return Err(Status::invalid_argument("page_size: must not be negative"));
+            }
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let rows = store::list_tenants(
+            &self.onboarding.pool,
+            partner_id,
+            granted.as_deref(),
+            &states,
+            limit,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(tenants::ListTenantsResponse {
+            tenants: rows.iter().map(|tenant| self.to_proto(tenant)).collect(),
+            next_page_token: String::new(),
+        }))
+    }
+
+    async fn complete_consent(
+        &self,
+        request: Request<tenants::CompleteConsentRequest>,
+    ) -> Result<Response<tenants::CompleteConsentResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        if message.state.is_empty() {
+            return Err(Status::invalid_argument("state: is required"));
+        }
+        let waiting = store::find_by_consent_state(&self.onboarding.pool, &message.state)
+            .await
+            .map_err(internal)?
+            .filter(|tenant| {
+                principal.can_access_partner(&tenant.partner_id) && principal.role != Role::Customer
+            });
+        if waiting.is_none() {
+            return Err(Status::not_found(
+                "state: no onboarding waits for this consent",
+            ));
+        }
+        let response = ConsentResponse {
+            state: message.state,
+            microsoft_tenant_id: message.microsoft_tenant_id,
+            admin_consent: message.admin_consent,
+            error: message.error,
+            error_description: message.error_description,
+        };
+        let tenant = match self.onboarding.complete(&response).await {
+            Ok(tenant) => tenant,
+            Err(CompleteError::UnknownState) => {
+                return Err(Status::not_found(
+                    "state: no onboarding waits for this consent",
+                ));
+            }
+            Err(CompleteError::Storage(error)) => return Err(internal(error)),
+        };
+        Ok(Response::new(tenants::CompleteConsentResponse {
+            tenant: Some(self.to_proto(&tenant)),
+        }))
+    }
+
+    async fn forward_consent(
+        &self,
+        request: Request<tenants::ForwardConsentRequest>,
+    ) -> Result<Response<tenants::ForwardConsentResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        principal.require_role(&[Role::Operator, Role::Partner])?;
+        let message = request.into_inner();
+        let tenant = self.visible_tenant(&principal, &message.tenant_id).await?;
+        let email = message.recipient_email.trim();
+        if email.len() > 254
+            || email.split('@').count() != 2
+            || email.starts_with('@')
+            || !email.contains('.')
+        {
+            return Err(Status::invalid_argument(
+                "recipient_email: is not an e-mail address",
+            ));
+        }
+        if tenant.is_active() {
+            return Err(Status::failed_precondition(
+                "tenant_id: the tenant already consented",
+            ));
+        }
+        let consent_url = self.onboarding.consent_url(&tenant);
+        let now = Utc::now();
+        let forwarded = tenants::ConsentRequestForwarded {
+            partner_id: tenant.partner_id.clone(),
+            tenant_id: tenant.tenant_id.to_string(),
+            tenant_display_name: tenant.display_name.clone(),
+            consent_url: consent_url.clone(),
+            recipient_email: email.to_owned(),
+            recipient_name: message.recipient_name.clone(),
+            ..Default::default()
+        };
+        let event = self
+            .onboarding
+            .events
+            .event(&forwarded, now)
+            .map_err(|error| Status::internal(error.to_string()))?;
+        let mut connection = self.onboarding.pool.acquire().await.map_err(internal)?;
+        outbox::enqueue(&mut connection, &event)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(tenants::ForwardConsentResponse {
+            tenant: Some(tenant.to_proto(consent_url.clone())),
+            consent_url,
+            forwarded_at: Some(to_timestamp(now)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microsoft_tenant_is_a_guid_or_a_domain() {
+        assert!(valid_microsoft_tenant(
+            "86cc7763-2227-24a2-8af0-0a133fad517d"
+        ));
+        assert!(valid_microsoft_tenant("contoso.onmicrosoft.com"));
+        assert!(!valid_microsoft_tenant("contoso"));
+        assert!(!valid_microsoft_tenant("contoso..com"));
+        assert!(!valid_microsoft_tenant("a b.com"));
+    }
+}

@@ -1,0 +1,236 @@
+//! The tenants table.
+
+use chrono::{DateTime, Utc};
+use picket_platform::time::to_timestamp;
+use picket_proto::common::v1 as common;
+use picket_proto::tenants::v1 as tenants;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantRow {
+    pub tenant_id: Uuid,
+    pub partner_id: String,
+    pub microsoft_tenant: String,
+    pub microsoft_tenant_id: String,
+    pub display_name: String,
+    pub primary_domain: String,
+    pub plan: String,
+    pub state: String,
+    pub state_reason: String,
+    pub consent_failure: String,
+    pub consent_state: String,
+    pub consent_expires_at: DateTime<Utc>,
+    pub onboarded_by: String,
+    pub created_at: DateTime<Utc>,
+    pub consented_at: Option<DateTime<Utc>>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "tenant_id, partner_id, microsoft_tenant, microsoft_tenant_id, display_name, primary_domain,
+    plan, state, state_reason, consent_failure, consent_state, consent_expires_at, onboarded_by, created_at,
+    consented_at, activated_at, updated_at";
+
+pub fn plan_to_db(plan: tenants::SubscriptionPlan) -> Option<&'static str> {
+    match plan {
+        tenants::SubscriptionPlan::Essentials => Some("essentials"),
+        tenants::SubscriptionPlan::Standard => Some("standard"),
+        tenants::SubscriptionPlan::Premium => Some("premium"),
+        tenants::SubscriptionPlan::Unspecified => None,
+    }
+}
+
+pub fn state_to_db(state: tenants::TenantState) -> Option<&'static str> {
+    match state {
+        tenants::TenantState::PendingConsent => Some("pending_consent"),
+        tenants::TenantState::Active => Some("active"),
+        tenants::TenantState::ConsentDenied => Some("consent_denied"),
+        tenants::TenantState::ConsentFailed => Some("consent_failed"),
+        tenants::TenantState::Disconnected => Some("disconnected"),
+        tenants::TenantState::Unspecified => None,
+    }
+}
+
+impl TenantRow {
+    pub fn is_active(&self) -> bool {
+        self.state == "active"
+    }
+
+    pub fn to_proto(&self, consent_url: String) -> tenants::Tenant {
+        let plan = [
+            tenants::SubscriptionPlan::Essentials,
+            tenants::SubscriptionPlan::Standard,
+            tenants::SubscriptionPlan::Premium,
+        ]
+        .into_iter()
+        .find(|plan| plan_to_db(*plan) == Some(self.plan.as_str()))
+        .unwrap_or_default();
+        let state = [
+            tenants::TenantState::PendingConsent,
+            tenants::TenantState::Active,
+            tenants::TenantState::ConsentDenied,
+            tenants::TenantState::ConsentFailed,
+            tenants::TenantState::Disconnected,
+        ]
+        .into_iter()
+        .find(|state| state_to_db(*state) == Some(self.state.as_str()))
+        .unwrap_or_default();
+        let consent_failure =
+            tenants::ConsentFailure::from_str_name(&self.consent_failure).unwrap_or_default();
+        tenants::Tenant {
+            tenant_id: self.tenant_id.to_string(),
+            partner_id: self.partner_id.clone(),
+            microsoft_tenant_id: self.microsoft_tenant_id.clone(),
+            display_name: self.display_name.clone(),
+            primary_domain: self.primary_domain.clone(),
+            plan: plan.into(),
+            state: state.into(),
+            state_reason: self.state_reason.clone(),
+            consent_failure: consent_failure.into(),
+            created_at: Some(to_timestamp(self.created_at)),
+            consented_at: self.consented_at.map(to_timestamp),
+            activated_at: self.activated_at.map(to_timestamp),
+            updated_at: Some(to_timestamp(self.updated_at)),
+            onboarded_by: Some(common::Principal {
+                subject: self.onboarded_by.clone(),
+                ..Default::default()
+            }),
+            consent_url,
+            ..Default::default()
+        }
+    }
+}
+
+pub struct NewTenant<'a> {
+    pub partner_id: &'a str,
+    pub display_name: &'a str,
+    pub microsoft_tenant: &'a str,
+    pub plan: &'static str,
+    pub consent_state: &'a str,
+    pub consent_expires_at: DateTime<Utc>,
+    pub onboarded_by: &'a str,
+    pub idempotency_key: &'a str,
+}
+
+/// Inserts a tenant; a repeated idempotency key returns the tenant it created the first time.
+pub async fn insert_tenant(
+    pool: &PgPool,
+    tenant: &NewTenant<'_>,
+    now: DateTime<Utc>,
+) -> Result<TenantRow, sqlx::Error> {
+    let inserted: Option<TenantRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "INSERT INTO tenants (tenant_id, partner_id, microsoft_tenant, display_name, plan, state, consent_state,
+             consent_expires_at, onboarded_by, idempotency_key, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending_consent', $6, $7, $8, $9, $10, $10)
+         ON CONFLICT (partner_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
+         RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(tenant.partner_id)
+    .bind(tenant.microsoft_tenant)
+    .bind(tenant.display_name)
+    .bind(tenant.plan)
+    .bind(tenant.consent_state)
+    .bind(tenant.consent_expires_at)
+    .bind(tenant.onboarded_by)
+    .bind(tenant.idempotency_key)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(inserted) = inserted {
+        return Ok(inserted);
+    }
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE partner_id = $1 AND idempotency_key = $2"
+    )))
+    .bind(tenant.partner_id)
+    .bind(tenant.idempotency_key)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn get_tenant(pool: &PgPool, tenant_id: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE tenant_id = $1"
+    )))
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn find_by_consent_state(
+    pool: &PgPool,
+    consent_state: &str,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE consent_state = $1"
+    )))
+    .bind(consent_state)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn list_tenants(
+    pool: &PgPool,
+    partner_id: Option<&str>,
+    tenant_ids: Option<&[Uuid]>,
+    states: &[&str],
+    limit: i64,
+) -> Result<Vec<TenantRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants
+         WHERE ($1::text IS NULL OR partner_id = $1) AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))
+           AND (cardinality($3::text[]) = 0 OR state = ANY($3))
+         ORDER BY created_at, tenant_id LIMIT $4"
+    )))
+    .bind(partner_id)
+    .bind(tenant_ids)
+    .bind(states)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records why consent did not make the tenant active.
+pub async fn mark_refused(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    state: &str,
+    failure: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<TenantRow, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE tenants SET state = $2, consent_failure = $3, state_reason = $4, updated_at = $5
+         WHERE tenant_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(state)
+    .bind(failure)
+    .bind(reason)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+}
+
+/// Activates a tenant whose consent and organization read succeeded; `None` if it already was.
+pub async fn activate(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    microsoft_tenant_id: &str,
+    primary_domain: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE tenants SET state = 'active', microsoft_tenant_id = $2, primary_domain = $3, state_reason = '',
+             consent_failure = '', consented_at = $4, activated_at = $4, updated_at = $4
+         WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(microsoft_tenant_id)
+    .bind(primary_domain)
+    .bind(now)
+    .fetch_optional(connection)
+    .await
+}

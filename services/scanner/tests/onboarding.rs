@@ -1,0 +1,346 @@
+//! Onboarding against graph-sim and the real NATS and PostgreSQL: the consent URL, Microsoft's
+//! redirect (granted, denied, wrong tenant, no token), TenantOnboarded, and partner scope.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use graph_sim::{GraphSim, SimConfig};
+use picket_platform::Application;
+use picket_proto::tenants::v1 as tenants;
+use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
+use picket_testkit::TestEnv;
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    env: TestEnv,
+    sim: GraphSim,
+    scanner: Application,
+    client: TenantServiceClient<tonic::transport::Channel>,
+}
+
+async fn harness() -> Harness {
+    let env = TestEnv::new().await;
+    let sim = GraphSim::start(
+        SimConfig {
+            tenants: 2,
+            users_per_tenant: 5,
+            ..SimConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .expect("graph-sim starts");
+    let toml = format!(
+        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nconsent_listen = \"127.0.0.1:0\"\ninitial_backoff = \"50ms\"\n",
+        base = sim.base_url(),
+        id = sim.config().client_id,
+        secret = sim.config().client_secret,
+    );
+    let (platform, own) =
+        env.settings::<scanner::Settings>(scanner::SERVICE, scanner::DEFAULTS, &toml);
+    let scanner = scanner::build(platform, own, CancellationToken::new())
+        .await
+        .expect("scanner starts");
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", scanner.grpc_address()))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+    Harness {
+        env,
+        sim,
+        scanner,
+        client: TenantServiceClient::new(channel),
+    }
+}
+
+impl Harness {
+    async fn onboard(
+        &mut self,
+        partner_id: &str,
+        microsoft_tenant: &str,
+    ) -> tenants::OnboardTenantResponse {
+        let request = tenants::OnboardTenantRequest {
+            partner_id: partner_id.into(),
+            display_name: "Contoso Dental".into(),
+            microsoft_tenant: microsoft_tenant.into(),
+            plan: tenants::SubscriptionPlan::Standard.into(),
+            idempotency_key: String::new(),
+        };
+        self.client
+            .onboard_tenant(
+                self.env
+                    .request(&self.env.partner_token(partner_id), request),
+            )
+            .await
+            .expect("onboarded")
+            .into_inner()
+    }
+
+    /// Follows Microsoft's redirect to the consent callback, as the admin's browser would.
+    async fn redirect(&self, query: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self
+            .scanner
+            .http_address(scanner::CONSENT_SERVER)
+            .expect("consent server");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("callback answers");
+        let request = format!(
+            "GET /consent/callback?{query} HTTP/1.1\r\nHost: picket\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        (status, response)
+    }
+
+    async fn tenant(&mut self, partner_id: &str, tenant_id: &str) -> tenants::Tenant {
+        let request = tenants::GetTenantRequest {
+            tenant_id: tenant_id.into(),
+        };
+        self.client
+            .get_tenant(
+                self.env
+                    .request(&self.env.partner_token(partner_id), request),
+            )
+            .await
+            .expect("readable")
+            .into_inner()
+            .tenant
+            .expect("tenant")
+    }
+
+    async fn finish(self) {
+        self.scanner.shutdown().await;
+        self.env.teardown().await;
+    }
+}
+
+fn state_of(url: &str) -> String {
+    url.split("state=")
+        .nth(1)
+        .expect("the consent url carries a state")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_consent_activates_the_tenant_and_announces_it() {
+    let mut harness = harness().await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    let mut announcements = harness
+        .env
+        .nats
+        .subscribe(format!(
+            "{}.tenants.v1.tenant_onboarded.>",
+            harness.env.namespace
+        ))
+        .await
+        .expect("subscribe");
+
+    let onboarded = harness.onboard("p1", &microsoft_tenant).await;
+    let tenant = onboarded.tenant.expect("tenant");
+    assert_eq!(tenant.state(), tenants::TenantState::PendingConsent);
+    assert!(onboarded.consent_url.starts_with(&format!(
+        "{}/{microsoft_tenant}/v2.0/adminconsent?client_id=",
+        harness.sim.base_url()
+    )));
+
+    let state = state_of(&onboarded.consent_url);
+    let (status, page) = harness
+        .redirect(&format!(
+            "tenant={microsoft_tenant}&admin_consent=True&state={state}"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Connected"), "{page}");
+
+    let active = harness.tenant("p1", &tenant.tenant_id).await;
+    assert_eq!(active.state(), tenants::TenantState::Active);
+    assert_eq!(active.microsoft_tenant_id, microsoft_tenant);
+    assert_eq!(active.primary_domain, "customer0000.onmicrosoft.com");
+
+    let announcement = tokio::time::timeout(Duration::from_secs(20), announcements.next())
+        .await
+        .expect("TenantOnboarded is published")
+        .expect("subscription open");
+    assert!(
+        announcement
+            .subject
+            .ends_with(&format!("p1.{}", tenant.tenant_id)),
+        "{}",
+        announcement.subject
+    );
+
+    // Microsoft may redirect twice; the second changes nothing.
+    let (again, _) = harness
+        .redirect(&format!(
+            "tenant={microsoft_tenant}&admin_consent=True&state={state}"
+        ))
+        .await;
+    assert_eq!(again, 200);
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_consent_leaves_the_tenant_denied_with_the_reason() {
+    let mut harness = harness().await;
+    let onboarded = harness.onboard("p1", "").await;
+    let state = state_of(&onboarded.consent_url);
+
+    let (status, _) = harness
+        .redirect(&format!("error=access_denied&error_description=AADSTS65004%3A+User+declined+to+consent&state={state}"))
+        .await;
+    assert_eq!(status, 200);
+
+    let tenant = harness
+        .tenant("p1", &onboarded.tenant.expect("tenant").tenant_id)
+        .await;
+    assert_eq!(tenant.state(), tenants::TenantState::ConsentDenied);
+    assert_eq!(tenant.consent_failure(), tenants::ConsentFailure::Denied);
+    assert_eq!(
+        tenant.state_reason,
+        "access_denied: AADSTS65004: User declined to consent"
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_from_another_tenant_fails_as_wrong_tenant() {
+    let mut harness = harness().await;
+    let [expected, other] = [
+        harness.sim.tenant_ids()[0].clone(),
+        harness.sim.tenant_ids()[1].clone(),
+    ];
+    let onboarded = harness.onboard("p1", &expected).await;
+    let state = state_of(&onboarded.consent_url);
+
+    harness
+        .redirect(&format!("tenant={other}&admin_consent=True&state={state}"))
+        .await;
+
+    let tenant = harness
+        .tenant("p1", &onboarded.tenant.expect("tenant").tenant_id)
+        .await;
+    assert_eq!(tenant.state(), tenants::TenantState::ConsentFailed);
+    assert_eq!(
+        tenant.consent_failure(),
+        tenants::ConsentFailure::WrongTenant
+    );
+    assert!(
+        harness.sim.requests().is_empty(),
+        "nothing is read from the wrong tenant"
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_failure_leaves_the_tenant_failed_with_entras_reason() {
+    let mut harness = harness().await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    harness.sim.set_consent(&microsoft_tenant, false);
+    let onboarded = harness.onboard("p1", &microsoft_tenant).await;
+    let state = state_of(&onboarded.consent_url);
+
+    harness
+        .redirect(&format!(
+            "tenant={microsoft_tenant}&admin_consent=True&state={state}"
+        ))
+        .await;
+
+    let tenant = harness
+        .tenant("p1", &onboarded.tenant.expect("tenant").tenant_id)
+        .await;
+    assert_eq!(tenant.state(), tenants::TenantState::ConsentFailed);
+    assert_eq!(
+        tenant.consent_failure(),
+        tenants::ConsentFailure::TokenFailed
+    );
+    assert!(
+        tenant.state_reason.contains("AADSTS7000229"),
+        "{}",
+        tenant.state_reason
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_consent_state_is_refused() {
+    let harness = harness().await;
+    let (status, _) = harness
+        .redirect("tenant=x&admin_consent=True&state=forged")
+        .await;
+    assert_eq!(status, 400);
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partners_read_and_list_only_their_own_tenants() {
+    let mut harness = harness().await;
+    let onboarded = harness.onboard("p1", "").await;
+    let tenant_id = onboarded.tenant.expect("tenant").tenant_id;
+    let intruder = harness.env.partner_token("p2");
+
+    let read = harness
+        .client
+        .get_tenant(harness.env.request(
+            &intruder,
+            tenants::GetTenantRequest {
+                tenant_id: tenant_id.clone(),
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(read.code(), tonic::Code::NotFound);
+    let listed = harness
+        .client
+        .list_tenants(
+            harness
+                .env
+                .request(&intruder, tenants::ListTenantsRequest::default()),
+        )
+        .await
+        .expect("p2 lists its own")
+        .into_inner();
+    assert!(listed.tenants.is_empty());
+    let onboard_for_p1 = harness
+        .client
+        .onboard_tenant(harness.env.request(
+            &intruder,
+            tenants::OnboardTenantRequest {
+                partner_id: "p1".into(),
+                display_name: "x".into(),
+                plan: tenants::SubscriptionPlan::Standard.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(onboard_for_p1.code(), tonic::Code::PermissionDenied);
+    let no_plan = harness
+        .client
+        .onboard_tenant(harness.env.request(
+            &harness.env.partner_token("p1"),
+            tenants::OnboardTenantRequest {
+                partner_id: "p1".into(),
+                display_name: "x".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(no_plan.code(), tonic::Code::InvalidArgument);
+    assert!(
+        no_plan.message().starts_with("plan"),
+        "{}",
+        no_plan.message()
+    );
+    harness.finish().await;
+}
