@@ -102,6 +102,19 @@ impl Principal {
         )))
     }
 
+    /// The partner a listing covers: what operator staff asked for (`None` for all partners), or
+    /// the principal's own partner, refusing a request for another.
+    pub fn partner_scope(&self, requested: &str) -> Result<Option<String>, Status> {
+        let requested = (!requested.is_empty()).then(|| requested.to_owned());
+        if self.is_operator_staff() {
+            return Ok(requested);
+        }
+        if requested.is_some() && requested != self.partner_id {
+            return Err(Status::permission_denied("partner_id: not your partner"));
+        }
+        Ok(self.partner_id.clone())
+    }
+
     /// Refuses a call made by none of the given roles.
     pub fn require_role(&self, allowed: &[Role]) -> Result<(), Status> {
         if allowed.contains(&self.role) {

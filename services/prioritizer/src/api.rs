@@ -47,17 +47,7 @@ fn scoped_filter(
     principal: &Principal,
     request: &incidents::ListIncidentsRequest,
 ) -> Result<IncidentFilter, Status> {
-    let requested_partner = (!request.partner_id.is_empty()).then(|| request.partner_id.clone());
-    let partner_id = match principal.role {
-        Role::Operator | Role::Investigator => requested_partner,
-        Role::Partner | Role::Customer => {
-            let own = principal.partner_id.clone();
-            if requested_partner.is_some() && requested_partner != own {
-                return Err(Status::permission_denied("partner_id: not your partner"));
-            }
-            own
-        }
-    };
+    let partner_id = principal.partner_scope(&request.partner_id)?;
     let mut tenant_ids = (!request.tenant_id.is_empty()).then(|| vec![request.tenant_id.clone()]);
     if principal.role == Role::Customer {
         let granted = &principal.tenant_ids;

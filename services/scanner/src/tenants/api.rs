@@ -145,15 +145,7 @@ impl TenantService for TenantApi {
     ) -> Result<Response<tenants::ListTenantsResponse>, Status> {
         let principal = Principal::of(&request)?;
         let message = request.get_ref();
-        let requested = (!message.partner_id.is_empty()).then_some(message.partner_id.as_str());
-        let partner_id = if principal.is_operator_staff() {
-            requested
-        } else {
-            if requested.is_some_and(|partner| Some(partner) != principal.partner_id.as_deref()) {
-                return Err(Status::permission_denied("partner_id: not your partner"));
-            }
-            principal.partner_id.as_deref()
-        };
+        let partner_id = principal.partner_scope(&message.partner_id)?;
         let granted: Option<Vec<Uuid>> = (principal.role == Role::Customer).then(|| {
             principal
                 .tenant_ids
@@ -180,7 +172,7 @@ impl TenantService for TenantApi {
         };
         let rows = store::list_tenants(
             &self.onboarding.pool,
-            partner_id,
+            partner_id.as_deref(),
             granted.as_deref(),
             &states,
             limit,
