@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::model::Tenant;
 use crate::state::{Fault, IssuedToken, RecordedRequest, SimState};
 
 pub fn router(state: Arc<SimState>) -> Router {
@@ -226,31 +227,41 @@ fn select(item: &Value, selected: Option<&str>) -> Value {
     )
 }
 
-async fn organization(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    let tenant_id = match admit(&state, &headers, "/v1.0/organization") {
+/// A collection read from the calling tenant, after authentication and scripted faults.
+fn tenant_collection(
+    state: &SimState,
+    headers: &HeaderMap,
+    path: &str,
+    context: &str,
+    read: impl Fn(&Tenant) -> Vec<Value>,
+) -> Response {
+    let tenant_id = match admit(state, headers, path) {
         Ok(tenant_id) => tenant_id,
         Err(response) => return *response,
     };
     let inner = state.lock();
-    let organization = inner
-        .tenants
-        .get(&tenant_id)
-        .map(|tenant| tenant.organization());
-    collection("organization", organization.into_iter().collect(), None)
+    let items = inner.tenants.get(&tenant_id).map(read).unwrap_or_default();
+    collection(context, items, None)
+}
+
+async fn organization(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
+    tenant_collection(
+        &state,
+        &headers,
+        "/v1.0/organization",
+        "organization",
+        |tenant| vec![tenant.organization()],
+    )
 }
 
 async fn subscribed_skus(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    let tenant_id = match admit(&state, &headers, "/v1.0/subscribedSkus") {
-        Ok(tenant_id) => tenant_id,
-        Err(response) => return *response,
-    };
-    let inner = state.lock();
-    let skus = inner
-        .tenants
-        .get(&tenant_id)
-        .map(|tenant| tenant.subscribed_skus.clone())
-        .unwrap_or_default();
-    collection("subscribedSkus", skus, None)
+    tenant_collection(
+        &state,
+        &headers,
+        "/v1.0/subscribedSkus",
+        "subscribedSkus",
+        |tenant| tenant.subscribed_skus.clone(),
+    )
 }
 
 async fn users(

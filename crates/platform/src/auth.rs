@@ -102,6 +102,18 @@ impl Principal {
         )))
     }
 
+    /// Only the partner itself, or the operator, manages a partner's resources (its tenants,
+    /// its channels). `partner_id` must be a valid id: it travels in subjects.
+    pub fn require_partner_manager(&self, partner_id: &str) -> Result<(), Status> {
+        if partner_id.is_empty() {
+            return Err(Status::invalid_argument("partner_id: is required"));
+        }
+        crate::nats::subjects::validate_token(partner_id)
+            .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))?;
+        self.require_role(&[Role::Operator, Role::Partner])?;
+        self.require_partner(partner_id)
+    }
+
     /// The partner a listing covers: what operator staff asked for (`None` for all partners), or
     /// the principal's own partner, refusing a request for another.
     pub fn partner_scope(&self, requested: &str) -> Result<Option<String>, Status> {

@@ -30,15 +30,6 @@ impl ChannelApi {
     }
 }
 
-/// Only the partner itself (or the operator) manages its channels.
-fn authorize_partner(principal: &Principal, partner_id: &str) -> Result<(), Status> {
-    if partner_id.is_empty() {
-        return Err(Status::invalid_argument("partner_id: is required"));
-    }
-    principal.require_role(&[Role::Operator, Role::Partner])?;
-    principal.require_partner(partner_id)
-}
-
 #[tonic::async_trait]
 impl ChannelService for ChannelApi {
     async fn create_webhook_endpoint(
@@ -47,9 +38,7 @@ impl ChannelService for ChannelApi {
     ) -> Result<Response<notifications::CreateWebhookEndpointResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        authorize_partner(&principal, &message.partner_id)?;
-        validate_token(&message.partner_id)
-            .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))?;
+        principal.require_partner_manager(&message.partner_id)?;
         if !message.tenant_id.is_empty() {
             validate_token(&message.tenant_id)
                 .map_err(|error| Status::invalid_argument(format!("tenant_id: {error}")))?;
@@ -121,7 +110,7 @@ impl ChannelService for ChannelApi {
     ) -> Result<Response<notifications::ListWebhookEndpointsResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        authorize_partner(&principal, &message.partner_id)?;
+        principal.require_partner_manager(&message.partner_id)?;
         let tenant_id = (!message.tenant_id.is_empty()).then_some(message.tenant_id.as_str());
         let endpoints = store::list_endpoints(
             &self.pool,

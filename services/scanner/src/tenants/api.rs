@@ -7,7 +7,6 @@ use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::db::outbox;
 use picket_platform::grpc::{internal, parse_uuid};
-use picket_platform::nats::subjects::validate_token;
 use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_server::TenantService;
@@ -78,10 +77,7 @@ impl TenantService for TenantApi {
     ) -> Result<Response<tenants::OnboardTenantResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        principal.require_role(&[Role::Operator, Role::Partner])?;
-        validate_token(&message.partner_id)
-            .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))?;
-        principal.require_partner(&message.partner_id)?;
+        principal.require_partner_manager(&message.partner_id)?;
         if message.display_name.trim().is_empty() {
             return Err(Status::invalid_argument("display_name: is required"));
         }
