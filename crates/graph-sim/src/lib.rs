@@ -1,9 +1,12 @@
-//! graph-sim: the Microsoft Entra token endpoint and the Microsoft Graph endpoints Picket uses, for
-//! N synthetic tenants generated from a seed, over real HTTP. Tests script throttling (429 with
+//! graph-sim: the Microsoft Entra token endpoint, the Microsoft Graph endpoints Picket reads and
+//! writes, and Defender for Endpoint's machine isolation, for N synthetic tenants generated from a
+//! seed, over real HTTP. Each tenant has a [`Profile`]: licences, misconfigurations and suspicious
+//! activity; writes change its state so a re-scan sees a fix. Tests script throttling (429 with
 //! `Retry-After`) and faults per tenant, expire tokens, withdraw consent, and read a log of every
 //! request. The JSON follows Microsoft's documented shapes, so the same client talks to real Graph.
 
 mod model;
+mod profile;
 mod routes;
 mod state;
 
@@ -11,7 +14,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use model::Tenant;
+pub use model::{MIN_USERS, Tenant};
+pub use profile::{Activity, Licence, Profile, Weakness};
+pub use routes::{DEFENDER_SCOPE, GRAPH_SCOPE};
+use serde_json::Value;
 pub use state::{Fault, RecordedRequest, SimConfig};
 use state::{Inner, SimState};
 
@@ -28,7 +34,7 @@ impl GraphSim {
         let address = listener.local_addr()?;
         let mut inner = Inner::default();
         for index in 0..config.tenants {
-            let tenant = model::generate_tenant(config.seed, index, config.users_per_tenant);
+            let tenant = model::generate_tenant(config.seed, index, config.users_per_tenant, None);
             inner.tenants.insert(tenant.tenant_id.clone(), tenant);
         }
         let state = Arc::new(SimState {
@@ -78,6 +84,57 @@ impl GraphSim {
 
     pub fn tenant(&self, tenant_id: &str) -> Option<Tenant> {
         self.state.lock().tenants.get(tenant_id).cloned()
+    }
+
+    /// Regenerates a tenant with `profile`, keeping its id, consent and tokens.
+    pub fn reset_tenant(&self, tenant_id: &str, profile: Profile) {
+        let mut inner = self.state.lock();
+        let Some(tenant) = inner.tenants.get_mut(tenant_id) else {
+            return;
+        };
+        let consented = tenant.consented;
+        *tenant = model::generate_tenant(
+            self.state.config.seed,
+            tenant.index,
+            self.state.config.users_per_tenant,
+            Some(profile),
+        );
+        tenant.consented = consented;
+    }
+
+    /// The JSON at a Graph path (without `/v1.0`) of a tenant: a collection as an array.
+    pub fn resource(&self, tenant_id: &str, path: &str) -> Option<Value> {
+        let inner = self.state.lock();
+        inner.tenants.get(tenant_id)?.resources.get(path).cloned()
+    }
+
+    /// Replaces the JSON at a Graph path of a tenant.
+    pub fn set_resource(&self, tenant_id: &str, path: &str, value: Value) {
+        if let Some(tenant) = self.state.lock().tenants.get_mut(tenant_id) {
+            tenant.resources.insert(path.to_owned(), value);
+        }
+    }
+
+    /// Requests that reached a tenant while a `Retry-After` it had been sent was still running.
+    pub fn throttle_violations(&self) -> Vec<RecordedRequest> {
+        let inner = self.state.lock();
+        let mut windows: std::collections::HashMap<&str, Instant> = Default::default();
+        let mut violations = Vec::new();
+        for request in &inner.requests {
+            if windows
+                .get(request.tenant_id.as_str())
+                .is_some_and(|until| request.at < *until)
+            {
+                violations.push(request.clone());
+            }
+            if let Some(seconds) = request.retry_after {
+                windows.insert(
+                    &request.tenant_id,
+                    request.at + std::time::Duration::from_secs_f64(seconds),
+                );
+            }
+        }
+        violations
     }
 
     /// The next requests of `tenant_id` get these faults, one each, in order.

@@ -1,29 +1,36 @@
-//! The endpoints, with Microsoft's JSON shapes: the v2.0 token endpoint (client credentials) and
-//! Graph v1.0 resources with `@odata.context`, `@odata.nextLink` paging, `$select`, `$top`, and
-//! Graph's error body `{"error": {"code", "message", "innerError"}}`.
+//! The endpoints, with Microsoft's JSON shapes: the v2.0 token endpoint (client credentials), Graph
+//! v1.0 resources with `@odata.context`, `@odata.nextLink` paging, `$select`, `$top`, `$filter`,
+//! PATCH, PUT, POST and DELETE that change the tenant, the actions Picket's fixes call, Graph's error
+//! body `{"error": {"code", "message", "innerError"}}`, and Defender for Endpoint's `/api/machines`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, post};
 use axum::{Form, Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::model::Tenant;
-use crate::state::{Fault, IssuedToken, RecordedRequest, SimState};
+use crate::model::{Tenant, well_known_folder_id};
+use crate::profile::Licence;
+use crate::state::{Audience, Fault, Inner, IssuedToken, RecordedRequest, SimState};
+
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+pub const DEFENDER_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
-        .route("/v1.0/organization", get(organization))
-        .route("/v1.0/users", get(users))
-        .route("/v1.0/subscribedSkus", get(subscribed_skus))
+        .route("/v1.0/{*path}", any(graph))
+        .route("/api/{*path}", any(defender))
         .with_state(state)
 }
 
@@ -40,7 +47,7 @@ fn token_error(status: StatusCode, error: &str, code: u32, description: &str) ->
         "error": error,
         "error_description": format!("AADSTS{code}: {description}"),
         "error_codes": [code],
-        "timestamp": chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        "timestamp": Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string(),
         "trace_id": Uuid::new_v4().to_string(),
         "correlation_id": Uuid::new_v4().to_string(),
     });
@@ -60,14 +67,18 @@ async fn token(
             "The app requested an unsupported grant type.",
         );
     }
-    if request.scope != "https://graph.microsoft.com/.default" {
-        return token_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            1002012,
-            "The provided value for scope is not valid.",
-        );
-    }
+    let audience = match request.scope.as_str() {
+        GRAPH_SCOPE => Audience::Graph,
+        DEFENDER_SCOPE => Audience::Defender,
+        _ => {
+            return token_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                1002012,
+                "The provided value for scope is not valid.",
+            );
+        }
+    };
     let mut inner = state.lock();
     let Some(known) = inner.tenants.get(&tenant) else {
         return token_error(
@@ -102,6 +113,7 @@ async fn token(
         access_token.clone(),
         IssuedToken {
             tenant_id: tenant,
+            audience,
             expires_at: Instant::now() + lifetime,
         },
     );
@@ -120,7 +132,7 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
             "code": code,
             "message": message,
             "innerError": {
-                "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "date": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
                 "request-id": Uuid::new_v4().to_string(),
                 "client-request-id": Uuid::new_v4().to_string(),
             },
@@ -129,15 +141,36 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Authenticates a Graph request, logs it, and applies a scripted fault if one is due.
-fn admit(state: &SimState, headers: &HeaderMap, path: &str) -> Result<String, Box<Response>> {
+fn not_found(path: &str) -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{path}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
+fn bad_request(message: &str) -> Response {
+    graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", message)
+}
+
+/// Authenticates a request, logs it, and applies a scripted (or random) fault if one is due.
+fn admit(
+    state: &SimState,
+    inner: &mut Inner,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    audience: Audience,
+) -> Result<String, Response> {
     let token = headers
         .get("authorization")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let mut inner = state.lock();
     let issued = inner.tokens.get(token).cloned();
+    let mut retry_after = None;
     let (tenant_id, outcome) = match issued {
         None => (
             String::new(),
@@ -155,23 +188,40 @@ fn admit(state: &SimState, headers: &HeaderMap, path: &str) -> Result<String, Bo
                 "Lifetime validation failed, the token is expired.",
             )),
         ),
+        Some(issued) if issued.audience != audience => (
+            issued.tenant_id,
+            Err(graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            )),
+        ),
         Some(issued) => {
-            let fault = inner
+            let mut fault = inner
                 .faults
                 .get_mut(&issued.tenant_id)
                 .and_then(|faults| faults.pop_front());
+            if fault.is_none()
+                && state.config.throttle_probability > 0.0
+                && rand::rng().random_bool(state.config.throttle_probability.min(1.0))
+            {
+                fault = Some(Fault::Throttle {
+                    retry_after: Some(state.config.throttle_retry_after),
+                });
+            }
             let outcome = match fault {
                 None => Ok(()),
-                Some(Fault::Throttle { retry_after }) => {
+                Some(Fault::Throttle { retry_after: after }) => {
                     let mut response = graph_error(
                         StatusCode::TOO_MANY_REQUESTS,
                         "TooManyRequests",
                         "Too many requests are being sent for this tenant. Please retry later.",
                     );
-                    if let Some(seconds) = retry_after
+                    if let Some(seconds) = after
                         && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
                     {
                         response.headers_mut().insert("retry-after", value);
+                        retry_after = Some(seconds);
                     }
                     Err(response)
                 }
@@ -190,23 +240,524 @@ fn admit(state: &SimState, headers: &HeaderMap, path: &str) -> Result<String, Bo
     };
     inner.requests.push(RecordedRequest {
         tenant_id: tenant_id.clone(),
-        method: "GET".into(),
+        method: method.to_string(),
         path: path.to_owned(),
         at: Instant::now(),
         status,
+        retry_after,
     });
-    outcome.map(|()| tenant_id).map_err(Box::new)
+    outcome.map(|()| tenant_id)
 }
 
-fn collection(context: &str, value: Vec<Value>, next_link: Option<String>) -> Response {
-    let mut body = json!({
-        "@odata.context": format!("https://graph.microsoft.com/v1.0/$metadata#{context}"),
-        "value": value,
-    });
-    if let Some(link) = next_link {
-        body["@odata.nextLink"] = Value::String(link);
+/// A Graph feature the tenant's licences do not include.
+fn licence_error(tenant: &Tenant, path: &str, query: &HashMap<String, String>) -> Option<Response> {
+    let premium = || {
+        graph_error(
+            StatusCode::FORBIDDEN,
+            "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+            "Neither tenant is B2C or tenant doesn't have premium license",
+        )
+    };
+    let licence = tenant.licence();
+    let selects_activity = query
+        .get("$select")
+        .is_some_and(|selected| selected.contains("signInActivity"));
+    if licence == Licence::Free
+        && (path.starts_with("/auditLogs/signIns")
+            || path.starts_with("/identity/conditionalAccess")
+            || path.starts_with("/security/")
+            || selects_activity)
+    {
+        return Some(premium());
     }
-    Json(body).into_response()
+    if licence != Licence::P2 && path.starts_with("/identityProtection/") {
+        return Some(graph_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Your tenant is not licensed for this feature.",
+        ));
+    }
+    None
+}
+
+async fn graph(
+    State(state): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().strip_prefix("/v1.0").unwrap_or(uri.path());
+    serve(
+        &state,
+        method,
+        path,
+        "/v1.0",
+        &headers,
+        &query,
+        &body,
+        Audience::Graph,
+    )
+}
+
+async fn defender(
+    State(state): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    serve(
+        &state,
+        method,
+        uri.path(),
+        "",
+        &headers,
+        &query,
+        &body,
+        Audience::Defender,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    state: &SimState,
+    method: Method,
+    path: &str,
+    prefix: &str,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+    audience: Audience,
+) -> Response {
+    let mut inner = state.lock();
+    let recorded = format!("{prefix}{path}");
+    let tenant_id = match admit(state, &mut inner, headers, &method, &recorded, audience) {
+        Ok(tenant_id) => tenant_id,
+        Err(response) => return response,
+    };
+    let Some(tenant) = inner.tenants.get_mut(&tenant_id) else {
+        return not_found(path);
+    };
+    if path == "/organization" {
+        return collection(
+            &state.base_url,
+            prefix,
+            path,
+            query,
+            vec![tenant.organization()],
+            state.config.page_size,
+        );
+    }
+    if let Some(refused) = licence_error(tenant, path, query) {
+        return refused;
+    }
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(body) => body,
+            Err(error) => return bad_request(&format!("Invalid JSON body: {error}")),
+        }
+    };
+    let context = Context {
+        base_url: &state.base_url,
+        prefix,
+        page_size: state.config.page_size,
+    };
+    match method {
+        Method::GET => get(tenant, &context, path, query),
+        Method::PATCH => write(tenant, path, &body, false),
+        Method::PUT => write(tenant, path, &body, true),
+        Method::DELETE => delete(tenant, path),
+        Method::POST => create_or_act(tenant, path, body),
+        _ => graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request_BadRequest",
+            "The HTTP method is not supported on this resource.",
+        ),
+    }
+}
+
+struct Context<'a> {
+    base_url: &'a str,
+    prefix: &'a str,
+    page_size: usize,
+}
+
+/// Where a path points in a tenant.
+enum Target {
+    Singleton(String),
+    Collection(String),
+    Item(String, usize),
+    Missing,
+}
+
+fn split_parent(path: &str) -> Option<(&str, &str)> {
+    path.rsplit_once('/')
+        .filter(|(parent, _)| !parent.is_empty())
+}
+
+fn resolve(tenant: &Tenant, path: &str) -> Target {
+    match tenant.resources.get(path) {
+        Some(Value::Array(_)) => return Target::Collection(path.to_owned()),
+        Some(_) => return Target::Singleton(path.to_owned()),
+        None => {}
+    }
+    if let Some((parent, id)) = split_parent(path)
+        && let Some(Value::Array(items)) = tenant.resources.get(parent)
+        && let Some(index) = items
+            .iter()
+            .position(|item| item["id"] == id || item["userPrincipalName"] == id)
+    {
+        return Target::Item(parent.to_owned(), index);
+    }
+    Target::Missing
+}
+
+/// A user's mailbox paths: `/users/{id}/mailFolders/...` of an existing user.
+fn mailbox_path<'p>(tenant: &Tenant, path: &'p str) -> Option<(String, &'p str)> {
+    let rest = path.strip_prefix("/users/")?;
+    let (user, folder_path) = rest.split_once("/mailFolders/")?;
+    let users = tenant.resources.get("/users")?.as_array()?;
+    let user = users
+        .iter()
+        .find(|candidate| candidate["id"] == user || candidate["userPrincipalName"] == user)?;
+    Some((user["id"].as_str()?.to_owned(), folder_path))
+}
+
+fn get(
+    tenant: &Tenant,
+    context: &Context,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Response {
+    let selected = query.get("$select").map(String::as_str);
+    match resolve(tenant, path) {
+        Target::Collection(path) => {
+            let items = tenant.resources[&path].as_array().cloned().unwrap_or_default();
+            collection(context.base_url, context.prefix, &path, query, items, context.page_size)
+        }
+        Target::Singleton(path) => {
+            let mut object = tenant.resources[&path].clone();
+            // Child collections come inline, as authenticationMethodConfigurations does.
+            let children = format!("{path}/");
+            for (child, value) in tenant.resources.range(children.clone()..) {
+                let Some(name) = child.strip_prefix(&children) else {
+                    break;
+                };
+                if !name.contains('/') && value.is_array() {
+                    object[name] = value.clone();
+                }
+            }
+            let mut object = select(&object, selected);
+            object["@odata.context"] = json!(format!("https://graph.microsoft.com/v1.0/$metadata#{}/$entity", path.trim_start_matches('/')));
+            Json(object).into_response()
+        }
+        Target::Item(parent, index) => {
+            let mut item = select(&tenant.resources[&parent][index], selected);
+            item["@odata.context"] = json!(format!("https://graph.microsoft.com/v1.0/$metadata#{}/$entity", parent.trim_start_matches('/')));
+            Json(item).into_response()
+        }
+        Target::Missing => match mailbox_path(tenant, path) {
+            Some((_, "inbox/messageRules")) => {
+                collection(context.base_url, context.prefix, path, query, Vec::new(), context.page_size)
+            }
+            Some((user_id, folder)) if !folder.contains('/') => Json(json!({
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('id')/mailFolders/$entity",
+                "id": well_known_folder_id(&user_id, folder),
+                "displayName": folder,
+                "parentFolderId": well_known_folder_id(&user_id, "msgfolderroot"),
+                "childFolderCount": 0,
+                "unreadItemCount": 0,
+                "totalItemCount": 0,
+            }))
+            .into_response(),
+            _ => not_found(path),
+        },
+    }
+}
+
+/// Merges `patch` into `target`: objects recursively, everything else replaced.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match target.get_mut(key) {
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge(existing, value);
+                    }
+                    _ => {
+                        target.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+fn write(tenant: &mut Tenant, path: &str, body: &Value, replace: bool) -> Response {
+    if !body.is_object() {
+        return bad_request("The request body must be a JSON object.");
+    }
+    let target = match resolve(tenant, path) {
+        Target::Singleton(path) => tenant.resources.get_mut(&path),
+        Target::Item(parent, index) => tenant
+            .resources
+            .get_mut(&parent)
+            .and_then(|items| items.get_mut(index)),
+        Target::Collection(_) | Target::Missing => None,
+    };
+    let Some(target) = target else {
+        return not_found(path);
+    };
+    if replace {
+        let id = target.get("id").cloned();
+        *target = body.clone();
+        if let Some(id) = id {
+            target["id"] = id;
+        }
+    } else {
+        merge(target, body);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn delete(tenant: &mut Tenant, path: &str) -> Response {
+    match resolve(tenant, path) {
+        Target::Item(parent, index) => {
+            if let Some(Value::Array(items)) = tenant.resources.get_mut(&parent) {
+                items.remove(index);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => not_found(path),
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn create_or_act(tenant: &mut Tenant, path: &str, body: Value) -> Response {
+    match resolve(tenant, path) {
+        Target::Collection(collection) => create(tenant, &collection, body),
+        Target::Missing => act(tenant, path, body),
+        Target::Singleton(_) | Target::Item(..) => graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request_BadRequest",
+            "POST is not supported on this resource.",
+        ),
+    }
+}
+
+fn create(tenant: &mut Tenant, collection: &str, body: Value) -> Response {
+    let Value::Object(mut item) = body else {
+        return bad_request("The request body must be a JSON object.");
+    };
+    if collection == "/identity/conditionalAccess/policies" {
+        for required in ["displayName", "state", "conditions"] {
+            if !item.contains_key(required) {
+                return bad_request(&format!("The property '{required}' is required."));
+            }
+        }
+        item.insert("createdDateTime".into(), json!(now()));
+        item.insert("modifiedDateTime".into(), Value::Null);
+    }
+    item.entry("id")
+        .or_insert_with(|| json!(Uuid::new_v4().to_string()));
+    let item = Value::Object(item);
+    if let Some(Value::Array(items)) = tenant.resources.get_mut(collection) {
+        items.push(item.clone());
+    }
+    (StatusCode::CREATED, Json(item)).into_response()
+}
+
+fn item_mut<'t>(tenant: &'t mut Tenant, path: &str) -> Option<&'t mut Value> {
+    match resolve(tenant, path) {
+        Target::Item(parent, index) => tenant
+            .resources
+            .get_mut(&parent)
+            .and_then(|items| items.get_mut(index)),
+        _ => None,
+    }
+}
+
+/// The actions Picket's fixes call: `POST .../{action}`.
+fn act(tenant: &mut Tenant, path: &str, body: Value) -> Response {
+    let Some((parent, action)) = split_parent(path) else {
+        return not_found(path);
+    };
+    match action {
+        "revokeSignInSessions" if parent.starts_with("/users/") => {
+            let Some(user) = item_mut(tenant, parent) else {
+                return not_found(parent);
+            };
+            user["signInSessionsValidFromDateTime"] = json!(now());
+            Json(json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Edm.Boolean", "value": true}))
+                .into_response()
+        }
+        "removePassword" | "removeKey" => {
+            let Some(key_id) = body["keyId"].as_str().map(str::to_owned) else {
+                return bad_request("The property 'keyId' is required.");
+            };
+            let Some(owner) = item_mut(tenant, parent) else {
+                return not_found(parent);
+            };
+            let field = if action == "removePassword" {
+                "passwordCredentials"
+            } else {
+                "keyCredentials"
+            };
+            let Some(credentials) = owner[field].as_array_mut() else {
+                return bad_request("The object has no credentials.");
+            };
+            let before = credentials.len();
+            credentials.retain(|credential| credential["keyId"] != key_id.as_str());
+            if credentials.len() == before {
+                return graph_error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    &format!("No credential found with keyId '{key_id}'."),
+                );
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        "confirmCompromised" | "dismiss" if parent == "/identityProtection/riskyUsers" => {
+            let Some(user_ids) = body["userIds"].as_array() else {
+                return bad_request("The property 'userIds' is required.");
+            };
+            let (level, risk_state) = if action == "confirmCompromised" {
+                ("high", "confirmedCompromised")
+            } else {
+                ("none", "dismissed")
+            };
+            if let Some(Value::Array(risky)) = tenant.resources.get_mut(parent) {
+                for user in risky
+                    .iter_mut()
+                    .filter(|user| user_ids.contains(&user["id"]))
+                {
+                    user["riskLevel"] = json!(level);
+                    user["riskState"] = json!(risk_state);
+                    user["riskLastUpdatedDateTime"] = json!(now());
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        "isolate" | "unisolate" if parent.starts_with("/api/machines/") => {
+            isolate(tenant, parent, action, &body)
+        }
+        _ => not_found(path),
+    }
+}
+
+/// Defender for Endpoint's machine isolation: a machine action, refused while an isolation is in
+/// force.
+fn isolate(tenant: &mut Tenant, machine_path: &str, action: &str, body: &Value) -> Response {
+    let Some(machine) = item_mut(tenant, machine_path) else {
+        return not_found(machine_path);
+    };
+    let machine_id = machine["id"].clone();
+    let device = machine["computerDnsName"].clone();
+    let Some(comment) = body["Comment"].as_str() else {
+        return bad_request("Comment is required.");
+    };
+    let kind = if action == "isolate" {
+        "Isolate"
+    } else {
+        "Unisolate"
+    };
+    let actions = tenant
+        .resources
+        .entry("/api/machineactions".into())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Value::Array(actions) = actions else {
+        return not_found("/api/machineactions");
+    };
+    let in_force = actions
+        .iter()
+        .rev()
+        .find(|existing| existing["machineId"] == machine_id)
+        .is_some_and(|last| last["type"] == kind);
+    if in_force {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ActiveRequestAlreadyExists",
+            &format!("Action type {kind} for machine {machine_id} is already in force."),
+        );
+    }
+    let created = json!({
+        "id": Uuid::new_v4().to_string(),
+        "type": kind,
+        "scope": body["IsolationType"].as_str().unwrap_or("Full"),
+        "requestor": "picket",
+        "requestorComment": comment,
+        "status": "Succeeded",
+        "machineId": machine_id,
+        "computerDnsName": device,
+        "creationDateTimeUtc": now(),
+        "lastUpdateDateTimeUtc": now(),
+    });
+    actions.push(created.clone());
+    (StatusCode::CREATED, Json(created)).into_response()
+}
+
+/// A `$filter` clause: `property op value`, the clauses joined by `and`.
+struct Clause {
+    property: String,
+    operator: String,
+    value: String,
+}
+
+fn parse_filter(filter: &str) -> Result<Vec<Clause>, String> {
+    filter
+        .split(" and ")
+        .map(|clause| {
+            let mut parts = clause.trim().splitn(3, ' ');
+            let (Some(property), Some(operator), Some(value)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!("Invalid filter clause '{clause}'."));
+            };
+            if !["eq", "ne", "ge", "gt", "le", "lt"].contains(&operator) {
+                return Err(format!("Unsupported operator '{operator}'."));
+            }
+            Ok(Clause {
+                property: property.to_owned(),
+                operator: operator.to_owned(),
+                value: value.trim_matches('\'').to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn matches(item: &Value, clauses: &[Clause]) -> bool {
+    clauses.iter().all(|clause| {
+        let pointer = format!("/{}", clause.property);
+        let actual = match item.pointer(&pointer) {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        let ordering = match (
+            actual.parse::<DateTime<Utc>>(),
+            clause.value.parse::<DateTime<Utc>>(),
+        ) {
+            (Ok(actual), Ok(wanted)) => actual.cmp(&wanted),
+            _ => actual.as_str().cmp(clause.value.as_str()),
+        };
+        match clause.operator.as_str() {
+            "eq" => ordering.is_eq(),
+            "ne" => ordering.is_ne(),
+            "ge" => ordering.is_ge(),
+            "gt" => ordering.is_gt(),
+            "le" => ordering.is_le(),
+            _ => ordering.is_lt(),
+        }
+    })
 }
 
 /// Keeps only the `$select`ed properties.
@@ -221,60 +772,23 @@ fn select(item: &Value, selected: Option<&str>) -> Value {
     Value::Object(
         object
             .iter()
-            .filter(|(key, _)| wanted.contains(&key.as_str()))
+            .filter(|(key, _)| wanted.contains(&key.as_str()) || key.starts_with("@odata"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     )
 }
 
-/// A collection read from the calling tenant, after authentication and scripted faults.
-fn tenant_collection(
-    state: &SimState,
-    headers: &HeaderMap,
+/// A page of a collection, filtered and selected, with `@odata.nextLink` when more remain.
+fn collection(
+    base_url: &str,
+    prefix: &str,
     path: &str,
-    context: &str,
-    read: impl Fn(&Tenant) -> Vec<Value>,
+    query: &HashMap<String, String>,
+    mut items: Vec<Value>,
+    page_size: usize,
 ) -> Response {
-    let tenant_id = match admit(state, headers, path) {
-        Ok(tenant_id) => tenant_id,
-        Err(response) => return *response,
-    };
-    let inner = state.lock();
-    let items = inner.tenants.get(&tenant_id).map(read).unwrap_or_default();
-    collection(context, items, None)
-}
-
-async fn organization(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    tenant_collection(
-        &state,
-        &headers,
-        "/v1.0/organization",
-        "organization",
-        |tenant| vec![tenant.organization()],
-    )
-}
-
-async fn subscribed_skus(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    tenant_collection(
-        &state,
-        &headers,
-        "/v1.0/subscribedSkus",
-        "subscribedSkus",
-        |tenant| tenant.subscribed_skus.clone(),
-    )
-}
-
-async fn users(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let tenant_id = match admit(&state, &headers, "/v1.0/users") {
-        Ok(tenant_id) => tenant_id,
-        Err(response) => return *response,
-    };
     let top = match query.get("$top").map(|top| top.parse::<usize>()) {
-        None => state.config.page_size,
+        None => page_size,
         Some(Ok(top)) if (1..=999).contains(&top) => top,
         Some(_) => {
             return graph_error(
@@ -295,28 +809,51 @@ async fn users(
             );
         }
     };
+    if let Some(filter) = query.get("$filter") {
+        match parse_filter(filter) {
+            Ok(clauses) => items.retain(|item| matches(item, &clauses)),
+            Err(message) => {
+                return graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "Request_UnsupportedQuery",
+                    &message,
+                );
+            }
+        }
+    }
+    if path.starts_with("/auditLogs/") {
+        // Logs come newest first.
+        let key = if path.ends_with("/signIns") {
+            "createdDateTime"
+        } else {
+            "activityDateTime"
+        };
+        items.sort_by(|a, b| b[key].as_str().cmp(&a[key].as_str()));
+    }
     let selected = query.get("$select").map(String::as_str);
-    let inner = state.lock();
-    let all = inner
-        .tenants
-        .get(&tenant_id)
-        .map(|tenant| tenant.users.as_slice())
-        .unwrap_or_default();
-    let page: Vec<Value> = all
-        .iter()
+    let total = items.len();
+    let page: Vec<Value> = items
+        .into_iter()
         .skip(offset)
         .take(top)
-        .map(|user| select(user, selected))
+        .map(|item| select(&item, selected))
         .collect();
     let next_offset = offset + page.len();
-    let next_link = (next_offset < all.len()).then(|| {
-        let select_part = selected
-            .map(|selected| format!("&$select={selected}"))
-            .unwrap_or_default();
-        format!(
-            "{}/v1.0/users?$top={top}&$skiptoken={next_offset}{select_part}",
-            state.base_url
-        )
+    let mut body = json!({
+        "@odata.context": format!("https://graph.microsoft.com/v1.0/$metadata#{}", path.trim_start_matches('/')),
+        "value": page,
     });
-    collection("users", page, next_link)
+    if next_offset < total {
+        let mut link = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in query
+            .iter()
+            .filter(|(key, _)| !["$skiptoken", "$top"].contains(&key.as_str()))
+        {
+            link.append_pair(key, value);
+        }
+        link.append_pair("$top", &top.to_string());
+        link.append_pair("$skiptoken", &next_offset.to_string());
+        body["@odata.nextLink"] = json!(format!("{base_url}{prefix}{path}?{}", link.finish()));
+    }
+    Json(body).into_response()
 }

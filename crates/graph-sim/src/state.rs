@@ -20,14 +20,25 @@ pub enum Fault {
 pub struct RecordedRequest {
     pub tenant_id: String,
     pub method: String,
+    /// The path without query, such as `/v1.0/users`.
     pub path: String,
     pub at: Instant,
     pub status: u16,
+    /// The `Retry-After` sent with a 429, in seconds.
+    pub retry_after: Option<f64>,
+}
+
+/// Which API a token was issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Graph,
+    Defender,
 }
 
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
     pub tenant_id: String,
+    pub audience: Audience,
     pub expires_at: Instant,
 }
 
@@ -42,6 +53,10 @@ pub struct SimConfig {
     pub token_lifetime: Duration,
     /// Items per page when the caller asks for more (Graph's default for users is 100).
     pub page_size: usize,
+    /// Share of Graph requests answered 429 at random (0 = none), for load tests.
+    pub throttle_probability: f64,
+    /// `Retry-After` of those random 429s, in seconds.
+    pub throttle_retry_after: f64,
 }
 
 impl Default for SimConfig {
@@ -49,11 +64,13 @@ impl Default for SimConfig {
         SimConfig {
             seed: 42,
             tenants: 3,
-            users_per_tenant: 50,
+            users_per_tenant: 20,
             client_id: "00000000-0000-0000-0000-00000000c11e".into(),
             client_secret: "sim-secret".into(),
             token_lifetime: Duration::from_secs(3599),
             page_size: 100,
+            throttle_probability: 0.0,
+            throttle_retry_after: 1.0,
         }
     }
 }
