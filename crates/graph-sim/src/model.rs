@@ -29,7 +29,7 @@ const COUNTRIES: [(&str, &str); 5] = [
 
 /// Built-in role template ids (the role definition id of a built-in role).
 pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
-const SECURITY_ADMINISTRATOR: &str = "194ae4cb-b126-40b2-bd5b-6091b380977d";
+const APPLICATION_ADMINISTRATOR: &str = "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3";
 const USER_ADMINISTRATOR: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
 const EXCHANGE_ADMINISTRATOR: &str = "29232cdf-9323-42fd-ade2-1d097af3e4de";
 const PRIVILEGED_ROLES: [&str; 9] = [
@@ -39,7 +39,7 @@ const PRIVILEGED_ROLES: [&str; 9] = [
     "f28a1f50-f6e7-4571-818b-6a12f2af6b6c",
     EXCHANGE_ADMINISTRATOR,
     "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2",
-    "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
+    APPLICATION_ADMINISTRATOR,
     "158c047a-c907-4556-b7ef-446551a6b5f7",
     "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
 ];
@@ -142,6 +142,21 @@ impl Builder {
     }
 
     fn build(&mut self, user_count: usize) {
+        // Collections exist, empty, even where the profile puts nothing in them.
+        for collection in [
+            "/identity/conditionalAccess/policies",
+            "/identityProtection/riskyUsers",
+            "/security/alerts_v2",
+            "/api/machines",
+            "/api/machineactions",
+            "/auditLogs/signIns",
+            "/auditLogs/directoryAudits",
+            "/oauth2PermissionGrants",
+            "/applications",
+            "/servicePrincipals",
+        ] {
+            self.collection(collection);
+        }
         self.users(user_count);
         self.licences();
         self.domains();
@@ -312,7 +327,7 @@ impl Builder {
         for user in [0, 1, 2] {
             self.assign_role(user, GLOBAL_ADMINISTRATOR);
         }
-        self.assign_role(3, SECURITY_ADMINISTRATOR);
+        self.assign_role(3, APPLICATION_ADMINISTRATOR);
         self.assign_role(4, USER_ADMINISTRATOR);
         self.assign_role(5, EXCHANGE_ADMINISTRATOR);
         if self.profile.has(Weakness::TooManyGlobalAdmins) {

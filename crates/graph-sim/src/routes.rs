@@ -566,6 +566,19 @@ fn create(tenant: &mut Tenant, collection: &str, body: Value) -> Response {
         }
         item.insert("createdDateTime".into(), json!(now()));
         item.insert("modifiedDateTime".into(), Value::Null);
+        // Graph answers with the built-in authentication strength expanded.
+        if let Some(strength) = item
+            .get_mut("grantControls")
+            .and_then(|grant| grant.get_mut("authenticationStrength"))
+            && strength["id"] == "00000000-0000-0000-0000-000000000004"
+        {
+            *strength = json!({
+                "id": "00000000-0000-0000-0000-000000000004",
+                "displayName": "Phishing-resistant MFA",
+                "policyType": "builtIn",
+                "allowedCombinations": ["windowsHelloForBusiness", "fido2", "x509CertificateMultiFactor"],
+            });
+        }
     }
     item.entry("id")
         .or_insert_with(|| json!(Uuid::new_v4().to_string()));

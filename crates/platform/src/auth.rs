@@ -61,6 +61,24 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The principal as recorded in events and stored decisions.
+    pub fn to_proto(&self) -> picket_proto::common::v1::Principal {
+        use picket_proto::common::v1 as common;
+        let role = match self.role {
+            Role::Operator => common::Role::Operator,
+            Role::Partner => common::Role::Partner,
+            Role::Customer => common::Role::Customer,
+            Role::Investigator => common::Role::Investigator,
+        };
+        common::Principal {
+            subject: self.subject.clone(),
+            role: role.into(),
+            partner_id: self.partner_id.clone().unwrap_or_default(),
+            tenant_ids: self.tenant_ids.clone(),
+            display_name: String::new(),
+        }
+    }
+
     /// The principal the interceptor attached to this request.
     pub fn of<T>(request: &Request<T>) -> Result<&Principal, Status> {
         request

@@ -230,3 +230,27 @@ grace_period = "5s"
         }
     }
 }
+
+/// A service's own settings from its defaults and `extra_toml`, for tests that start no service.
+pub fn service_settings<S: ServiceSettings>(
+    service: &str,
+    service_defaults: &str,
+    extra_toml: &str,
+) -> S {
+    let config = Config::builder()
+        .add_source(File::from_str(
+            settings::platform_defaults(),
+            FileFormat::Toml,
+        ))
+        .add_source(File::from_str(service_defaults, FileFormat::Toml))
+        .add_source(File::from_str(
+            &format!("[auth]\njwt_secret = \"{JWT_SECRET}\"\n"),
+            FileFormat::Toml,
+        ))
+        .add_source(File::from_str(extra_toml, FileFormat::Toml))
+        .build()
+        .expect("test settings build");
+    settings::from_config::<S>(service, &config)
+        .expect("test settings are valid")
+        .1
+}

@@ -5,7 +5,7 @@
 mod env;
 mod receiver;
 
-pub use env::{TestEnv, init_test_tracing};
+pub use env::{TestEnv, init_test_tracing, service_settings};
 pub use receiver::{ReceivedWebhook, WebhookReceiver, verify_standard_webhook};
 
 /// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.

@@ -1,17 +1,20 @@
 //! The scanner: tenants and their connection to Microsoft 365, Graph access, the check catalogue,
-//! scans and fixes. Onboarding (TenantService and the consent callback) and the Graph connector
-//! are here; scans, checks, detections and fixes (ScanService) are still to come and answer
-//! UNIMPLEMENTED.
+//! scheduled scans and monitoring polls, and the fixes it applies.
 
+pub mod checks;
+pub mod fixes;
 pub mod graph;
+pub mod scans;
 pub mod settings;
 pub mod tenants;
 
 use std::sync::Arc;
 
+use picket_platform::nats::ConsumerSpec;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
-use picket_proto::tenants::v1::scan_service_server::{self, ScanService, ScanServiceServer};
+use picket_proto::Area;
+use picket_proto::tenants::v1::scan_service_server::{self, ScanServiceServer};
 use picket_proto::tenants::v1::tenant_service_server::{self, TenantServiceServer};
 use tokio_util::sync::CancellationToken;
 
@@ -25,11 +28,6 @@ pub const DEFAULTS: &str = include_str!("../defaults.toml");
 
 pub use settings::ScannerSettings as Settings;
 
-/// ScanService's behaviour arrives with scanning; until then it answers UNIMPLEMENTED.
-pub struct ScanApi;
-
-impl ScanService for ScanApi {}
-
 /// Builds and starts the scanner; tests call it in-process.
 pub async fn build(
     settings: PlatformSettings,
@@ -37,18 +35,32 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> Result<Application, StartError> {
     let mut platform = Platform::new(SERVICE, settings, shutdown).await?;
-    let graph =
-        graph::GraphClient::new(&own).map_err(|error| StartError::Client(error.to_string()))?;
+    let graph = Arc::new(
+        graph::GraphClient::new(&own).map_err(|error| StartError::Client(error.to_string()))?,
+    );
+    let catalogue = Arc::new(
+        checks::catalogue::Catalogue::builtin()
+            .map_err(|error| StartError::Client(error.to_string()))?,
+    );
     let onboarding = Arc::new(tenants::onboarding::Onboarding {
         pool: platform.pool().clone(),
-        graph: Arc::new(graph),
+        graph: graph.clone(),
         events: platform.events(),
         settings: own.clone(),
     });
+    let scanning = Arc::new(scans::runner::Scanning {
+        pool: platform.pool().clone(),
+        graph: graph.clone(),
+        catalogue: catalogue.clone(),
+        events: platform.events(),
+        settings: own.clone(),
+    });
+    let wake = scans::scheduler::Wake::default();
     let tenant_api = tenants::api::TenantApi::new(onboarding.clone());
+    let scan_api = scans::api::ScanApi::new(scanning.clone(), wake.clone());
     let routes =
         tonic::service::Routes::new(platform.authenticated(TenantServiceServer::new(tenant_api)))
-            .add_service(platform.authenticated(ScanServiceServer::new(ScanApi)));
+            .add_service(platform.authenticated(ScanServiceServer::new(scan_api)));
     platform.serve_grpc(
         routes,
         &[
@@ -59,6 +71,28 @@ pub async fn build(
     platform
         .connect(Some(sqlx::migrate!("./migrations")))
         .await?;
+    platform
+        .consume(
+            ConsumerSpec {
+                durable_name: fixes::CONSUMER.to_owned(),
+                // FixRequested, and the scanner's own FixApplied and FixFailed, which it skips.
+                area: Area::Fixes,
+                filter_subjects: Vec::new(),
+            },
+            fixes::FixHandler::new(scanning.clone()),
+        )
+        .await?;
+    let shutdown = platform.shutdown_token();
+    platform.spawn(
+        "scan scheduler",
+        scans::scheduler::run_scheduler(scanning.clone(), wake.clone(), shutdown.clone()),
+    );
+    for _ in 0..own.scan_workers {
+        platform.spawn(
+            "scan worker",
+            scans::scheduler::run_worker(scanning.clone(), wake.clone(), shutdown.clone()),
+        );
+    }
     // Serves the consent redirect only once migrations ran.
     platform
         .serve_http(

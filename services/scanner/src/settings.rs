@@ -13,6 +13,8 @@ pub struct ScannerSettings {
     pub login_base_url: String,
     /// Microsoft Graph base, such as `https://graph.microsoft.com`.
     pub graph_base_url: String,
+    /// Microsoft Defender for Endpoint API base, such as `https://api.securitycenter.microsoft.com`.
+    pub defender_base_url: String,
     /// The operator's multi-tenant app.
     #[serde(default)]
     pub client_id: String,
@@ -35,6 +37,33 @@ pub struct ScannerSettings {
     /// How long an admin-consent link stays valid.
     #[serde(with = "humantime_serde")]
     pub consent_validity: Duration,
+    /// A configuration scan of each active tenant runs this often.
+    #[serde(with = "humantime_serde")]
+    pub configuration_interval: Duration,
+    /// A monitoring poll of each active tenant on a monitoring plan runs this often.
+    #[serde(with = "humantime_serde")]
+    pub monitoring_interval: Duration,
+    /// Share of an interval by which each tenant's next run is moved at random (0 to 1), so
+    /// tenants do not all run at once.
+    pub schedule_jitter: f64,
+    /// How often the scheduler looks for due tenants and stale scans.
+    #[serde(with = "humantime_serde")]
+    pub schedule_tick: Duration,
+    /// Scans running at once (each scan sends one request at a time to its tenant).
+    pub scan_workers: usize,
+    /// A running scan not finished after this long is taken to have crashed and is queued again.
+    #[serde(with = "humantime_serde")]
+    pub scan_lease: Duration,
+    /// How far back the first monitoring poll of a tenant reads the logs.
+    #[serde(with = "humantime_serde")]
+    pub initial_lookback: Duration,
+    /// Each poll reads again this far before the previous window's end, for log records that
+    /// arrive late.
+    #[serde(with = "humantime_serde")]
+    pub late_arrival: Duration,
+    /// Words in a user principal name or display name that mark a break-glass (emergency access)
+    /// account, which checks exclude and fixes refuse to touch.
+    pub break_glass_patterns: Vec<String>,
 }
 
 fn empty_secret() -> SecretString {
@@ -52,12 +81,45 @@ impl ServiceSettings for ScannerSettings {
                 return Err(SettingsError::invalid(&key(name), "must be an http(s) URL"));
             }
         }
-        if self.request_timeout.is_zero() {
+        for (name, value) in [
+            ("request_timeout", self.request_timeout),
+            ("configuration_interval", self.configuration_interval),
+            ("monitoring_interval", self.monitoring_interval),
+            ("schedule_tick", self.schedule_tick),
+            ("scan_lease", self.scan_lease),
+        ] {
+            if value.is_zero() {
+                return Err(SettingsError::invalid(&key(name), "must be positive"));
+            }
+        }
+        if !self.defender_base_url.starts_with("https://")
+            && !self.defender_base_url.starts_with("http://")
+        {
             return Err(SettingsError::invalid(
-                &key("request_timeout"),
-                "must be positive",
+                &key("defender_base_url"),
+                "must be an http(s) URL",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.schedule_jitter) {
+            return Err(SettingsError::invalid(
+                &key("schedule_jitter"),
+                "must be between 0 and 1",
+            ));
+        }
+        if self
+            .break_glass_patterns
+            .iter()
+            .any(|word| word.trim().is_empty())
+        {
+            return Err(SettingsError::invalid(
+                &key("break_glass_patterns"),
+                "must not hold empty words",
             ));
         }
         Ok(())
+    }
+
+    fn list_keys() -> &'static [&'static str] {
+        &["scanner.break_glass_patterns"]
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use graph_sim::{Fault, GraphSim, SimConfig};
 use scanner::Settings;
-use scanner::graph::{GraphClient, GraphError};
+use scanner::graph::{GraphClient, GraphError, Meter};
 
 async fn simulator(users_per_tenant: usize) -> GraphSim {
     picket_platform::runtime::install_crypto_provider();
@@ -21,19 +21,14 @@ async fn simulator(users_per_tenant: usize) -> GraphSim {
 }
 
 fn client(sim: &GraphSim, max_retries: u32) -> GraphClient {
-    let settings = Settings {
-        login_base_url: sim.base_url(),
-        graph_base_url: sim.base_url(),
-        client_id: sim.config().client_id.clone(),
-        client_secret: sim.config().client_secret.clone().into(),
-        max_retries,
-        initial_backoff: Duration::from_millis(50),
-        request_timeout: Duration::from_secs(5),
-        token_refresh_margin: Duration::from_secs(60),
-        consent_redirect_uri: "http://127.0.0.1/consent/callback".into(),
-        consent_listen: ([127, 0, 0, 1], 0).into(),
-        consent_validity: Duration::from_secs(3600),
-    };
+    let toml = format!(
+        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nmax_retries = {max_retries}\ninitial_backoff = \"50ms\"\nrequest_timeout = \"5s\"\ntoken_refresh_margin = \"60s\"\n",
+        base = sim.base_url(),
+        id = sim.config().client_id,
+        secret = sim.config().client_secret,
+    );
+    let settings: Settings =
+        picket_testkit::service_settings(scanner::SERVICE, scanner::DEFAULTS, &toml);
     GraphClient::new(&settings).expect("client builds")
 }
 
@@ -46,7 +41,11 @@ async fn collection_pages_are_followed_and_select_is_applied() {
     let sim = simulator(250).await;
     let tenant = first_tenant(&sim);
     let users = client(&sim, 3)
-        .get_all(&tenant, "/v1.0/users?$select=id,userPrincipalName&$top=100")
+        .get_all(
+            &tenant,
+            "/v1.0/users?$select=id,userPrincipalName&$top=100",
+            &Meter::default(),
+        )
         .await
         .expect("users");
     assert_eq!(users.len(), 250);
@@ -70,7 +69,7 @@ async fn throttled_request_waits_exactly_retry_after() {
     );
 
     let organization = client(&sim, 3)
-        .get(&tenant, "/v1.0/organization")
+        .get(&tenant, "/v1.0/organization", &Meter::default())
         .await
         .expect("answered after the wait");
     assert_eq!(organization["value"][0]["id"], tenant.as_str());
@@ -107,7 +106,11 @@ async fn no_request_reaches_a_tenant_inside_its_retry_after_window() {
     );
 
     let get = |client: std::sync::Arc<GraphClient>, tenant: String| {
-        tokio::spawn(async move { client.get(&tenant, "/v1.0/organization").await })
+        tokio::spawn(async move {
+            client
+                .get(&tenant, "/v1.0/organization", &Meter::default())
+                .await
+        })
     };
     // The first request is throttled; the others start while its window is open.
     let mut calls = vec![get(client.clone(), tenant.clone())];
@@ -142,7 +145,7 @@ async fn throttle_without_retry_after_backs_off_and_retries() {
         ],
     );
     client(&sim, 3)
-        .get(&tenant, "/v1.0/organization")
+        .get(&tenant, "/v1.0/organization", &Meter::default())
         .await
         .expect("answered after backing off");
     let statuses: Vec<u16> = sim
@@ -161,7 +164,7 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
     let client = client(&sim, 2);
 
     let error = client
-        .get(&tenant, "/v1.0/organization")
+        .get(&tenant, "/v1.0/organization", &Meter::default())
         .await
         .expect_err("gives up");
     assert!(
@@ -181,7 +184,7 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
 
     // Two faults are left: the next call retries past them.
     client
-        .get(&tenant, "/v1.0/organization")
+        .get(&tenant, "/v1.0/organization", &Meter::default())
         .await
         .expect("recovers within its retries");
     assert_eq!(
@@ -198,18 +201,18 @@ async fn token_is_cached_and_replaced_when_graph_says_it_expired() {
     let client = client(&sim, 3);
 
     client
-        .get(&tenant, "/v1.0/organization")
+        .get(&tenant, "/v1.0/organization", &Meter::default())
         .await
         .expect("first call");
     client
-        .get(&tenant, "/v1.0/subscribedSkus")
+        .get(&tenant, "/v1.0/subscribedSkus", &Meter::default())
         .await
         .expect("second call");
     assert_eq!(sim.tokens_issued(&tenant), 1, "one token for both calls");
 
     sim.expire_tokens();
     client
-        .get(&tenant, "/v1.0/organization")
+        .get(&tenant, "/v1.0/organization", &Meter::default())
         .await
         .expect("answered with a new token");
     assert_eq!(sim.tokens_issued(&tenant), 2);
@@ -229,7 +232,7 @@ async fn missing_consent_fails_with_entras_reason() {
     let client = client(&sim, 3);
 
     let error = client
-        .get(&tenant, "/v1.0/organization")
+        .get(&tenant, "/v1.0/organization", &Meter::default())
         .await
         .expect_err("no token without consent");
     match &error {
@@ -250,7 +253,11 @@ async fn missing_consent_fails_with_entras_reason() {
 async fn unknown_tenant_and_wrong_secret_are_token_errors() {
     let sim = simulator(5).await;
     let error = client(&sim, 3)
-        .get("00000000-0000-0000-0000-000000000000", "/v1.0/organization")
+        .get(
+            "00000000-0000-0000-0000-000000000000",
+            "/v1.0/organization",
+            &Meter::default(),
+        )
         .await;
     assert!(
         matches!(error, Err(GraphError::Token { ref error, .. }) if error == "invalid_request"),

@@ -1,135 +1,13 @@
 //! Onboarding against graph-sim and the real NATS and PostgreSQL: the consent URL, Microsoft's
 //! redirect (granted, denied, wrong tenant, no token), TenantOnboarded, and partner scope.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{harness, state_of};
 use futures::StreamExt;
-use graph_sim::{GraphSim, SimConfig};
-use picket_platform::Application;
 use picket_proto::tenants::v1 as tenants;
-use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
-use picket_testkit::TestEnv;
-use tokio_util::sync::CancellationToken;
-
-struct Harness {
-    env: TestEnv,
-    sim: GraphSim,
-    scanner: Application,
-    client: TenantServiceClient<tonic::transport::Channel>,
-}
-
-async fn harness() -> Harness {
-    let env = TestEnv::new().await;
-    let sim = GraphSim::start(
-        SimConfig {
-            tenants: 2,
-            users_per_tenant: 5,
-            ..SimConfig::default()
-        },
-        ([127, 0, 0, 1], 0).into(),
-    )
-    .await
-    .expect("graph-sim starts");
-    let toml = format!(
-        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nconsent_listen = \"127.0.0.1:0\"\ninitial_backoff = \"50ms\"\n",
-        base = sim.base_url(),
-        id = sim.config().client_id,
-        secret = sim.config().client_secret,
-    );
-    let (platform, own) =
-        env.settings::<scanner::Settings>(scanner::SERVICE, scanner::DEFAULTS, &toml);
-    let scanner = scanner::build(platform, own, CancellationToken::new())
-        .await
-        .expect("scanner starts");
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", scanner.grpc_address()))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-    Harness {
-        env,
-        sim,
-        scanner,
-        client: TenantServiceClient::new(channel),
-    }
-}
-
-impl Harness {
-    async fn onboard(
-        &mut self,
-        partner_id: &str,
-        microsoft_tenant: &str,
-    ) -> tenants::OnboardTenantResponse {
-        let request = tenants::OnboardTenantRequest {
-            partner_id: partner_id.into(),
-            display_name: "Contoso Dental".into(),
-            microsoft_tenant: microsoft_tenant.into(),
-            plan: tenants::SubscriptionPlan::Standard.into(),
-            idempotency_key: String::new(),
-        };
-        self.client
-            .onboard_tenant(
-                self.env
-                    .request(&self.env.partner_token(partner_id), request),
-            )
-            .await
-            .expect("onboarded")
-            .into_inner()
-    }
-
-    /// Follows Microsoft's redirect to the consent callback, as the admin's browser would.
-    async fn redirect(&self, query: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let address = self
-            .scanner
-            .http_address(scanner::CONSENT_SERVER)
-            .expect("consent server");
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("callback answers");
-        let request = format!(
-            "GET /consent/callback?{query} HTTP/1.1\r\nHost: picket\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        (status, response)
-    }
-
-    async fn tenant(&mut self, partner_id: &str, tenant_id: &str) -> tenants::Tenant {
-        let request = tenants::GetTenantRequest {
-            tenant_id: tenant_id.into(),
-        };
-        self.client
-            .get_tenant(
-                self.env
-                    .request(&self.env.partner_token(partner_id), request),
-            )
-            .await
-            .expect("readable")
-            .into_inner()
-            .tenant
-            .expect("tenant")
-    }
-
-    async fn finish(self) {
-        self.scanner.shutdown().await;
-        self.env.teardown().await;
-    }
-}
-
-fn state_of(url: &str) -> String {
-    url.split("state=")
-        .nth(1)
-        .expect("the consent url carries a state")
-        .to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granted_consent_activates_the_tenant_and_announces_it() {

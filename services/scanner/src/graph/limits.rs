@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+use crate::graph::Api;
+
 /// Graph's throttling buckets (learn.microsoft.com/graph/throttling-limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bucket {
@@ -15,11 +17,37 @@ pub enum Bucket {
     Logs,
     /// Conditional access and identity protection: 1 request per second per tenant.
     ConditionalAccess,
+    /// Identity and access writes: 3,000 per 2 min 30 s per app and tenant.
+    Writes,
+    /// Outlook (mail folders and inbox rules): 10,000 requests per 10 min per mailbox.
+    Outlook,
+    /// Security alerts: 150 requests per minute per app and tenant.
+    Security,
+    /// Defender for Endpoint machine actions: 100 calls per minute.
+    Defender,
 }
 
 impl Bucket {
+    /// The bucket a request draws from.
+    pub fn for_request(api: Api, method: &reqwest::Method, path: &str) -> Bucket {
+        if api == Api::Defender {
+            return Bucket::Defender;
+        }
+        let bucket = Bucket::for_path(path);
+        if method != reqwest::Method::GET && bucket == Bucket::Directory {
+            return Bucket::Writes;
+        }
+        bucket
+    }
+
     pub fn for_path(path: &str) -> Bucket {
         let path = path.split('?').next().unwrap_or_default();
+        if path.contains("/mailFolders") {
+            return Bucket::Outlook;
+        }
+        if path.contains("/security/") {
+            return Bucket::Security;
+        }
         if path.contains("/auditLogs/") {
             return Bucket::Logs;
         }
@@ -35,6 +63,10 @@ impl Bucket {
             Bucket::Directory => (3500.0, 350.0),
             Bucket::Logs => (5.0, 0.5),
             Bucket::ConditionalAccess => (1.0, 1.0),
+            Bucket::Writes => (3000.0, 20.0),
+            Bucket::Outlook => (10000.0, 10000.0 / 600.0),
+            Bucket::Security => (150.0, 2.5),
+            Bucket::Defender => (100.0, 100.0 / 60.0),
         }
     }
 

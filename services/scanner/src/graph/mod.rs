@@ -1,12 +1,14 @@
-//! The Microsoft Graph connector: client-credentials tokens per tenant, paging over
+//! The Microsoft Graph connector: client-credentials tokens per tenant and API, paging over
 //! `@odata.nextLink`, pacing per tenant that follows Graph's buckets, `Retry-After` honoured
-//! exactly on 429 (exponential backoff with jitter when absent), bounded retries on 5xx, and a
-//! record of each tenant's access health.
+//! exactly on 429 (exponential backoff with jitter when absent), bounded retries on 5xx, writes
+//! (PATCH, PUT, POST, DELETE), Defender for Endpoint's API, and a record of each tenant's access
+//! health.
 
 pub mod limits;
 mod tokens;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +23,32 @@ use crate::settings::ScannerSettings;
 
 /// The scope of Graph's application permissions.
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// The scope of Defender for Endpoint's API.
+pub const DEFENDER_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
+
+/// Which API a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Graph,
+    Defender,
+}
+
+/// Counts the requests of one scan or fix.
+#[derive(Debug, Default)]
+pub struct Meter {
+    requests: AtomicU32,
+    throttled: AtomicU32,
+}
+
+impl Meter {
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn throttled(&self) -> u32 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum GraphError {
@@ -46,6 +74,21 @@ impl GraphError {
     fn transport(error: reqwest::Error) -> GraphError {
         GraphError::Transport(error.to_string())
     }
+
+    /// HTTP status of Graph's answer, when there was one.
+    pub fn status(&self) -> u16 {
+        match self {
+            GraphError::Api { status, .. } => *status,
+            GraphError::Throttled { .. } => 429,
+            GraphError::Unavailable { .. } => 503,
+            GraphError::Token { .. } | GraphError::Transport(_) | GraphError::Malformed(_) => 0,
+        }
+    }
+
+    /// True when Graph says the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == 404
+    }
 }
 
 /// How a tenant's access has gone lately.
@@ -55,11 +98,14 @@ pub struct AccessHealth {
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
+    /// Until when Graph asked Picket to wait.
+    pub throttled_until: Option<DateTime<Utc>>,
 }
 
 pub struct GraphClient {
     http: reqwest::Client,
     graph_base_url: String,
+    defender_base_url: String,
     tokens: TokenCache,
     max_retries: u32,
     initial_backoff: Duration,
@@ -100,6 +146,7 @@ impl GraphClient {
         Ok(GraphClient {
             http,
             graph_base_url: settings.graph_base_url.trim_end_matches('/').to_owned(),
+            defender_base_url: settings.defender_base_url.trim_end_matches('/').to_owned(),
             tokens,
             max_retries: settings.max_retries,
             initial_backoff: settings.initial_backoff,
@@ -150,12 +197,41 @@ impl GraphClient {
         ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
+    /// Drops every cached token of a tenant (disconnection).
+    pub async fn forget(&self, tenant_id: &str) {
+        for scope in [GRAPH_SCOPE, DEFENDER_SCOPE] {
+            self.tokens.invalidate(tenant_id, scope).await;
+        }
+    }
+
+    fn note_throttled(&self, tenant_id: &str, wait: Duration) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let until = Utc::now() + wait;
+        let entry = health.entry(tenant_id.to_owned()).or_default();
+        if entry.throttled_until.is_none_or(|current| current < until) {
+            entry.throttled_until = Some(until);
+        }
+    }
+
     /// GETs one resource (`path_and_query` like `/v1.0/organization`) of `tenant_id`.
-    pub async fn get(&self, tenant_id: &str, path_and_query: &str) -> Result<Value, GraphError> {
-        let url = format!("{}{path_and_query}", self.graph_base_url);
-        let result = self.get_url(tenant_id, &url).await;
-        self.record(tenant_id, result.as_ref().map(|_| ()));
-        result
+    pub async fn get(
+        &self,
+        tenant_id: &str,
+        path_and_query: &str,
+        meter: &Meter,
+    ) -> Result<Value, GraphError> {
+        self.send(
+            tenant_id,
+            Api::Graph,
+            reqwest::Method::GET,
+            path_and_query,
+            None,
+            meter,
+        )
+        .await
     }
 
     /// GETs every page of a collection, following `@odata.nextLink`.
@@ -163,11 +239,22 @@ impl GraphClient {
         &self,
         tenant_id: &str,
         path_and_query: &str,
+        meter: &Meter,
     ) -> Result<Vec<Value>, GraphError> {
         let mut items = Vec::new();
         let mut next = Some(format!("{}{path_and_query}", self.graph_base_url));
         while let Some(url) = next {
-            let page = match self.get_url(tenant_id, &url).await {
+            let page = match self
+                .attempt(
+                    tenant_id,
+                    Api::Graph,
+                    reqwest::Method::GET,
+                    &url,
+                    None,
+                    meter,
+                )
+                .await
+            {
                 Ok(page) => page,
                 Err(error) => {
                     self.record(tenant_id, Err(&error));
@@ -186,50 +273,93 @@ impl GraphClient {
         Ok(items)
     }
 
-    async fn get_url(&self, tenant_id: &str, url: &str) -> Result<Value, GraphError> {
-        let path = url.strip_prefix(&self.graph_base_url).unwrap_or(url);
-        let bucket = Bucket::for_path(path);
+    /// Sends one request to Graph or Defender (`path_and_query` like `/v1.0/users/{id}` or
+    /// `/api/machines/{id}/isolate`); a body-less answer (204) is `Value::Null`.
+    pub async fn send(
+        &self,
+        tenant_id: &str,
+        api: Api,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        meter: &Meter,
+    ) -> Result<Value, GraphError> {
+        let base = match api {
+            Api::Graph => &self.graph_base_url,
+            Api::Defender => &self.defender_base_url,
+        };
+        let url = format!("{base}{path_and_query}");
+        let result = self
+            .attempt(tenant_id, api, method, &url, body, meter)
+            .await;
+        self.record(tenant_id, result.as_ref().map(|_| ()));
+        result
+    }
+
+    async fn attempt(
+        &self,
+        tenant_id: &str,
+        api: Api,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        meter: &Meter,
+    ) -> Result<Value, GraphError> {
+        let (base, scope) = match api {
+            Api::Graph => (&self.graph_base_url, GRAPH_SCOPE),
+            Api::Defender => (&self.defender_base_url, DEFENDER_SCOPE),
+        };
+        let path = url.strip_prefix(base.as_str()).unwrap_or(url);
+        let bucket = Bucket::for_request(api, &method, path);
         let cost = bucket.cost(path);
         let gate = self.gate(tenant_id);
         let mut token_refreshed = false;
         let mut attempt = 0;
         loop {
             gate.admit(bucket, cost).await;
-            let token = self.tokens.token(tenant_id, GRAPH_SCOPE).await?;
-            let response = self
+            let token = self.tokens.token(tenant_id, scope).await?;
+            let mut request = self
                 .http
-                .get(url)
-                .bearer_auth(token.expose_secret())
-                .send()
-                .await
-                .map_err(GraphError::transport)?;
+                .request(method.clone(), url)
+                .bearer_auth(token.expose_secret());
+            if let Some(body) = body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
+            }
+            meter.requests.fetch_add(1, Ordering::Relaxed);
+            let response = request.send().await.map_err(GraphError::transport)?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(GraphError::transport)?;
+            let body_bytes = response.bytes().await.map_err(GraphError::transport)?;
             match status {
+                200..=299 if body_bytes.is_empty() => return Ok(Value::Null),
                 200..=299 => {
-                    return serde_json::from_slice(&body)
+                    return serde_json::from_slice(&body_bytes)
                         .map_err(|error| GraphError::Malformed(format!("{path}: {error}")));
                 }
                 401 if !token_refreshed => {
                     // An expired or revoked token: fetch a new one once.
-                    self.tokens.invalidate(tenant_id, GRAPH_SCOPE).await;
+                    self.tokens.invalidate(tenant_id, scope).await;
                     token_refreshed = true;
                     continue;
                 }
                 429 => {
+                    meter.throttled.fetch_add(1, Ordering::Relaxed);
+                    let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
+                    // Nothing goes to the tenant before Graph said it may, retry or not.
+                    gate.block_for(wait).await;
+                    self.note_throttled(tenant_id, wait);
                     if attempt >= self.max_retries {
                         return Err(GraphError::Throttled {
                             attempts: attempt + 1,
                         });
                     }
-                    let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
                     tracing::warn!(tenant_id, path, attempt, wait = ?wait, "graph request throttled");
-                    gate.block_for(wait).await;
                 }
                 500..=599 => {
                     if attempt >= self.max_retries {
-                        let last = api_error(status, &body).to_string();
+                        let last = api_error(status, &body_bytes).to_string();
                         return Err(GraphError::Unavailable {
                             attempts: attempt + 1,
                             last,
@@ -237,7 +367,7 @@ impl GraphClient {
                     }
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
-                _ => return Err(api_error(status, &body)),
+                _ => return Err(api_error(status, &body_bytes)),
             }
             attempt += 1;
         }

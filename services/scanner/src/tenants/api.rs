@@ -6,7 +6,7 @@ use chrono::Utc;
 use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::db::outbox;
-use picket_platform::grpc::{internal, parse_uuid};
+use picket_platform::grpc::internal;
 use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_server::TenantService;
@@ -37,20 +37,12 @@ impl TenantApi {
         tenant.to_proto(consent_url)
     }
 
-    /// The tenant, if the principal may see it; otherwise indistinguishable from a missing one.
     async fn visible_tenant(
         &self,
         principal: &Principal,
         tenant_id: &str,
     ) -> Result<TenantRow, Status> {
-        let id = parse_uuid(tenant_id, "tenant_id")?;
-        store::get_tenant(&self.onboarding.pool, id)
-            .await
-            .map_err(internal)?
-            .filter(|tenant| {
-                principal.can_access_tenant(&tenant.partner_id, &tenant.tenant_id.to_string())
-            })
-            .ok_or_else(|| Status::not_found(format!("tenant {id} not found")))
+        store::visible_tenant(&self.onboarding.pool, principal, tenant_id).await
     }
 }
 

@@ -11,7 +11,8 @@ use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use sqlx::PgPool;
 
-use crate::graph::{GraphClient, GraphError};
+use crate::graph::{GraphClient, GraphError, Meter};
+use crate::scans;
 use crate::settings::ScannerSettings;
 use crate::tenants::consent::{self, ConsentRefusal, ConsentResponse};
 use crate::tenants::store::{self, TenantRow};
@@ -85,11 +86,23 @@ impl Onboarding {
             }
             Ok(organization) => {
                 let mut transaction = self.pool.begin().await?;
+                // The first full scan runs now; later runs spread over their interval.
+                let spread = |interval: std::time::Duration| {
+                    now + chrono::Duration::from_std(interval.mul_f64(rand::random::<f64>()))
+                        .unwrap_or_default()
+                };
+                let first_runs = store::FirstRuns {
+                    configuration: now
+                        + chrono::Duration::from_std(self.settings.configuration_interval)
+                            .unwrap_or_default(),
+                    monitoring: spread(self.settings.monitoring_interval),
+                };
                 let activated = store::activate(
                     &mut transaction,
                     tenant.tenant_id,
                     &organization.id,
                     &organization.default_domain,
+                    &first_runs,
                     now,
                 )
                 .await?;
@@ -98,6 +111,16 @@ impl Onboarding {
                         .await?
                         .unwrap_or(tenant));
                 };
+                scans::store::queue(
+                    &mut transaction,
+                    &active.partner_id,
+                    active.tenant_id,
+                    tenants::ScanKind::Full,
+                    "onboarding",
+                    None,
+                    now,
+                )
+                .await?;
                 let onboarded = tenants::TenantOnboarded {
                     partner_id: active.partner_id.clone(),
                     tenant_id: active.tenant_id.to_string(),
@@ -133,6 +156,7 @@ impl Onboarding {
             .get(
                 &response.microsoft_tenant_id,
                 "/v1.0/organization?$select=id,displayName,verifiedDomains",
+                &Meter::default(),
             )
             .await;
         let organization = match read {

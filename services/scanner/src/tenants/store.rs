@@ -26,11 +26,22 @@ pub struct TenantRow {
     pub consented_at: Option<DateTime<Utc>>,
     pub activated_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub service_plans: Vec<String>,
+    pub access_last_success_at: Option<DateTime<Utc>>,
+    pub access_last_error: String,
+    pub access_last_error_at: Option<DateTime<Utc>>,
+    pub access_consecutive_failures: i32,
+    pub access_throttled_until: Option<DateTime<Utc>>,
+    pub last_configuration_scan_at: Option<DateTime<Utc>>,
+    pub last_monitoring_poll_at: Option<DateTime<Utc>>,
+    pub disconnected_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "tenant_id, partner_id, microsoft_tenant, microsoft_tenant_id, display_name, primary_domain,
     plan, state, state_reason, consent_failure, consent_state, consent_expires_at, onboarded_by, created_at,
-    consented_at, activated_at, updated_at";
+    consented_at, activated_at, updated_at, service_plans, access_last_success_at, access_last_error,
+    access_last_error_at, access_consecutive_failures, access_throttled_until, last_configuration_scan_at,
+    last_monitoring_poll_at, disconnected_at";
 
 pub fn plan_to_db(plan: tenants::SubscriptionPlan) -> Option<&'static str> {
     match plan {
@@ -97,7 +108,22 @@ impl TenantRow {
                 ..Default::default()
             }),
             consent_url,
-            ..Default::default()
+            access_health: Some(tenants::AccessHealth {
+                last_success_at: self.access_last_success_at.map(to_timestamp),
+                last_error: self.access_last_error.clone(),
+                last_error_at: self.access_last_error_at.map(to_timestamp),
+                consecutive_failures: u32::try_from(self.access_consecutive_failures)
+                    .unwrap_or_default(),
+                throttled_until: self
+                    .access_throttled_until
+                    .filter(|until| *until > Utc::now())
+                    .map(to_timestamp),
+                token_expires_at: None,
+            }),
+            service_plans: self.service_plans.clone(),
+            last_configuration_scan_at: self.last_configuration_scan_at.map(to_timestamp),
+            last_monitoring_poll_at: self.last_monitoring_poll_at.map(to_timestamp),
+            disconnected_at: self.disconnected_at.map(to_timestamp),
         }
     }
 }
@@ -159,6 +185,22 @@ pub async fn get_tenant(pool: &PgPool, tenant_id: Uuid) -> Result<Option<TenantR
     .await
 }
 
+/// The tenant, if the principal may see it; otherwise indistinguishable from a missing one.
+pub async fn visible_tenant(
+    pool: &PgPool,
+    principal: &picket_platform::Principal,
+    tenant_id: &str,
+) -> Result<TenantRow, tonic::Status> {
+    let id = picket_platform::grpc::parse_uuid(tenant_id, "tenant_id")?;
+    get_tenant(pool, id)
+        .await
+        .map_err(picket_platform::grpc::internal)?
+        .filter(|tenant| {
+            principal.can_access_tenant(&tenant.partner_id, &tenant.tenant_id.to_string())
+        })
+        .ok_or_else(|| tonic::Status::not_found(format!("tenant {id} not found")))
+}
+
 pub async fn find_by_consent_state(
     pool: &PgPool,
     consent_state: &str,
@@ -214,23 +256,33 @@ pub async fn mark_refused(
     .await
 }
 
+/// When an activated tenant's scheduled runs start (its first full scan runs at once).
+pub struct FirstRuns {
+    pub configuration: DateTime<Utc>,
+    pub monitoring: DateTime<Utc>,
+}
+
 /// Activates a tenant whose consent and organization read succeeded; `None` if it already was.
 pub async fn activate(
     connection: &mut PgConnection,
     tenant_id: Uuid,
     microsoft_tenant_id: &str,
     primary_domain: &str,
+    first_runs: &FirstRuns,
     now: DateTime<Utc>,
 ) -> Result<Option<TenantRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE tenants SET state = 'active', microsoft_tenant_id = $2, primary_domain = $3, state_reason = '',
-             consent_failure = '', consented_at = $4, activated_at = $4, updated_at = $4
+             consent_failure = '', consented_at = $4, activated_at = $4, updated_at = $4,
+             next_configuration_scan_at = $5, next_monitoring_poll_at = $6, disconnected_at = NULL
          WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
     )))
     .bind(tenant_id)
     .bind(microsoft_tenant_id)
     .bind(primary_domain)
     .bind(now)
+    .bind(first_runs.configuration)
+    .bind(first_runs.monitoring)
     .fetch_optional(connection)
     .await
 }

@@ -1,0 +1,501 @@
+//! Configuration checks written as code, and the conditional access templates their fixes create.
+//! Each is a pure function of the snapshot; thresholds come from the catalogue's parameters.
+
+use std::collections::BTreeSet;
+
+use chrono::Duration;
+use serde_json::{Value, json};
+
+use crate::checks::catalogue::Check;
+use crate::checks::directory::{
+    GLOBAL_ADMINISTRATOR, PRIVILEGED_ROLES, Policy, policies, privileged_holders,
+    privileged_role_name,
+};
+use crate::checks::snapshot::{Missing, Snapshot, Source, strings, timestamp};
+use crate::checks::{Evaluator, Failure};
+
+/// `passwordValidityPeriodInDays` meaning "never expires".
+pub const NEVER_EXPIRES: i64 = 2_147_483_647;
+
+pub fn evaluator(name: &str) -> Option<Evaluator> {
+    let evaluator: Evaluator = match name {
+        "legacy_auth_blocked" => legacy_auth_blocked,
+        "mfa_all_users" => mfa_all_users,
+        "mfa_admins" => mfa_admins,
+        "phishing_resistant_mfa_admins" => phishing_resistant_mfa_admins,
+        "high_risk_users_blocked" => high_risk_users_blocked,
+        "high_risk_sign_ins_blocked" => high_risk_sign_ins_blocked,
+        "device_code_flow_blocked" => device_code_flow_blocked,
+        "security_defaults_or_ca" => security_defaults_or_ca,
+        "break_glass_excluded" => break_glass_excluded,
+        "passwords_never_expire" => passwords_never_expire,
+        "global_admin_count" => global_admin_count,
+        "fine_grained_admin_roles" => fine_grained_admin_roles,
+        "privileged_users_cloud_only" => privileged_users_cloud_only,
+        "inactive_privileged_users" => inactive_privileged_users,
+        "user_consent_restricted" => user_consent_restricted,
+        "app_password_addition_restricted" => app_password_addition_restricted,
+        "app_secret_lifetime_limited" => app_secret_lifetime_limited,
+        "long_lived_app_secrets" => long_lived_app_secrets,
+        _ => return None,
+    };
+    Some(evaluator)
+}
+
+/// Fails tenant-wide unless an enforced policy for all users and all apps satisfies `rule`.
+fn tenant_policy_exists(
+    snapshot: &Snapshot,
+    check: &Check,
+    rule: impl Fn(&Policy) -> bool,
+) -> Result<Vec<Failure>, Missing> {
+    let break_glass = snapshot.break_glass_ids()?;
+    let found = policies(snapshot)?.iter().any(|policy| {
+        policy.enforced()
+            && policy.targets_all_users(&break_glass)
+            && policy.targets_all_apps()
+            && rule(policy)
+    });
+    Ok(if found {
+        Vec::new()
+    } else {
+        vec![missing_policy(snapshot, check)]
+    })
+}
+
+fn missing_policy(snapshot: &Snapshot, check: &Check) -> Failure {
+    let failure = Failure::tenant_wide(snapshot).evidence("enforcedPolicy", "none");
+    match &check.fix.template {
+        Some(template) => failure.fix("template", template),
+        None => failure,
+    }
+}
+
+fn legacy_auth_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    tenant_policy_exists(snapshot, check, |policy| {
+        policy.grants("block")
+            && policy.condition_includes("clientAppTypes", "exchangeActiveSync")
+            && policy.condition_includes("clientAppTypes", "other")
+    })
+}
+
+fn mfa_all_users(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    tenant_policy_exists(snapshot, check, |policy| policy.requires_mfa())
+}
+
+/// Passes when an enforced policy for all apps covers every admin: all users, or every
+/// privileged role.
+fn admins_covered(
+    snapshot: &Snapshot,
+    check: &Check,
+    rule: impl Fn(&Policy) -> bool,
+) -> Result<Vec<Failure>, Missing> {
+    let break_glass = snapshot.break_glass_ids()?;
+    let found = policies(snapshot)?.iter().any(|policy| {
+        policy.enforced()
+            && policy.targets_all_apps()
+            && (policy.targets_all_users(&break_glass) || policy.targets_privileged_roles())
+            && rule(policy)
+    });
+    Ok(if found {
+        Vec::new()
+    } else {
+        vec![missing_policy(snapshot, check)]
+    })
+}
+
+fn mfa_admins(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    admins_covered(snapshot, check, |policy| policy.requires_mfa())
+}
+
+fn phishing_resistant_mfa_admins(
+    snapshot: &Snapshot,
+    check: &Check,
+) -> Result<Vec<Failure>, Missing> {
+    admins_covered(snapshot, check, |policy| {
+        policy.requires_phishing_resistant_mfa()
+    })
+}
+
+fn high_risk_users_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    tenant_policy_exists(snapshot, check, |policy| {
+        policy.grants("block") && policy.condition_includes("userRiskLevels", "high")
+    })
+}
+
+fn high_risk_sign_ins_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    tenant_policy_exists(snapshot, check, |policy| {
+        policy.grants("block") && policy.condition_includes("signInRiskLevels", "high")
+    })
+}
+
+fn device_code_flow_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    tenant_policy_exists(snapshot, check, |policy| {
+        let methods = policy.0["conditions"]["authenticationFlows"]["transferMethods"]
+            .as_str()
+            .unwrap_or_default();
+        policy.grants("block")
+            && methods
+                .split(',')
+                .any(|method| method.trim() == "deviceCodeFlow")
+    })
+}
+
+/// Conditional access is read as empty for tenants without Entra ID P1, where it cannot apply.
+fn security_defaults_or_ca(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
+    let defaults_on = snapshot.get(Source::SecurityDefaults)?["isEnabled"] == true;
+    let enforced = policies(snapshot)?
+        .iter()
+        .filter(|policy| policy.enforced())
+        .count();
+    Ok(if defaults_on || enforced > 0 {
+        Vec::new()
+    } else {
+        vec![
+            Failure::tenant_wide(snapshot)
+                .evidence("securityDefaultsEnabled", false)
+                .evidence("enforcedConditionalAccessPolicies", 0),
+        ]
+    })
+}
+
+fn break_glass_excluded(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
+    let break_glass = snapshot.break_glass_ids()?;
+    let users = snapshot.users_by_id()?;
+    let mut failures = Vec::new();
+    for policy in policies(snapshot)? {
+        let active = matches!(
+            policy.0["state"].as_str(),
+            Some("enabled" | "enabledForReportingButNotEnforced")
+        );
+        let all_users = strings(&policy.0["conditions"]["users"]["includeUsers"]).contains(&"All");
+        if !active || !all_users {
+            continue;
+        }
+        let excluded = policy.excluded_users();
+        let missing: Vec<&str> = break_glass
+            .iter()
+            .filter(|id| !excluded.contains(&id.as_str()))
+            .map(|id| {
+                users
+                    .get(id.as_str())
+                    .and_then(|user| user["userPrincipalName"].as_str())
+                    .unwrap_or(id)
+            })
+            .collect();
+        if !missing.is_empty() {
+            failures.push(
+                Failure::on(
+                    policy.id(),
+                    policy.name(),
+                    "conditionalAccessPolicy",
+                    policy.id(),
+                )
+                .evidence("notExcluded", missing.join(", "))
+                .fix("policyId", policy.id()),
+            );
+        }
+    }
+    Ok(failures)
+}
+
+fn passwords_never_expire(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
+    Ok(snapshot
+        .items(Source::Domains)?
+        .iter()
+        .filter(|domain| domain["isVerified"] == true && domain["authenticationType"] == "Managed")
+        .filter(|domain| domain["passwordValidityPeriodInDays"].as_i64() != Some(NEVER_EXPIRES))
+        .map(|domain| {
+            let name = domain["id"].as_str().unwrap_or_default();
+            Failure::on(name, name, "domain", name)
+                .evidence(
+                    "passwordValidityPeriodInDays",
+                    &domain["passwordValidityPeriodInDays"],
+                )
+                .fix("domainId", name)
+        })
+        .collect())
+}
+
+fn global_admins(snapshot: &Snapshot) -> Result<BTreeSet<String>, Missing> {
+    Ok(privileged_holders(snapshot)?
+        .into_iter()
+        .filter(|(_, roles)| roles.iter().any(|role| role == GLOBAL_ADMINISTRATOR))
+        .map(|(principal, _)| principal)
+        .collect())
+}
+
+fn global_admin_count(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
+    let count = global_admins(snapshot)?.len();
+    Ok(if (2..=8).contains(&count) {
+        Vec::new()
+    } else {
+        vec![Failure::tenant_wide(snapshot).evidence("globalAdministrators", count)]
+    })
+}
+
+fn fine_grained_admin_roles(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
+    let holders = privileged_holders(snapshot)?;
+    let global = global_admins(snapshot)?.len();
+    let others = holders
+        .values()
+        .filter(|roles| roles.iter().any(|role| role != GLOBAL_ADMINISTRATOR))
+        .count();
+    Ok(if global <= others {
+        Vec::new()
+    } else {
+        vec![
+            Failure::tenant_wide(snapshot)
+                .evidence("globalAdministrators", global)
+                .evidence("otherPrivilegedRoleHolders", others),
+        ]
+    })
+}
+
+fn role_names(roles: &[String]) -> String {
+    roles
+        .iter()
+        .filter_map(|role| privileged_role_name(role))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn privileged_users_cloud_only(
+    snapshot: &Snapshot,
+    _check: &Check,
+) -> Result<Vec<Failure>, Missing> {
+    let users = snapshot.users_by_id()?;
+    Ok(privileged_holders(snapshot)?
+        .iter()
+        .filter_map(|(principal, roles)| {
+            let user = users.get(principal.as_str())?;
+            let synced =
+                user["onPremisesSyncEnabled"] == true || user["onPremisesImmutableId"].is_string();
+            let upn = user["userPrincipalName"].as_str().unwrap_or(principal);
+            synced.then(|| {
+                Failure::on(principal, upn, "user", principal).evidence("roles", role_names(roles))
+            })
+        })
+        .collect())
+}
+
+fn inactive_privileged_users(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    let users = snapshot.users_by_id()?;
+    let cutoff = snapshot.now - Duration::days(check.number("inactive_days", 90));
+    Ok(privileged_holders(snapshot)?
+        .iter()
+        .filter_map(|(principal, roles)| {
+            let user = users.get(principal.as_str())?;
+            if snapshot.is_break_glass(user) {
+                // Break-glass accounts are meant to stay unused.
+                return None;
+            }
+            let last = timestamp(&user["signInActivity"]["lastSignInDateTime"]);
+            if last.is_some_and(|last| last >= cutoff) {
+                return None;
+            }
+            let upn = user["userPrincipalName"].as_str().unwrap_or(principal);
+            Some(
+                Failure::on(principal, upn, "user", principal)
+                    .evidence("roles", role_names(roles))
+                    .evidence(
+                        "lastSignIn",
+                        last.map(|at| at.to_rfc3339()).unwrap_or("never".into()),
+                    )
+                    .fix("principalId", principal),
+            )
+        })
+        .collect())
+}
+
+fn user_consent_restricted(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
+    let policy = snapshot.get(Source::AuthorizationPolicy)?;
+    let assigned =
+        strings(&policy["defaultUserRolePermissions"]["permissionGrantPoliciesAssigned"]);
+    let self_consent: Vec<&str> = assigned
+        .into_iter()
+        .filter(|id| id.starts_with("ManagePermissionGrantsForSelf."))
+        .collect();
+    Ok(if self_consent.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            Failure::tenant_wide(snapshot).evidence("userConsentPolicies", self_consent.join(", ")),
+        ]
+    })
+}
+
+/// The application password restriction of `kind` in the default app management policy, when the
+/// policy is enabled and the restriction on.
+fn password_restriction<'s>(policy: &'s Value, kind: &str) -> Option<&'s Value> {
+    if policy["isEnabled"] != true {
+        return None;
+    }
+    policy["applicationRestrictions"]["passwordCredentials"]
+        .as_array()?
+        .iter()
+        .find(|restriction| {
+            restriction["restrictionType"] == kind && restriction["state"] == "enabled"
+        })
+}
+
+fn app_password_addition_restricted(
+    snapshot: &Snapshot,
+    _check: &Check,
+) -> Result<Vec<Failure>, Missing> {
+    let policy = snapshot.get(Source::AppManagementPolicy)?;
+    Ok(match password_restriction(policy, "passwordAddition") {
+        Some(_) => Vec::new(),
+        None => vec![
+            Failure::tenant_wide(snapshot)
+                .evidence("policyEnabled", &policy["isEnabled"])
+                .evidence("passwordAddition", "not restricted"),
+        ],
+    })
+}
+
+/// Days in an ISO 8601 duration such as `P180D` or `P1Y` (years as 365 days, months as 30).
+pub fn duration_days(value: &str) -> Option<i64> {
+    let body = value.strip_prefix('P')?;
+    let mut days = 0;
+    let mut number = String::new();
+    for character in body.chars() {
+        match character {
+            '0'..='9' => number.push(character),
+            'Y' | 'M' | 'W' | 'D' => {
+                let count: i64 = number.parse().ok()?;
+                number.clear();
+                days += count
+                    * match character {
+                        'Y' => 365,
+                        'M' => 30,
+                        'W' => 7,
+                        _ => 1,
+                    };
+            }
+            'T' => break,
+            _ => return None,
+        }
+    }
+    Some(days)
+}
+
+fn app_secret_lifetime_limited(
+    snapshot: &Snapshot,
+    check: &Check,
+) -> Result<Vec<Failure>, Missing> {
+    let policy = snapshot.get(Source::AppManagementPolicy)?;
+    let max_days = check.number("max_days", 180);
+    let limit = password_restriction(policy, "passwordLifetime")
+        .and_then(|restriction| restriction["maxLifetime"].as_str())
+        .and_then(duration_days);
+    Ok(match limit {
+        Some(days) if days <= max_days => Vec::new(),
+        _ => vec![
+            Failure::tenant_wide(snapshot)
+                .evidence(
+                    "maxLifetimeDays",
+                    limit
+                        .map(|days| days.to_string())
+                        .unwrap_or("unlimited".into()),
+                )
+                .evidence("expectedMaxLifetimeDays", max_days),
+        ],
+    })
+}
+
+fn long_lived_app_secrets(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
+    let max_days = check.number("max_days", 180);
+    let mut failures = Vec::new();
+    for application in snapshot.items(Source::Applications)? {
+        let app_id = application["id"].as_str().unwrap_or_default();
+        let name = application["displayName"].as_str().unwrap_or(app_id);
+        for secret in application["passwordCredentials"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let (Some(start), Some(end)) = (
+                timestamp(&secret["startDateTime"]),
+                timestamp(&secret["endDateTime"]),
+            ) else {
+                continue;
+            };
+            let days = (end - start).num_days();
+            if end <= snapshot.now || days <= max_days {
+                continue;
+            }
+            let key_id = secret["keyId"].as_str().unwrap_or_default();
+            failures.push(
+                Failure::on(&format!("{app_id}/{key_id}"), name, "application", app_id)
+                    .evidence("secret", secret["displayName"].as_str().unwrap_or(key_id))
+                    .evidence("lifetimeDays", days)
+                    .evidence("expires", end.to_rfc3339())
+                    .fix("applicationId", app_id)
+                    .fix("keyId", key_id),
+            );
+        }
+    }
+    Ok(failures)
+}
+
+/// The conditional access policy a `create_conditional_access_policy` fix creates, excluding the
+/// break-glass accounts. Created enabled: the partner approved it, and the check it fixes only
+/// passes for an enforced policy.
+pub fn ca_template(name: &str, break_glass: &[String]) -> Option<Value> {
+    let block = json!({"operator": "OR", "builtInControls": ["block"]});
+    let mfa = json!({"operator": "OR", "builtInControls": ["mfa"]});
+    let all_users = json!({"includeUsers": ["All"], "excludeUsers": break_glass});
+    let admins = json!({
+        "includeRoles": PRIVILEGED_ROLES.iter().map(|(role, _)| *role).collect::<Vec<_>>(),
+        "excludeUsers": break_glass,
+    });
+    let (display_name, users, extra, grant) = match name {
+        "block-legacy-authentication" => (
+            "Block legacy authentication",
+            all_users,
+            json!({"clientAppTypes": ["exchangeActiveSync", "other"]}),
+            block,
+        ),
+        "require-mfa-all-users" => ("Require MFA for all users", all_users, json!({}), mfa),
+        "require-mfa-admins" => ("Require MFA for administrators", admins, json!({}), mfa),
+        "phishing-resistant-mfa-admins" => (
+            "Require phishing-resistant MFA for administrators",
+            admins,
+            json!({}),
+            json!({"operator": "OR", "authenticationStrength": {"id": "00000000-0000-0000-0000-000000000004"}}),
+        ),
+        "block-high-risk-users" => (
+            "Block high-risk users",
+            all_users,
+            json!({"userRiskLevels": ["high"]}),
+            block,
+        ),
+        "block-high-risk-sign-ins" => (
+            "Block high-risk sign-ins",
+            all_users,
+            json!({"signInRiskLevels": ["high"]}),
+            block,
+        ),
+        "block-device-code-flow" => (
+            "Block device code flow",
+            all_users,
+            json!({"authenticationFlows": {"transferMethods": "deviceCodeFlow"}}),
+            block,
+        ),
+        _ => return None,
+    };
+    let mut conditions = json!({
+        "users": users,
+        "applications": {"includeApplications": ["All"]},
+        "clientAppTypes": ["all"],
+    });
+    if let (Some(conditions), Some(extra)) = (conditions.as_object_mut(), extra.as_object()) {
+        conditions.extend(extra.clone());
+    }
+    Some(json!({
+        "displayName": format!("{display_name} (Picket)"),
+        "state": "enabled",
+        "conditions": conditions,
+        "grantControls": grant,
+    }))
+}

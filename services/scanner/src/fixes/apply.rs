@@ -1,0 +1,704 @@
+//! Applying a fix: re-read the state (it may have changed), refuse break-glass accounts and
+//! on-premises-synced users, change the tenant through Graph (or Defender), read it back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use picket_proto::fixes::v1::{self as fixes, FixAction, FixFailureReason};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::checks::catalogue::{Check, Kind};
+use crate::checks::snapshot::{Snapshot, timestamp};
+use crate::checks::{Outcome, evaluate, fingerprint};
+use crate::graph::{Api, GraphError, Meter};
+use crate::scans::collect::Collector;
+use crate::scans::runner::{Scanning, plan_of};
+use crate::tenants::store::TenantRow;
+
+/// How a fix ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FixOutcome {
+    Applied {
+        already_compliant: bool,
+        verified: bool,
+        summary: String,
+        before: BTreeMap<String, String>,
+        after: BTreeMap<String, String>,
+    },
+    Failed {
+        reason: FixFailureReason,
+        detail: String,
+        retryable: bool,
+        graph_status: u16,
+    },
+}
+
+impl FixOutcome {
+    fn applied(summary: impl Into<String>) -> FixOutcome {
+        FixOutcome::Applied {
+            already_compliant: false,
+            verified: true,
+            summary: summary.into(),
+            before: BTreeMap::new(),
+            after: BTreeMap::new(),
+        }
+    }
+
+    fn compliant(summary: impl Into<String>) -> FixOutcome {
+        FixOutcome::Applied {
+            already_compliant: true,
+            verified: true,
+            summary: summary.into(),
+            before: BTreeMap::new(),
+            after: BTreeMap::new(),
+        }
+    }
+
+    fn refused(reason: FixFailureReason, detail: impl Into<String>) -> FixOutcome {
+        FixOutcome::Failed {
+            reason,
+            detail: detail.into(),
+            retryable: false,
+            graph_status: 0,
+        }
+    }
+
+    fn from_graph(error: &GraphError) -> FixOutcome {
+        let (reason, retryable) = match error.status() {
+            401 | 403 => (FixFailureReason::PermissionDenied, false),
+            404 => (FixFailureReason::TargetNotFound, false),
+            _ => (FixFailureReason::GraphError, true),
+        };
+        FixOutcome::Failed {
+            reason,
+            detail: error.to_string(),
+            retryable,
+            graph_status: error.status(),
+        }
+    }
+}
+
+/// Turns a Graph error into the fix's failure, for `?` in the steps below.
+type Step<T> = Result<T, FixOutcome>;
+
+fn graph<T>(result: Result<T, GraphError>) -> Step<T> {
+    result.map_err(|error| FixOutcome::from_graph(&error))
+}
+
+pub struct FixRun<'a> {
+    pub scanning: &'a Scanning,
+    pub tenant: &'a TenantRow,
+    pub meter: Meter,
+}
+
+impl FixRun<'_> {
+    fn parameter<'r>(&self, request: &'r fixes::FixRequested, name: &str) -> Step<&'r str> {
+        request
+            .parameters
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| {
+                FixOutcome::refused(
+                    FixFailureReason::Unsupported,
+                    format!("the fix needs the parameter {name}"),
+                )
+            })
+    }
+
+    async fn send(
+        &self,
+        api: Api,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Step<Value> {
+        graph(
+            self.scanning
+                .graph
+                .send(
+                    &self.tenant.microsoft_tenant_id,
+                    api,
+                    method,
+                    path,
+                    body,
+                    &self.meter,
+                )
+                .await,
+        )
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, GraphError> {
+        self.scanning
+            .graph
+            .get(
+                &self.tenant.microsoft_tenant_id,
+                &format!("/v1.0{path}"),
+                &self.meter,
+            )
+            .await
+    }
+
+    /// A user that exists and that Picket may act on.
+    async fn guarded_user(&self, user_id: &str, disabling: bool) -> Step<Value> {
+        let user = match self
+            .get(&format!(
+                "/users/{user_id}?$select=id,displayName,userPrincipalName,accountEnabled,onPremisesSyncEnabled,signInSessionsValidFromDateTime"
+            ))
+            .await
+        {
+            Ok(user) => user,
+            Err(error) => return Err(FixOutcome::from_graph(&error)),
+        };
+        let snapshot = Snapshot::new(Utc::now(), "", &self.scanning.settings.break_glass_patterns);
+        let upn = user["userPrincipalName"].as_str().unwrap_or(user_id);
+        if snapshot.is_break_glass(&user) {
+            return Err(FixOutcome::refused(
+                FixFailureReason::RefusedBreakGlass,
+                format!("{upn} is a break-glass account; Picket never changes it"),
+            ));
+        }
+        if disabling && user["onPremisesSyncEnabled"] == true {
+            return Err(FixOutcome::refused(
+                FixFailureReason::RefusedOnPremisesSynced,
+                format!(
+                    "{upn} is synchronised from on-premises Active Directory; disable it there, or the next sync enables it again"
+                ),
+            ));
+        }
+        Ok(user)
+    }
+
+    /// Applies the fix of `request`; never panics on what the tenant holds.
+    pub async fn apply(&self, check: &Check, request: &fixes::FixRequested) -> FixOutcome {
+        let result = if check.kind == Kind::Configuration {
+            self.fix_configuration(check, request).await
+        } else {
+            self.fix_target(request).await
+        };
+        result.unwrap_or_else(|failed| failed)
+    }
+
+    /// Re-reads what the check reads and evaluates it: the subject's failure, if it still fails.
+    async fn reevaluate(
+        &self,
+        check: &Check,
+        fingerprint_wanted: &str,
+    ) -> Step<(Snapshot, Option<crate::checks::Failure>)> {
+        let service_plans: BTreeSet<String> = self.tenant.service_plans.iter().cloned().collect();
+        let mut snapshot = Snapshot::new(
+            Utc::now(),
+            &self.tenant.display_name,
+            &self.scanning.settings.break_glass_patterns,
+        );
+        let collector = Collector {
+            graph: &self.scanning.graph,
+            microsoft_tenant_id: &self.tenant.microsoft_tenant_id,
+            service_plans: &service_plans,
+            meter: &self.meter,
+        };
+        let sources = check.reads.iter().copied().collect();
+        let errors = collector.collect(&mut snapshot, &sources, None).await;
+        if let Some(error) = errors.first() {
+            return Err(FixOutcome::Failed {
+                reason: FixFailureReason::GraphError,
+                detail: format!("{}: {}", error.resource, error.message),
+                retryable: true,
+                graph_status: u16::try_from(error.http_status).unwrap_or_default(),
+            });
+        }
+        let tenant_id = self.tenant.tenant_id.to_string();
+        match evaluate(check, &snapshot, plan_of(self.tenant), &service_plans) {
+            Outcome::Failed(failures) => {
+                let failure = failures.into_iter().find(|failure| {
+                    fingerprint(&tenant_id, &check.id, &failure.subject) == fingerprint_wanted
+                });
+                Ok((snapshot, failure))
+            }
+            Outcome::Passed => Ok((snapshot, None)),
+            Outcome::NotApplicable(reason) => Err(FixOutcome::refused(
+                FixFailureReason::PermissionDenied,
+                format!("the check no longer applies: {reason}"),
+            )),
+            Outcome::Error(missing) => Err(FixOutcome::Failed {
+                reason: FixFailureReason::GraphError,
+                detail: missing.to_string(),
+                retryable: true,
+                graph_status: 0,
+            }),
+        }
+    }
+
+    async fn fix_configuration(
+        &self,
+        check: &Check,
+        request: &fixes::FixRequested,
+    ) -> Step<FixOutcome> {
+        let (snapshot, failure) = self.reevaluate(check, &request.fingerprint).await?;
+        let Some(failure) = failure else {
+            return Ok(FixOutcome::compliant(format!(
+                "{}: already compliant, nothing changed",
+                check.title
+            )));
+        };
+        let writes = super::plan::plan(check, &snapshot, &failure).map_err(|error| {
+            FixOutcome::refused(FixFailureReason::Unsupported, error.to_string())
+        })?;
+        for write in &writes {
+            self.send(
+                Api::Graph,
+                write.method.clone(),
+                &format!("/v1.0{}", write.path),
+                write.body.as_ref(),
+            )
+            .await?;
+        }
+        let (_, still_failing) = self.reevaluate(check, &request.fingerprint).await?;
+        if still_failing.is_some() {
+            return Err(FixOutcome::Failed {
+                reason: FixFailureReason::VerificationFailed,
+                detail: format!("{} still fails after the change", check.id),
+                retryable: true,
+                graph_status: 0,
+            });
+        }
+        let before = failure
+            .evidence
+            .iter()
+            .filter(|(key, _)| !key.starts_with("expectedValue"))
+            .map(|(key, value)| {
+                (
+                    key.trim_start_matches("currentValue").to_owned(),
+                    value.clone(),
+                )
+            })
+            .collect();
+        let writes_text: Vec<String> = writes
+            .iter()
+            .map(|write| format!("{} {}", write.method, write.path))
+            .collect();
+        Ok(FixOutcome::Applied {
+            already_compliant: false,
+            verified: true,
+            summary: format!("{}: fixed ({})", check.title, writes_text.join(", ")),
+            before,
+            after: BTreeMap::from([("check".to_owned(), "passes".to_owned())]),
+        })
+    }
+
+    async fn fix_target(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let action = FixAction::try_from(request.action).unwrap_or(FixAction::Unspecified);
+        match action {
+            FixAction::DisableUser => self.disable_user(request).await,
+            FixAction::RevokeSessions => self.revoke_sessions(request).await,
+            FixAction::DeleteInboxRule => self.delete_inbox_rule(request).await,
+            FixAction::RevokeOauthGrant => self.revoke_grant(request).await,
+            FixAction::RemoveAppCredential => self.remove_credential(request).await,
+            FixAction::RemoveRoleAssignment => self.remove_role(request).await,
+            FixAction::EnableConditionalAccessPolicy => self.enable_policy(request).await,
+            FixAction::ConfirmUserCompromised => self.confirm_compromised(request).await,
+            FixAction::IsolateDevice => self.isolate(request).await,
+            FixAction::Manual
+            | FixAction::UpdateSetting
+            | FixAction::CreateConditionalAccessPolicy
+            | FixAction::Unspecified => Ok(FixOutcome::refused(
+                FixFailureReason::Unsupported,
+                format!(
+                    "no automated {} for this finding; follow the recommended fix: {}",
+                    action.as_str_name(),
+                    request.recommended_fix
+                ),
+            )),
+        }
+    }
+
+    fn user_id<'r>(&self, request: &'r fixes::FixRequested) -> Step<&'r str> {
+        match request.parameters.get("userId").filter(|id| !id.is_empty()) {
+            Some(user_id) => Ok(user_id),
+            None if !request.target_id.is_empty() => Ok(&request.target_id),
+            None => self.parameter(request, "userId"),
+        }
+    }
+
+    async fn disable_user(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let user_id = self.user_id(request)?;
+        let user = self.guarded_user(user_id, true).await?;
+        let upn = user["userPrincipalName"]
+            .as_str()
+            .unwrap_or(user_id)
+            .to_owned();
+        if user["accountEnabled"] == false {
+            return Ok(FixOutcome::compliant(format!(
+                "{upn} was already blocked from signing in"
+            )));
+        }
+        self.send(
+            Api::Graph,
+            Method::PATCH,
+            &format!("/v1.0/users/{user_id}"),
+            Some(&json!({"accountEnabled": false})),
+        )
+        .await?;
+        let after = graph(
+            self.get(&format!("/users/{user_id}?$select=accountEnabled"))
+                .await,
+        )?;
+        if after["accountEnabled"] != false {
+            return Err(verification_failed(format!("{upn} is still enabled")));
+        }
+        Ok(changed(
+            format!("blocked sign-in of {upn}"),
+            "accountEnabled",
+            "true",
+            "false",
+        ))
+    }
+
+    async fn revoke_sessions(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let user_id = self.user_id(request)?;
+        let user = self.guarded_user(user_id, false).await?;
+        let upn = user["userPrincipalName"]
+            .as_str()
+            .unwrap_or(user_id)
+            .to_owned();
+        let requested_at = request
+            .requested_at
+            .as_ref()
+            .and_then(picket_platform::time::from_timestamp);
+        let valid_from = timestamp(&user["signInSessionsValidFromDateTime"]);
+        if let (Some(requested_at), Some(valid_from)) = (requested_at, valid_from)
+            && valid_from >= requested_at
+        {
+            return Ok(FixOutcome::compliant(format!(
+                "sessions of {upn} were already revoked after the fix was requested"
+            )));
+        }
+        let before: DateTime<Utc> = Utc::now() - chrono::Duration::minutes(1);
+        self.send(
+            Api::Graph,
+            Method::POST,
+            &format!("/v1.0/users/{user_id}/revokeSignInSessions"),
+            None,
+        )
+        .await?;
+        let after = graph(
+            self.get(&format!(
+                "/users/{user_id}?$select=signInSessionsValidFromDateTime"
+            ))
+            .await,
+        )?;
+        if timestamp(&after["signInSessionsValidFromDateTime"]).is_none_or(|from| from < before) {
+            return Err(verification_failed(format!(
+                "the sessions of {upn} still date from before the revocation"
+            )));
+        }
+        Ok(changed(
+            format!("revoked every session of {upn}"),
+            "signInSessionsValidFromDateTime",
+            user["signInSessionsValidFromDateTime"]
+                .as_str()
+                .unwrap_or_default(),
+            after["signInSessionsValidFromDateTime"]
+                .as_str()
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Deletes `path`, treating an object already gone as compliant, and checks it is gone.
+    async fn delete_and_verify(&self, path: &str, what: &str) -> Step<FixOutcome> {
+        match self.get(path).await {
+            Err(error) if error.is_not_found() => {
+                return Ok(FixOutcome::compliant(format!("{what} was already removed")));
+            }
+            Err(error) => return Err(FixOutcome::from_graph(&error)),
+            Ok(_) => {}
+        }
+        self.send(Api::Graph, Method::DELETE, &format!("/v1.0{path}"), None)
+            .await?;
+        match self.get(path).await {
+            Err(error) if error.is_not_found() => {
+                Ok(FixOutcome::applied(format!("removed {what}")))
+            }
+            Err(error) => Err(FixOutcome::from_graph(&error)),
+            Ok(_) => Err(verification_failed(format!("{what} is still there"))),
+        }
+    }
+
+    async fn delete_inbox_rule(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let user_id = self.parameter(request, "userId")?;
+        let rule_id = self.parameter(request, "ruleId")?;
+        self.delete_and_verify(
+            &format!("/users/{user_id}/mailFolders/inbox/messageRules/{rule_id}"),
+            &format!("the inbox rule of {}", request.target),
+        )
+        .await
+    }
+
+    async fn revoke_grant(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let grant_id = self.parameter(request, "grantId")?;
+        self.delete_and_verify(
+            &format!("/oauth2PermissionGrants/{grant_id}"),
+            &format!("the permission grant of {}", request.target),
+        )
+        .await
+    }
+
+    async fn remove_credential(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let collection = match self.parameter(request, "objectType")? {
+            "servicePrincipal" => "servicePrincipals",
+            _ => "applications",
+        };
+        let object_id = self.parameter(request, "objectId")?;
+        let key_id = self.parameter(request, "keyId")?;
+        let path =
+            format!("/{collection}/{object_id}?$select=id,passwordCredentials,keyCredentials");
+        let has_key = |object: &Value, field: &str| {
+            object[field]
+                .as_array()
+                .is_some_and(|credentials| credentials.iter().any(|key| key["keyId"] == key_id))
+        };
+        let object = graph(self.get(&path).await)?;
+        if has_key(&object, "keyCredentials") {
+            return Ok(FixOutcome::refused(
+                FixFailureReason::Unsupported,
+                "removing a certificate needs a proof signed by the app's own key; remove it in the portal",
+            ));
+        }
+        if !has_key(&object, "passwordCredentials") {
+            return Ok(FixOutcome::compliant(format!(
+                "the credential {key_id} of {} was already removed",
+                request.target
+            )));
+        }
+        self.send(
+            Api::Graph,
+            Method::POST,
+            &format!("/v1.0/{collection}/{object_id}/removePassword"),
+            Some(&json!({"keyId": key_id})),
+        )
+        .await?;
+        let after = graph(self.get(&path).await)?;
+        if has_key(&after, "passwordCredentials") {
+            return Err(verification_failed(format!(
+                "the credential {key_id} is still there"
+            )));
+        }
+        Ok(FixOutcome::applied(format!(
+            "removed the client secret {key_id} of {}",
+            request.target
+        )))
+    }
+
+    async fn role_assignments(&self, principal: &str, role: &str) -> Step<Vec<String>> {
+        let filter = format!("principalId eq '{principal}' and roleDefinitionId eq '{role}'");
+        let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+        let assignments = graph(
+            self.scanning
+                .graph
+                .get_all(
+                    &self.tenant.microsoft_tenant_id,
+                    &format!("/v1.0/roleManagement/directory/roleAssignments?$filter={encoded}"),
+                    &self.meter,
+                )
+                .await,
+        )?;
+        Ok(assignments
+            .iter()
+            .filter_map(|assignment| assignment["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    async fn remove_role(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let principal = self.parameter(request, "principalId")?;
+        let role = self.parameter(request, "roleDefinitionId")?;
+        self.guarded_user(principal, false).await?;
+        let assignments = self.role_assignments(principal, role).await?;
+        if assignments.is_empty() {
+            return Ok(FixOutcome::compliant(format!(
+                "{} no longer holds the role",
+                request.target
+            )));
+        }
+        for id in &assignments {
+            self.send(
+                Api::Graph,
+                Method::DELETE,
+                &format!("/v1.0/roleManagement/directory/roleAssignments/{id}"),
+                None,
+            )
+            .await?;
+        }
+        if !self.role_assignments(principal, role).await?.is_empty() {
+            return Err(verification_failed(format!(
+                "{} still holds the role",
+                request.target
+            )));
+        }
+        Ok(FixOutcome::applied(format!(
+            "removed the role from {}",
+            request.target
+        )))
+    }
+
+    async fn enable_policy(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let policy_id = self.parameter(request, "policyId")?;
+        let path = format!("/identity/conditionalAccess/policies/{policy_id}");
+        let policy = graph(self.get(&path).await)?;
+        let previous = policy["state"].as_str().unwrap_or_default().to_owned();
+        if previous == "enabled" {
+            return Ok(FixOutcome::compliant(format!(
+                "{} is already enabled",
+                request.target
+            )));
+        }
+        self.send(
+            Api::Graph,
+            Method::PATCH,
+            &format!("/v1.0{path}"),
+            Some(&json!({"state": "enabled"})),
+        )
+        .await?;
+        let after = graph(self.get(&path).await)?;
+        if after["state"] != "enabled" {
+            return Err(verification_failed(format!(
+                "{} is still {previous}",
+                request.target
+            )));
+        }
+        Ok(changed(
+            format!("enabled the conditional access policy {}", request.target),
+            "state",
+            &previous,
+            "enabled",
+        ))
+    }
+
+    async fn confirm_compromised(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let user_id = self.user_id(request)?;
+        self.guarded_user(user_id, false).await?;
+        let path = format!("/identityProtection/riskyUsers/{user_id}");
+        let risky = graph(self.get(&path).await)?;
+        if risky["riskState"] == "confirmedCompromised" {
+            return Ok(FixOutcome::compliant(format!(
+                "{} was already confirmed compromised",
+                request.target
+            )));
+        }
+        self.send(
+            Api::Graph,
+            Method::POST,
+            "/v1.0/identityProtection/riskyUsers/confirmCompromised",
+            Some(&json!({"userIds": [user_id]})),
+        )
+        .await?;
+        let after = graph(self.get(&path).await)?;
+        if after["riskState"] != "confirmedCompromised" {
+            return Err(verification_failed(format!(
+                "{} is not confirmed compromised",
+                request.target
+            )));
+        }
+        Ok(FixOutcome::applied(format!(
+            "confirmed {} compromised",
+            request.target
+        )))
+    }
+
+    /// The latest isolation action of a machine, if any.
+    async fn isolation(&self, machine_id: &str) -> Step<Option<Value>> {
+        let filter: String =
+            url::form_urlencoded::byte_serialize(format!("machineId eq '{machine_id}'").as_bytes())
+                .collect();
+        let actions = self
+            .send(
+                Api::Defender,
+                Method::GET,
+                &format!("/api/machineactions?$filter={filter}"),
+                None,
+            )
+            .await?;
+        Ok(actions["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|action| matches!(action["type"].as_str(), Some("Isolate" | "Unisolate")))
+            .max_by_key(|action| action["creationDateTimeUtc"].as_str().map(str::to_owned))
+            .cloned())
+    }
+
+    async fn isolate(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let machine_id = self.parameter(request, "machineId")?;
+        self.send(
+            Api::Defender,
+            Method::GET,
+            &format!("/api/machines/{machine_id}"),
+            None,
+        )
+        .await?;
+        let isolated = |action: &Option<Value>| {
+            action.as_ref().is_some_and(|action| {
+                action["type"] == "Isolate"
+                    && matches!(
+                        action["status"].as_str(),
+                        Some("Pending" | "InProgress" | "Succeeded")
+                    )
+            })
+        };
+        if isolated(&self.isolation(machine_id).await?) {
+            return Ok(FixOutcome::compliant(format!(
+                "{} is already isolated",
+                request.target
+            )));
+        }
+        let comment = format!(
+            "Isolated by Picket for incident {} (approved fix {})",
+            request.incident_id, request.fix_id
+        );
+        self.send(
+            Api::Defender,
+            Method::POST,
+            &format!("/api/machines/{machine_id}/isolate"),
+            Some(&json!({"Comment": comment, "IsolationType": "Full"})),
+        )
+        .await?;
+        let latest = self.isolation(machine_id).await?;
+        if !isolated(&latest) {
+            return Err(verification_failed(format!(
+                "{} shows no isolation",
+                request.target
+            )));
+        }
+        let status = latest
+            .as_ref()
+            .and_then(|action| action["status"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(FixOutcome::Applied {
+            already_compliant: false,
+            verified: status == "Succeeded",
+            summary: format!("isolated {} from the network ({status})", request.target),
+            before: BTreeMap::new(),
+            after: BTreeMap::from([("isolation".to_owned(), status)]),
+        })
+    }
+}
+
+fn verification_failed(detail: String) -> FixOutcome {
+    FixOutcome::Failed {
+        reason: FixFailureReason::VerificationFailed,
+        detail,
+        retryable: true,
+        graph_status: 0,
+    }
+}
+
+fn changed(summary: String, property: &str, before: &str, after: &str) -> FixOutcome {
+    FixOutcome::Applied {
+        already_compliant: false,
+        verified: true,
+        summary,
+        before: BTreeMap::from([(property.to_owned(), before.to_owned())]),
+        after: BTreeMap::from([(property.to_owned(), after.to_owned())]),
+    }
+}

@@ -1,0 +1,543 @@
+//! Scans against graph-sim and the real NATS and PostgreSQL: every check and detection passes on a
+//! hardened tenant and fails on a weak one, licences gate checks, only changes are published, and
+//! fixes are applied once, verified, or refused with the reason.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Harness, harness, harness_with};
+use futures::StreamExt;
+use graph_sim::{Licence, Profile, SimConfig};
+use picket_proto::findings::v1 as findings;
+use picket_proto::fixes::v1 as fixes;
+use picket_proto::tenants::v1 as tenants;
+use picket_testkit::eventually;
+use prost::Message;
+
+const PARTNER: &str = "p1";
+
+/// Collects the events of one kind published under the test's namespace.
+struct Events<E> {
+    subscription: async_nats::Subscriber,
+    seen: Vec<E>,
+}
+
+impl<E: Message + Default> Events<E> {
+    async fn subscribe(harness: &Harness, area_and_event: &str) -> Events<E> {
+        let subscription = harness
+            .env
+            .nats
+            .subscribe(format!("{}.{area_and_event}.>", harness.env.namespace))
+            .await
+            .expect("subscribe");
+        Events {
+            subscription,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads what arrived until `quiet` passes without a new event.
+    async fn drain(&mut self, quiet: Duration) -> &[E] {
+        while let Ok(Some(message)) = tokio::time::timeout(quiet, self.subscription.next()).await {
+            self.seen
+                .push(E::decode(message.payload).expect("events are protobuf"));
+        }
+        &self.seen
+    }
+}
+
+fn outcome(result: &tenants::CheckResult) -> tenants::CheckOutcome {
+    tenants::CheckOutcome::try_from(result.outcome).unwrap_or_default()
+}
+
+async fn connect_with_profile(
+    harness: &mut Harness,
+    index: usize,
+    profile: Profile,
+    plan: tenants::SubscriptionPlan,
+) -> String {
+    let microsoft_tenant = harness.sim.tenant_ids()[index].clone();
+    harness.sim.reset_tenant(&microsoft_tenant, profile);
+    harness.connect(PARTNER, &microsoft_tenant, plan).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_check_passes_on_a_hardened_tenant_and_fails_on_a_weak_one() {
+    let mut harness = harness().await;
+    let hardened = connect_with_profile(
+        &mut harness,
+        0,
+        Profile::hardened(Licence::P2),
+        tenants::SubscriptionPlan::Premium,
+    )
+    .await;
+    let weak = connect_with_profile(
+        &mut harness,
+        1,
+        Profile::weak(Licence::P2),
+        tenants::SubscriptionPlan::Premium,
+    )
+    .await;
+
+    for tenant_id in [&hardened, &weak] {
+        let scans = harness.settled_scans(PARTNER, tenant_id).await;
+        let first = scans.last().expect("the onboarding scan");
+        assert_eq!(first.trigger(), tenants::ScanTrigger::Onboarding);
+        assert_eq!(first.kind(), tenants::ScanKind::Full);
+        assert_eq!(
+            first.state(),
+            tenants::ScanState::Succeeded,
+            "{:?}",
+            first.errors
+        );
+    }
+    let passing = harness.results(PARTNER, &hardened).await;
+    let failing = harness.results(PARTNER, &weak).await;
+    assert!(passing.len() >= 25 + 10, "{} checks", passing.len());
+    for (check_id, result) in &passing {
+        assert_eq!(
+            outcome(result),
+            tenants::CheckOutcome::Passed,
+            "{check_id} on the hardened tenant: {}",
+            result.detail
+        );
+    }
+    for (check_id, result) in &failing {
+        assert_eq!(
+            outcome(result),
+            tenants::CheckOutcome::Failed,
+            "{check_id} on the weak tenant: {}",
+            result.detail
+        );
+    }
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_needing_a_licence_the_tenant_lacks_are_not_applicable() {
+    let mut harness = harness().await;
+    let tenant_id = connect_with_profile(
+        &mut harness,
+        0,
+        Profile::weak(Licence::Free),
+        tenants::SubscriptionPlan::Standard,
+    )
+    .await;
+    harness.settled_scans(PARTNER, &tenant_id).await;
+    let results = harness.results(PARTNER, &tenant_id).await;
+
+    for check_id in [
+        "aad.legacy-auth-blocked",
+        "aad.high-risk-users-blocked",
+        "mon.mfa-fatigue",
+        "mon.high-risk-user",
+        "mon.defender-device-alert",
+    ] {
+        assert_eq!(
+            outcome(&results[check_id]),
+            tenants::CheckOutcome::NotApplicable,
+            "{check_id}"
+        );
+    }
+    // Without conditional access, security defaults are the only protection left.
+    assert_eq!(
+        outcome(&results["aad.security-defaults-or-ca"]),
+        tenants::CheckOutcome::Failed
+    );
+    let premium_reads = harness
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|request| {
+            request.path.contains("/auditLogs/signIns")
+                || request.path.contains("/identity/conditionalAccess")
+                || request.path.contains("/identityProtection")
+        })
+        .count();
+    assert_eq!(
+        premium_reads, 0,
+        "no premium endpoint is read for a free tenant"
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_publishes_only_changes_and_clears_what_was_fixed() {
+    let mut harness = harness().await;
+    let mut observed =
+        Events::<findings::FindingObserved>::subscribe(&harness, "findings.v1.finding_observed")
+            .await;
+    let mut cleared =
+        Events::<findings::FindingCleared>::subscribe(&harness, "findings.v1.finding_cleared")
+            .await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    let tenant_id = connect_with_profile(
+        &mut harness,
+        0,
+        Profile::weak(Licence::P1),
+        tenants::SubscriptionPlan::Standard,
+    )
+    .await;
+    harness.settled_scans(PARTNER, &tenant_id).await;
+    let first: Vec<findings::FindingObserved> =
+        observed.drain(Duration::from_secs(3)).await.to_vec();
+    assert!(first.len() >= 20, "{} findings", first.len());
+    let fingerprints: BTreeMap<&str, &str> = first
+        .iter()
+        .map(|finding| (finding.check_id.as_str(), finding.fingerprint.as_str()))
+        .collect();
+
+    // The customer's admin fixes one setting by hand, then a scan runs on demand.
+    let mut policy = harness
+        .sim
+        .resource(&microsoft_tenant, "/policies/authorizationPolicy")
+        .expect("policy");
+    policy["defaultUserRolePermissions"]["allowedToCreateApps"] = false.into();
+    harness
+        .sim
+        .set_resource(&microsoft_tenant, "/policies/authorizationPolicy", policy);
+    let request = harness.env.request(
+        &harness.env.partner_token(PARTNER),
+        tenants::StartScanRequest {
+            tenant_id: tenant_id.clone(),
+            kind: tenants::ScanKind::Full.into(),
+        },
+    );
+    let started = harness
+        .scans
+        .start_scan(request)
+        .await
+        .expect("scan starts")
+        .into_inner()
+        .scan
+        .expect("scan");
+    assert_eq!(started.trigger(), tenants::ScanTrigger::OnDemand);
+    let scans = harness.settled_scans(PARTNER, &tenant_id).await;
+    let rescan = scans
+        .iter()
+        .find(|scan| scan.scan_id == started.scan_id)
+        .expect("the rescan");
+
+    assert_eq!(rescan.findings_observed, 0, "nothing new failed");
+    assert_eq!(rescan.findings_cleared, 1);
+    assert_eq!(
+        observed.drain(Duration::from_secs(2)).await.len(),
+        first.len()
+    );
+    let cleared = cleared.drain(Duration::from_secs(2)).await;
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0].check_id, "aad.users-cannot-register-apps");
+    assert_eq!(
+        cleared[0].fingerprint, fingerprints["aad.users-cannot-register-apps"],
+        "the fingerprint is stable across scans"
+    );
+    harness.finish().await;
+}
+
+/// A FixRequested for the finding of `check_id`, as the prioritizer sends after an approval.
+fn fix_for(finding: &findings::FindingObserved, fix_id: &str) -> fixes::FixRequested {
+    fixes::FixRequested {
+        partner_id: finding.partner_id.clone(),
+        tenant_id: finding.tenant_id.clone(),
+        fix_id: fix_id.into(),
+        incident_id: format!("incident-{fix_id}"),
+        fingerprint: finding.fingerprint.clone(),
+        check_id: finding.check_id.clone(),
+        target: finding.target.clone(),
+        target_id: finding.target_id.clone(),
+        action: finding.fix_action,
+        parameters: finding.fix_parameters.clone(),
+        recommended_fix: finding.recommended_fix.clone(),
+        requested_at: Some(picket_platform::time::to_timestamp(chrono::Utc::now())),
+        severity: finding.severity,
+        kind: finding.kind,
+        ..Default::default()
+    }
+}
+
+struct FixHarness {
+    harness: Harness,
+    microsoft_tenant: String,
+    findings: Vec<findings::FindingObserved>,
+    applied: Events<fixes::FixApplied>,
+    failed: Events<fixes::FixFailed>,
+}
+
+impl FixHarness {
+    async fn start(profile: Profile) -> FixHarness {
+        let mut harness = harness_with(SimConfig::default(), "").await;
+        let mut observed = Events::<findings::FindingObserved>::subscribe(
+            &harness,
+            "findings.v1.finding_observed",
+        )
+        .await;
+        let applied = Events::subscribe(&harness, "fixes.v1.fix_applied").await;
+        let failed = Events::subscribe(&harness, "fixes.v1.fix_failed").await;
+        let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+        let tenant_id =
+            connect_with_profile(&mut harness, 0, profile, tenants::SubscriptionPlan::Premium)
+                .await;
+        harness.settled_scans(PARTNER, &tenant_id).await;
+        let findings = observed.drain(Duration::from_secs(3)).await.to_vec();
+        FixHarness {
+            harness,
+            microsoft_tenant,
+            findings,
+            applied,
+            failed,
+        }
+    }
+
+    fn finding(&self, check_id: &str, target_contains: &str) -> findings::FindingObserved {
+        self.findings
+            .iter()
+            .find(|finding| {
+                finding.check_id == check_id && finding.target.contains(target_contains)
+            })
+            .unwrap_or_else(|| panic!("a finding of {check_id} on {target_contains}"))
+            .clone()
+    }
+
+    async fn request(&self, fix: &fixes::FixRequested) {
+        self.harness.env.publish("prioritizer", fix).await;
+    }
+
+    async fn applied(&mut self, fix_id: &str) -> fixes::FixApplied {
+        loop {
+            let seen = self.applied.drain(Duration::from_millis(500)).await;
+            if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
+                return found.clone();
+            }
+            let failed = self.failed.drain(Duration::from_millis(10)).await;
+            if let Some(failure) = failed.iter().find(|event| event.fix_id == fix_id) {
+                panic!("the fix failed: {failure:?}");
+            }
+        }
+    }
+
+    async fn failed(&mut self, fix_id: &str) -> fixes::FixFailed {
+        loop {
+            let seen = self.failed.drain(Duration::from_millis(500)).await;
+            if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
+                return found.clone();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_setting_fix_is_applied_once_and_verified() {
+    let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;
+    let finding = fixing.finding("aad.users-cannot-register-apps", "");
+    let fix = fix_for(&finding, "00000000-0000-4000-8000-000000000001");
+
+    fixing.request(&fix).await;
+    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&fix.fix_id))
+        .await
+        .expect("FixApplied");
+    assert!(applied.verified);
+    assert!(!applied.already_compliant);
+    let policy = fixing
+        .harness
+        .sim
+        .resource(&fixing.microsoft_tenant, "/policies/authorizationPolicy")
+        .expect("policy");
+    assert_eq!(
+        policy["defaultUserRolePermissions"]["allowedToCreateApps"],
+        false
+    );
+
+    // The same fix requested again (a retry upstream) changes nothing and answers nothing new.
+    let writes_before = fixing
+        .harness
+        .sim
+        .requests()
+        .iter()
+        .filter(|request| request.method != "GET")
+        .count();
+    fixing.request(&fix).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answers = fixing.applied.drain(Duration::from_secs(1)).await;
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|event| event.fix_id == fix.fix_id)
+            .count(),
+        1
+    );
+    let writes_after = fixing
+        .harness
+        .sim
+        .requests()
+        .iter()
+        .filter(|request| request.method != "GET")
+        .count();
+    assert_eq!(writes_before, writes_after, "nothing was written twice");
+    fixing.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_policy_is_created_from_its_template_and_passes() {
+    let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;
+    let finding = fixing.finding("aad.legacy-auth-blocked", "");
+    let fix = fix_for(&finding, "00000000-0000-4000-8000-000000000002");
+
+    fixing.request(&fix).await;
+    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&fix.fix_id))
+        .await
+        .expect("FixApplied");
+    assert!(applied.verified, "{}", applied.summary);
+    let policies = fixing
+        .harness
+        .sim
+        .resource(
+            &fixing.microsoft_tenant,
+            "/identity/conditionalAccess/policies",
+        )
+        .expect("policies");
+    let created = policies
+        .as_array()
+        .expect("a collection")
+        .iter()
+        .find(|policy| policy["displayName"] == "Block legacy authentication (Picket)")
+        .expect("the policy was created");
+    assert_eq!(
+        created["conditions"]["users"]["excludeUsers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "the break-glass accounts are excluded"
+    );
+    fixing.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containment_fixes_remove_the_rule_and_isolate_the_device() {
+    let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;
+    let rule = fixing.finding("mon.inbox-rule-external-forward", "");
+    let device = fixing.finding("mon.defender-device-alert", "");
+    let delete = fix_for(&rule, "00000000-0000-4000-8000-000000000003");
+    let isolate = fix_for(&device, "00000000-0000-4000-8000-000000000004");
+
+    fixing.request(&delete).await;
+    fixing.request(&isolate).await;
+    let deleted = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&delete.fix_id))
+        .await
+        .expect("the rule is deleted");
+    let isolated = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&isolate.fix_id))
+        .await
+        .expect("the device is isolated");
+
+    assert!(deleted.verified && isolated.verified);
+    let user_id = &rule.fix_parameters["userId"];
+    let rules = fixing.harness.sim.resource(
+        &fixing.microsoft_tenant,
+        &format!("/users/{user_id}/mailFolders/inbox/messageRules"),
+    );
+    assert!(
+        rules
+            .and_then(|rules| rules.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .all(|existing| existing["id"].as_str() != Some(&rule.fix_parameters["ruleId"]))
+    );
+    let actions = fixing
+        .harness
+        .sim
+        .resource(&fixing.microsoft_tenant, "/api/machineactions")
+        .expect("machine actions");
+    assert_eq!(actions[0]["type"], "Isolate");
+    fixing.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_break_glass_or_synced_account_is_refused_with_the_reason() {
+    let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;
+    let risky = fixing.finding("mon.high-risk-user", "");
+    let users = fixing
+        .harness
+        .sim
+        .resource(&fixing.microsoft_tenant, "/users")
+        .expect("users");
+    let user_id = |number: usize| users[number]["id"].as_str().expect("id").to_owned();
+    let mut break_glass = fix_for(&risky, "00000000-0000-4000-8000-000000000005");
+    break_glass.parameters.insert("userId".into(), user_id(0));
+    // The weak profile synchronises user 5 from on-premises.
+    let mut synced = fix_for(&risky, "00000000-0000-4000-8000-000000000006");
+    synced.parameters.insert("userId".into(), user_id(5));
+
+    fixing.request(&break_glass).await;
+    fixing.request(&synced).await;
+    let refused_break_glass =
+        tokio::time::timeout(Duration::from_secs(30), fixing.failed(&break_glass.fix_id))
+            .await
+            .expect("refused");
+    let refused_synced =
+        tokio::time::timeout(Duration::from_secs(30), fixing.failed(&synced.fix_id))
+            .await
+            .expect("refused");
+
+    assert_eq!(
+        refused_break_glass.reason(),
+        fixes::FixFailureReason::RefusedBreakGlass
+    );
+    assert_eq!(
+        refused_synced.reason(),
+        fixes::FixFailureReason::RefusedOnPremisesSynced
+    );
+    assert!(!refused_synced.retryable);
+    let users_after = fixing
+        .harness
+        .sim
+        .resource(&fixing.microsoft_tenant, "/users")
+        .expect("users");
+    assert_eq!(users_after[0]["accountEnabled"], true);
+    assert_eq!(users_after[5]["accountEnabled"], true);
+    fixing.harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_polls_run_on_schedule_and_read_overlapping_windows() {
+    let mut harness = harness_with(
+        SimConfig::default(),
+        "monitoring_interval = \"1s\"\nschedule_tick = \"200ms\"\nschedule_jitter = 0.0\nlate_arrival = \"1h\"\n",
+    )
+    .await;
+    let tenant_id = connect_with_profile(
+        &mut harness,
+        0,
+        Profile::hardened(Licence::P1),
+        tenants::SubscriptionPlan::Standard,
+    )
+    .await;
+    let token = harness.env.partner_token(PARTNER);
+    let polls = eventually(Duration::from_secs(30), "two scheduled polls", || {
+        let request = harness.env.request(
+            &token,
+            tenants::ListScansRequest {
+                tenant_id: tenant_id.clone(),
+                kinds: vec![tenants::ScanKind::Monitoring.into()],
+                states: vec![tenants::ScanState::Succeeded.into()],
+                ..Default::default()
+            },
+        );
+        let mut client = harness.scans.clone();
+        async move {
+            let scans = client.list_scans(request).await.ok()?.into_inner().scans;
+            (scans.len() >= 2).then_some(scans)
+        }
+    })
+    .await;
+
+    let (newer, older) = (&polls[0], &polls[1]);
+    assert_eq!(newer.trigger(), tenants::ScanTrigger::Schedule);
+    let start = newer.window_start.expect("window start").seconds;
+    let previous_end = older.window_end.expect("window end").seconds;
+    assert!(
+        start <= previous_end - 3500,
+        "a poll reads again an hour before the previous window's end, for late records"
+    );
+    harness.finish().await;
+}
