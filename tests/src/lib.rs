@@ -35,6 +35,23 @@ pub async fn start_notifier(env: &TestEnv, extra_toml: &str) -> Application {
         .expect("notifier starts")
 }
 
+/// The scanner against a Graph simulator at `graph_base_url` (login, Graph and Defender alike).
+pub async fn start_scanner(
+    env: &TestEnv,
+    graph_base_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    extra_toml: &str,
+) -> Application {
+    let toml = format!(
+        "[scanner]\nlogin_base_url = \"{graph_base_url}\"\ngraph_base_url = \"{graph_base_url}\"\ndefender_base_url = \"{graph_base_url}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\nconsent_listen = \"127.0.0.1:0\"\n{extra_toml}"
+    );
+    let (platform, own) = env.settings(scanner::SERVICE, scanner::DEFAULTS, &toml);
+    scanner::build(platform, own, CancellationToken::new())
+        .await
+        .expect("scanner starts")
+}
+
 /// A gRPC channel to a running service.
 pub async fn channel(application: &Application) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{}", application.grpc_address()))

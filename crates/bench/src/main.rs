@@ -1,150 +1,43 @@
-//! `make bench`: drives the finding-to-webhook path (scanner event, prioritizer, outbox, notifier,
-//! signed webhook) with many monitoring findings across many tenants and partners, against the
-//! real NATS and PostgreSQL, and prints throughput and publish-to-receipt latency.
+//! `make bench`: Picket's benchmarks against the real NATS and PostgreSQL, printing Markdown
+//! tables for the issue notes.
 //!
-//! Usage: picket-bench [FINDINGS] [TENANTS] [PARTNERS] [RATE]   (defaults 5000 200 10 0)
-//! RATE paces publishing at that many findings per second; 0 publishes as fast as possible, which
-//! measures throughput (latency then includes the backlog).
+//! Usage: picket-bench [SCENARIO [ARGUMENTS...]]
+//! - `findings [FINDINGS TENANTS PARTNERS RATE]`: the finding-to-webhook path.
+//! - `scanning [TENANTS USERS WORKERS THROTTLE_PERCENT]`: full scans of simulated tenants.
+//!
+//! Without a scenario, both run with their defaults.
 
 #![allow(clippy::print_stdout)]
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+mod findings;
+mod scanning;
 
 use anyhow::Context;
-use picket_e2e::{channel, start_notifier, start_prioritizer, suspicious_sign_in};
-use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
-use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
-use picket_testkit::{TestEnv, WebhookReceiver};
 
 /// Production concurrency (the tests use less): 16 lanes per consumer, pools of 20.
-const BENCH_TOML: &str = "[nats]\nlanes = 16\n[database]\nmax_connections = 20\n";
+pub const BENCH_TOML: &str = "[nats]\nlanes = 16\n[database]\nmax_connections = 20\n";
 
-fn argument(position: usize, default: usize) -> anyhow::Result<usize> {
-    match std::env::args().nth(position) {
+/// The numeric argument at `position`, or `default`.
+pub fn argument(arguments: &[String], position: usize, default: usize) -> anyhow::Result<usize> {
+    match arguments.get(position) {
         Some(value) => value
             .parse()
-            .with_context(|| format!("argument {position} must be a number")),
+            .with_context(|| format!("argument {} must be a number", position + 1)),
         None => Ok(default),
     }
 }
 
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn millis(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let findings = argument(1, 5000)?;
-    let tenants = argument(2, 200)?.max(1);
-    let partners = argument(3, 10)?.max(1);
-    let rate = argument(4, 0)?;
-
-    let env = TestEnv::new().await;
-    let prioritizer = start_prioritizer(&env, BENCH_TOML).await;
-    let notifier = start_notifier(&env, BENCH_TOML).await;
-    let receiver = WebhookReceiver::start().await;
-    let mut channels = ChannelServiceClient::new(channel(&notifier).await);
-    for partner in 0..partners {
-        let partner_id = format!("p{partner}");
-        let request = CreateWebhookEndpointRequest {
-            partner_id: partner_id.clone(),
-            url: receiver.url(),
-            ..Default::default()
-        };
-        channels
-            .create_webhook_endpoint(env.request(&env.partner_token(&partner_id), request))
-            .await?;
-    }
-
-    let mut published_at = HashMap::with_capacity(findings);
-    let mut pace = (rate > 0).then(|| tokio::time::interval(Duration::from_secs(1) / rate as u32));
-    let started = Instant::now();
-    for index in 0..findings {
-        if let Some(pace) = pace.as_mut() {
-            pace.tick().await;
+    picket_platform::runtime::install_crypto_provider();
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    match arguments.first().map(String::as_str) {
+        Some("findings") => findings::run(&arguments[1..]).await,
+        Some("scanning") => scanning::run(&arguments[1..]).await,
+        Some(other) => anyhow::bail!("unknown scenario {other}; use findings or scanning"),
+        None => {
+            scanning::run(&[]).await?;
+            findings::run(&[]).await
         }
-        let tenant = index % tenants;
-        let partner = tenant % partners;
-        let fingerprint = format!("fp-{index}");
-        let finding =
-            suspicious_sign_in(&format!("p{partner}"), &format!("t{tenant}"), &fingerprint);
-        published_at.insert(fingerprint, Instant::now());
-        env.publish("scanner", &finding).await;
     }
-    let publishing = started.elapsed();
-
-    // Where the time goes: the prioritizer's part ends when every incident is committed.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let incidents = env.pool("prioritizer").await;
-    loop {
-        let opened: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
-            .fetch_one(&incidents)
-            .await?;
-        if opened as usize >= findings {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {opened} of {findings} incidents opened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let prioritized = started.elapsed();
-    while receiver.delivered_ids().len() < findings {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {findings} webhooks arrived",
-            receiver.delivered_ids().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let received = receiver.received();
-    let finished = received
-        .iter()
-        .map(|webhook| webhook.received_at)
-        .max()
-        .context("no webhook")?;
-    let elapsed = finished - started;
-    let mut latencies: Vec<Duration> = received
-        .iter()
-        .filter_map(|webhook| {
-            let fingerprint = webhook.json()["data"]["incident"]["fingerprint"]
-                .as_str()?
-                .to_owned();
-            Some(webhook.received_at - *published_at.get(&fingerprint)?)
-        })
-        .collect();
-    latencies.sort();
-
-    println!(
-        "| findings | tenants | partners | rate | published in | incidents in | webhooks in | findings/s | p50 | p90 | p99 | max |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {findings} | {tenants} | {partners} | {} | {:.2} s | {:.2} s | {:.2} s | {:.0} | {} | {} | {} | {} |",
-        if rate == 0 {
-            "max".to_owned()
-        } else {
-            format!("{rate}/s")
-        },
-        publishing.as_secs_f64(),
-        prioritized.as_secs_f64(),
-        elapsed.as_secs_f64(),
-        findings as f64 / elapsed.as_secs_f64(),
-        millis(percentile(&latencies, 0.50)),
-        millis(percentile(&latencies, 0.90)),
-        millis(percentile(&latencies, 0.99)),
-        millis(latencies[latencies.len() - 1]),
-    );
-
-    prioritizer.shutdown().await;
-    notifier.shutdown().await;
-    env.teardown().await;
-    Ok(())
 }

@@ -163,7 +163,7 @@ fn admit(
     method: &Method,
     path: &str,
     audience: Audience,
-) -> Result<String, Response> {
+) -> Result<String, Box<Response>> {
     let token = headers
         .get("authorization")
         .and_then(|value| value.to_str().ok())
@@ -246,7 +246,7 @@ fn admit(
         status,
         retry_after,
     });
-    outcome.map(|()| tenant_id)
+    outcome.map(|()| tenant_id).map_err(Box::new)
 }
 
 /// A Graph feature the tenant's licences do not include.
@@ -336,7 +336,7 @@ fn serve(
     let recorded = format!("{prefix}{path}");
     let tenant_id = match admit(state, &mut inner, headers, &method, &recorded, audience) {
         Ok(tenant_id) => tenant_id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(tenant) = inner.tenants.get_mut(&tenant_id) else {
         return not_found(path);

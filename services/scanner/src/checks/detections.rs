@@ -369,10 +369,10 @@ fn risky_oauth_consent(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failur
 }
 
 /// A directory audit record, with its time.
-fn audits<'s>(
-    snapshot: &'s Snapshot,
-    activities: &[&str],
-) -> Result<Vec<(&'s Value, Option<DateTime<Utc>>)>, Missing> {
+type Audit<'s> = (&'s Value, Option<DateTime<Utc>>);
+
+/// The successful audit records of `activities`.
+fn audits<'s>(snapshot: &'s Snapshot, activities: &[&str]) -> Result<Vec<Audit<'s>>, Missing> {
     Ok(snapshot
         .items(Source::DirectoryAudits)?
         .iter()
