@@ -222,3 +222,100 @@ async fn partners_read_and_list_only_their_own_tenants() {
     );
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_tenant_gets_a_new_consent_link_that_replaces_the_old_one() {
+    let mut harness = harness().await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    let onboarded = harness.onboard("p1", &microsoft_tenant).await;
+    let tenant_id = onboarded.tenant.expect("tenant").tenant_id;
+    let old_state = state_of(&onboarded.consent_url);
+    harness
+        .redirect(&format!(
+            "error=access_denied&error_description=declined&state={old_state}"
+        ))
+        .await;
+
+    let request = harness.env.request(
+        &harness.env.partner_token("p1"),
+        tenants::RequestConsentRequest {
+            tenant_id: tenant_id.clone(),
+        },
+    );
+    let renewed = harness
+        .client
+        .request_consent(request)
+        .await
+        .expect("a new link")
+        .into_inner();
+
+    assert_eq!(
+        renewed.tenant.expect("tenant").state(),
+        tenants::TenantState::PendingConsent
+    );
+    let new_state = state_of(&renewed.consent_url);
+    assert_ne!(new_state, old_state);
+    let (stale, _) = harness
+        .redirect(&format!(
+            "tenant={microsoft_tenant}&admin_consent=True&state={old_state}"
+        ))
+        .await;
+    assert_eq!(stale, 400, "the old link no longer completes consent");
+    let (granted, _) = harness
+        .redirect(&format!(
+            "tenant={microsoft_tenant}&admin_consent=True&state={new_state}"
+        ))
+        .await;
+    assert_eq!(granted, 200);
+    assert_eq!(
+        harness.tenant("p1", &tenant_id).await.state(),
+        tenants::TenantState::Active
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_changes_the_plan_and_name_of_its_tenant_and_a_bad_plan_is_named() {
+    let mut harness = harness().await;
+    let onboarded = harness.onboard("p1", "").await;
+    let tenant_id = onboarded.tenant.expect("tenant").tenant_id;
+    let token = harness.env.partner_token("p1");
+
+    let updated = harness
+        .client
+        .update_tenant(harness.env.request(
+            &token,
+            tenants::UpdateTenantRequest {
+                tenant_id: tenant_id.clone(),
+                display_name: Some("Contoso Dental Group".into()),
+                plan: Some(tenants::SubscriptionPlan::Premium.into()),
+            },
+        ))
+        .await
+        .expect("updated")
+        .into_inner()
+        .tenant
+        .expect("tenant");
+    assert_eq!(updated.display_name, "Contoso Dental Group");
+    assert_eq!(updated.plan(), tenants::SubscriptionPlan::Premium);
+
+    let refused = harness
+        .client
+        .update_tenant(harness.env.request(
+            &token,
+            tenants::UpdateTenantRequest {
+                tenant_id,
+                display_name: None,
+                plan: Some(42),
+            },
+        ))
+        .await
+        .expect_err("not a plan");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("plan:"),
+        "{}",
+        refused.message()
+    );
+    harness.finish().await;
+}

@@ -214,6 +214,81 @@ impl TenantService for TenantApi {
         }))
     }
 
+    async fn update_tenant(
+        &self,
+        request: Request<tenants::UpdateTenantRequest>,
+    ) -> Result<Response<tenants::UpdateTenantResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        principal.require_role(&[Role::Operator, Role::Partner])?;
+        let message = request.get_ref();
+        let tenant = self.visible_tenant(principal, &message.tenant_id).await?;
+        let display_name = match message.display_name.as_deref().map(str::trim) {
+            Some(name) if name.is_empty() || name.len() > 256 => {
+                return Err(Status::invalid_argument(
+                    "display_name: must be 1 to 256 characters",
+                ));
+            }
+            other => other,
+        };
+        let plan = match message.plan {
+            None => None,
+            Some(value) => Some(
+                tenants::SubscriptionPlan::try_from(value)
+                    .ok()
+                    .and_then(store::plan_to_db)
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "plan: {value} is not a subscription plan"
+                        ))
+                    })?,
+            ),
+        };
+        let updated = store::update_tenant(
+            &self.onboarding.pool,
+            tenant.tenant_id,
+            display_name,
+            plan,
+            Utc::now(),
+        )
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(tenants::UpdateTenantResponse {
+            tenant: Some(self.to_proto(&updated)),
+        }))
+    }
+
+    async fn request_consent(
+        &self,
+        request: Request<tenants::RequestConsentRequest>,
+    ) -> Result<Response<tenants::RequestConsentResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        principal.require_role(&[Role::Operator, Role::Partner])?;
+        let tenant = self
+            .visible_tenant(principal, &request.get_ref().tenant_id)
+            .await?;
+        let now = Utc::now();
+        let validity = chrono::Duration::from_std(self.onboarding.settings.consent_validity)
+            .unwrap_or_default();
+        let renewed = store::renew_consent(
+            &self.onboarding.pool,
+            tenant.tenant_id,
+            &new_consent_state(),
+            now + validity,
+            now,
+        )
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::failed_precondition("tenant_id: the tenant is active and already consented")
+        })?;
+        let consent_url = self.onboarding.consent_url(&renewed);
+        Ok(Response::new(tenants::RequestConsentResponse {
+            tenant: Some(self.to_proto(&renewed)),
+            consent_url,
+            consent_expires_at: Some(to_timestamp(renewed.consent_expires_at)),
+        }))
+    }
+
     async fn forward_consent(
         &self,
         request: Request<tenants::ForwardConsentRequest>,

@@ -256,6 +256,48 @@ pub async fn mark_refused(
     .await
 }
 
+/// Changes the display name and plan of a tenant (each when given).
+pub async fn update_tenant(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    display_name: Option<&str>,
+    plan: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<TenantRow, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE tenants SET display_name = coalesce($2, display_name), plan = coalesce($3, plan),
+             updated_at = $4
+         WHERE tenant_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(display_name)
+    .bind(plan)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+}
+
+/// Issues a new consent `state` for a tenant that is not active; `None` if it is active.
+pub async fn renew_consent(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    consent_state: &str,
+    consent_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE tenants SET state = 'pending_consent', consent_state = $2, consent_expires_at = $3,
+             state_reason = '', consent_failure = '', updated_at = $4
+         WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(consent_state)
+    .bind(consent_expires_at)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+}
+
 /// When an activated tenant's scheduled runs start (its first full scan runs at once).
 pub struct FirstRuns {
     pub configuration: DateTime<Utc>,
