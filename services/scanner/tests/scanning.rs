@@ -541,3 +541,36 @@ async fn monitoring_polls_run_on_schedule_and_read_overlapping_windows() {
     );
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_request_that_names_no_fix_goes_to_the_dead_letters_with_the_reason() {
+    let harness = harness().await;
+    let mut dead_letters = harness
+        .env
+        .nats
+        .subscribe(harness.env.subjects.dead_letter_subject(scanner::SERVICE))
+        .await
+        .expect("subscribe");
+    let request = fixes::FixRequested {
+        partner_id: PARTNER.into(),
+        tenant_id: "5f0c6a1e-0000-4000-8000-000000000001".into(),
+        fix_id: "not-a-uuid".into(),
+        check_id: "aad.users-cannot-register-apps".into(),
+        ..Default::default()
+    };
+
+    harness.env.publish("prioritizer", &request).await;
+
+    let dead = tokio::time::timeout(Duration::from_secs(20), dead_letters.next())
+        .await
+        .expect("a dead letter arrives")
+        .expect("subscription open");
+    let reason = dead
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(picket_platform::nats::consumer::DLQ_REASON))
+        .map(|value| value.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(reason.contains("fix_id"), "{reason}");
+    harness.finish().await;
+}

@@ -391,3 +391,41 @@ impl Catalogue {
             .unwrap_or(u32::MAX)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalogue_loads_with_enough_checks_and_detections() {
+        let catalogue = Catalogue::builtin().expect("the shipped catalogue is valid");
+        let count = |kind: Kind| {
+            catalogue
+                .checks()
+                .iter()
+                .filter(|check| check.kind == kind)
+                .count()
+        };
+        assert!(count(Kind::Configuration) >= 25);
+        assert!(count(Kind::Monitoring) >= 10);
+        assert!(
+            catalogue
+                .checks()
+                .iter()
+                .all(|check| !check.references.is_empty())
+        );
+    }
+
+    #[test]
+    fn a_check_naming_an_unknown_rule_is_refused() {
+        let text = BUILTIN.replace(
+            "evaluator = \"legacy_auth_blocked\"",
+            "evaluator = \"no_such_rule\"",
+        );
+        let error = Catalogue::parse(&text).expect_err("unknown evaluator");
+        assert!(
+            error.to_string().contains("aad.legacy-auth-blocked"),
+            "{error}"
+        );
+    }
+}
