@@ -40,10 +40,15 @@ pub async fn harness_with(config: SimConfig, extra: &str) -> Harness {
     .await
     .expect("graph-sim starts");
     let toml = format!(
-        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nconsent_listen = \"127.0.0.1:0\"\ninitial_backoff = \"50ms\"\nscan_workers = 2\n{extra}",
+        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nconsent_listen = \"127.0.0.1:0\"\ninitial_backoff = \"50ms\"\n{workers}{extra}",
         base = sim.base_url(),
         id = sim.config().client_id,
         secret = sim.config().client_secret,
+        workers = if extra.contains("scan_workers") {
+            ""
+        } else {
+            "scan_workers = 2\n"
+        },
     );
     let (platform, own) =
         env.settings::<scanner::Settings>(scanner::SERVICE, scanner::DEFAULTS, &toml);
