@@ -2,6 +2,7 @@
 //! incident from opening to resolution.
 
 pub mod api;
+pub mod engine;
 pub mod findings;
 pub mod model;
 pub mod policy;
