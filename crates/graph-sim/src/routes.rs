@@ -29,8 +29,8 @@ pub const DEFENDER_SCOPE: &str = "https://api.securitycenter.microsoft.com/.defa
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
-        .route("/v1.0/{*path}", any(graph))
-        .route("/api/{*path}", any(defender))
+        .route("/v1.0/{*path}", any(api))
+        .route("/api/{*path}", any(api))
         .with_state(state)
 }
 
@@ -280,7 +280,8 @@ fn licence_error(tenant: &Tenant, path: &str, query: &HashMap<String, String>) -
     None
 }
 
-async fn graph(
+/// Graph (`/v1.0/...`, Graph tokens) and Defender for Endpoint (`/api/...`, Defender tokens).
+async fn api(
     State(state): State<Arc<SimState>>,
     method: Method,
     uri: Uri,
@@ -288,36 +289,12 @@ async fn graph(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().strip_prefix("/v1.0").unwrap_or(uri.path());
+    let (prefix, path, audience) = match uri.path().strip_prefix("/v1.0") {
+        Some(path) => ("/v1.0", path, Audience::Graph),
+        None => ("", uri.path(), Audience::Defender),
+    };
     serve(
-        &state,
-        method,
-        path,
-        "/v1.0",
-        &headers,
-        &query,
-        &body,
-        Audience::Graph,
-    )
-}
-
-async fn defender(
-    State(state): State<Arc<SimState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    serve(
-        &state,
-        method,
-        uri.path(),
-        "",
-        &headers,
-        &query,
-        &body,
-        Audience::Defender,
+        &state, method, path, prefix, &headers, &query, &body, audience,
     )
 }
 

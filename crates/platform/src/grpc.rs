@@ -25,6 +25,18 @@ pub fn parse_uuid(value: &str, field: &str) -> Result<uuid::Uuid, tonic::Status>
         .map_err(|_| tonic::Status::invalid_argument(format!("{field}: must be a UUID")))
 }
 
+/// The page size of a list request: 0 asks for `default`, more than `max` gets `max`, and a
+/// negative one is `INVALID_ARGUMENT` naming the field.
+pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64, tonic::Status> {
+    match i64::from(requested) {
+        0 => Ok(default),
+        size if size < 0 => Err(tonic::Status::invalid_argument(
+            "page_size: must not be negative",
+        )),
+        size => Ok(size.min(max)),
+    }
+}
+
 /// Reflection over Picket's contracts and the health service.
 pub fn reflection_service() -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use picket_platform::Principal;
 use picket_platform::auth::Role;
-use picket_platform::grpc::{internal, parse_uuid};
+use picket_platform::grpc::{internal, page_size, parse_uuid};
 use picket_proto::incidents::v1 as incidents;
 use picket_proto::incidents::v1::incident_service_server::IncidentService;
 use sqlx::PgPool;
@@ -64,13 +64,7 @@ fn scoped_filter(
         })?;
         states.push(state.as_db());
     }
-    let limit = match i64::from(request.page_size) {
-        0 => DEFAULT_PAGE_SIZE,
-        size if size < 0 => {
-            return Err(Status::invalid_argument("page_size: must not be negative"));
-        }
-        size => size.min(MAX_PAGE_SIZE),
-    };
+    let limit = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let before = match request.page_token.as_str() {
         "" => None,
         token => Some(decode_page_token(token)?),

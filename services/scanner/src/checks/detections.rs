@@ -164,8 +164,9 @@ fn sign_ins(snapshot: &Snapshot) -> Result<Vec<SignIn<'_>>, Missing> {
     Ok(records)
 }
 
-fn user_failure(subject: &str, user_id: &str, upn: &str) -> Failure {
-    Failure::on(subject, upn, "user", user_id)
+/// A failure whose subject is a user.
+fn user_failure(user_id: &str, upn: &str) -> Failure {
+    Failure::on(user_id, upn, "user", user_id)
         .fix("userId", user_id)
         .fix("userPrincipalName", upn)
 }
@@ -198,7 +199,7 @@ fn mfa_fatigue(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missi
             .count() as i64;
         if prompts > threshold {
             failures.push(
-                user_failure(success.user_id, success.user_id, success.upn())
+                user_failure(success.user_id, success.upn())
                     .evidence("deniedPrompts", prompts)
                     .evidence("ipAddress", success.ip)
                     .evidence("approvedAt", success.at.to_rfc3339())
@@ -272,7 +273,7 @@ fn legacy_auth_sign_in(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failur
         .filter_map(|sign_in| {
             let client = sign_in.record["clientAppUsed"].as_str()?;
             LEGACY.contains(&client).then(|| {
-                user_failure(sign_in.user_id, sign_in.user_id, sign_in.upn())
+                user_failure(sign_in.user_id, sign_in.upn())
                     .evidence("clientAppUsed", client)
                     .evidence("ipAddress", sign_in.ip)
                     .happened(sign_in.id(), Some(sign_in.at))
@@ -299,7 +300,7 @@ fn new_country_sign_in(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failur
         // A user with no earlier sign-in has no baseline yet: learn, do not alert.
         if !seen.is_empty() && !seen.contains(sign_in.country()) {
             failures.push(
-                user_failure(sign_in.user_id, sign_in.user_id, sign_in.upn())
+                user_failure(sign_in.user_id, sign_in.upn())
                     .evidence("country", sign_in.country())
                     .evidence(
                         "city",
@@ -573,7 +574,7 @@ fn high_risk_user(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, M
             let user_id = user["id"].as_str()?;
             let upn = user["userPrincipalName"].as_str().unwrap_or(user_id);
             Some(
-                user_failure(user_id, user_id, upn)
+                user_failure(user_id, upn)
                     .evidence("riskLevel", "high")
                     .evidence(
                         "riskDetail",

@@ -42,18 +42,31 @@ pub fn evaluator(name: &str) -> Option<Evaluator> {
     Some(evaluator)
 }
 
-/// Fails tenant-wide unless an enforced policy for all users and all apps satisfies `rule`.
-fn tenant_policy_exists(
+/// Who an enforced policy must cover for a check to pass.
+#[derive(Clone, Copy)]
+enum Audience {
+    /// All users, excluding at most the break-glass accounts.
+    AllUsers,
+    /// Every admin: all users, or every privileged role.
+    Admins,
+}
+
+/// Fails tenant-wide unless an enforced policy for all apps covering `audience` satisfies `rule`.
+fn enforced_policy_exists(
     snapshot: &Snapshot,
     check: &Check,
+    audience: Audience,
     rule: impl Fn(&Policy) -> bool,
 ) -> Result<Vec<Failure>, Missing> {
     let break_glass = snapshot.break_glass_ids()?;
     let found = policies(snapshot)?.iter().any(|policy| {
-        policy.enforced()
-            && policy.targets_all_users(&break_glass)
-            && policy.targets_all_apps()
-            && rule(policy)
+        let covered = match audience {
+            Audience::AllUsers => policy.targets_all_users(&break_glass),
+            Audience::Admins => {
+                policy.targets_all_users(&break_glass) || policy.targets_privileged_roles()
+            }
+        };
+        policy.enforced() && policy.targets_all_apps() && covered && rule(policy)
     });
     Ok(if found {
         Vec::new()
@@ -71,7 +84,7 @@ fn missing_policy(snapshot: &Snapshot, check: &Check) -> Failure {
 }
 
 fn legacy_auth_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
-    tenant_policy_exists(snapshot, check, |policy| {
+    enforced_policy_exists(snapshot, check, Audience::AllUsers, |policy| {
         policy.grants("block")
             && policy.condition_includes("clientAppTypes", "exchangeActiveSync")
             && policy.condition_includes("clientAppTypes", "other")
@@ -79,57 +92,40 @@ fn legacy_auth_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure
 }
 
 fn mfa_all_users(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
-    tenant_policy_exists(snapshot, check, |policy| policy.requires_mfa())
-}
-
-/// Passes when an enforced policy for all apps covers every admin: all users, or every
-/// privileged role.
-fn admins_covered(
-    snapshot: &Snapshot,
-    check: &Check,
-    rule: impl Fn(&Policy) -> bool,
-) -> Result<Vec<Failure>, Missing> {
-    let break_glass = snapshot.break_glass_ids()?;
-    let found = policies(snapshot)?.iter().any(|policy| {
-        policy.enforced()
-            && policy.targets_all_apps()
-            && (policy.targets_all_users(&break_glass) || policy.targets_privileged_roles())
-            && rule(policy)
-    });
-    Ok(if found {
-        Vec::new()
-    } else {
-        vec![missing_policy(snapshot, check)]
+    enforced_policy_exists(snapshot, check, Audience::AllUsers, |policy| {
+        policy.requires_mfa()
     })
 }
 
 fn mfa_admins(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
-    admins_covered(snapshot, check, |policy| policy.requires_mfa())
+    enforced_policy_exists(snapshot, check, Audience::Admins, |policy| {
+        policy.requires_mfa()
+    })
 }
 
 fn phishing_resistant_mfa_admins(
     snapshot: &Snapshot,
     check: &Check,
 ) -> Result<Vec<Failure>, Missing> {
-    admins_covered(snapshot, check, |policy| {
+    enforced_policy_exists(snapshot, check, Audience::Admins, |policy| {
         policy.requires_phishing_resistant_mfa()
     })
 }
 
 fn high_risk_users_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
-    tenant_policy_exists(snapshot, check, |policy| {
+    enforced_policy_exists(snapshot, check, Audience::AllUsers, |policy| {
         policy.grants("block") && policy.condition_includes("userRiskLevels", "high")
     })
 }
 
 fn high_risk_sign_ins_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
-    tenant_policy_exists(snapshot, check, |policy| {
+    enforced_policy_exists(snapshot, check, Audience::AllUsers, |policy| {
         policy.grants("block") && policy.condition_includes("signInRiskLevels", "high")
     })
 }
 
 fn device_code_flow_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
-    tenant_policy_exists(snapshot, check, |policy| {
+    enforced_policy_exists(snapshot, check, Audience::AllUsers, |policy| {
         let methods = policy.0["conditions"]["authenticationFlows"]["transferMethods"]
             .as_str()
             .unwrap_or_default();

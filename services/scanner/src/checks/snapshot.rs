@@ -90,10 +90,7 @@ impl Snapshot {
         Snapshot {
             now,
             tenant_name: tenant_name.to_owned(),
-            break_glass_patterns: break_glass_patterns
-                .iter()
-                .map(|word| word.to_lowercase())
-                .collect(),
+            break_glass_patterns: break_glass_patterns.to_vec(),
             data: BTreeMap::new(),
         }
     }
@@ -164,19 +161,7 @@ impl Snapshot {
 
     /// Whether a user is a break-glass account, by name.
     pub fn is_break_glass(&self, user: &Value) -> bool {
-        let names = [
-            user["userPrincipalName"].as_str().unwrap_or_default(),
-            user["displayName"].as_str().unwrap_or_default(),
-        ];
-        names.iter().any(|name| {
-            let name = name.to_lowercase();
-            let local = name.split('@').next().unwrap_or_default();
-            let squashed: String = local.chars().filter(|c| c.is_alphanumeric()).collect();
-            self.break_glass_patterns.iter().any(|word| {
-                let word_squashed: String = word.chars().filter(|c| c.is_alphanumeric()).collect();
-                local.contains(word.as_str()) || squashed.contains(&word_squashed)
-            })
-        })
+        is_break_glass(&self.break_glass_patterns, user)
     }
 
     /// Ids of the break-glass accounts.
@@ -197,6 +182,25 @@ impl Snapshot {
             .filter_map(|user| Some((user["id"].as_str()?, user)))
             .collect())
     }
+}
+
+/// Whether a user is a break-glass account: one of `patterns` appears in its user principal name
+/// (local part, with or without separators) or display name, ignoring case.
+pub fn is_break_glass(patterns: &[String], user: &Value) -> bool {
+    let names = [
+        user["userPrincipalName"].as_str().unwrap_or_default(),
+        user["displayName"].as_str().unwrap_or_default(),
+    ];
+    names.iter().any(|name| {
+        let name = name.to_lowercase();
+        let local = name.split('@').next().unwrap_or_default();
+        let squashed: String = local.chars().filter(|c| c.is_alphanumeric()).collect();
+        patterns.iter().any(|word| {
+            let word = word.to_lowercase();
+            let word_squashed: String = word.chars().filter(|c| c.is_alphanumeric()).collect();
+            local.contains(word.as_str()) || squashed.contains(&word_squashed)
+        })
+    })
 }
 
 /// The strings of a JSON array (missing or null = empty).

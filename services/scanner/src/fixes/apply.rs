@@ -9,9 +9,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::checks::catalogue::{Check, Kind};
-use crate::checks::snapshot::{Snapshot, timestamp};
+use crate::checks::snapshot::{Snapshot, is_break_glass, timestamp};
 use crate::checks::{Outcome, evaluate, fingerprint};
-use crate::graph::{Api, GraphError, Meter};
+use crate::graph::{Api, GraphError, Meter, url_encode};
 use crate::scans::collect::Collector;
 use crate::scans::runner::{Scanning, plan_of};
 use crate::tenants::store::TenantRow;
@@ -151,9 +151,8 @@ impl FixRun<'_> {
             Ok(user) => user,
             Err(error) => return Err(FixOutcome::from_graph(&error)),
         };
-        let snapshot = Snapshot::new(Utc::now(), "", &self.scanning.settings.break_glass_patterns);
         let upn = user["userPrincipalName"].as_str().unwrap_or(user_id);
-        if snapshot.is_break_glass(&user) {
+        if is_break_glass(&self.scanning.settings.break_glass_patterns, &user) {
             return Err(FixOutcome::refused(
                 FixFailureReason::RefusedBreakGlass,
                 format!("{upn} is a break-glass account; Picket never changes it"),
@@ -492,7 +491,7 @@ impl FixRun<'_> {
 
     async fn role_assignments(&self, principal: &str, role: &str) -> Step<Vec<String>> {
         let filter = format!("principalId eq '{principal}' and roleDefinitionId eq '{role}'");
-        let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+        let encoded = url_encode(&filter);
         let assignments = graph(
             self.scanning
                 .graph
@@ -607,9 +606,7 @@ impl FixRun<'_> {
 
     /// The latest isolation action of a machine, if any.
     async fn isolation(&self, machine_id: &str) -> Step<Option<Value>> {
-        let filter: String =
-            url::form_urlencoded::byte_serialize(format!("machineId eq '{machine_id}'").as_bytes())
-                .collect();
+        let filter = url_encode(&format!("machineId eq '{machine_id}'"));
         let actions = self
             .send(
                 Api::Defender,

@@ -26,6 +26,11 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// The scope of Defender for Endpoint's API.
 pub const DEFENDER_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 
+/// Percent-encodes a query value (a `$filter`, a redirect URI) for a URL.
+pub fn url_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
 /// Which API a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
@@ -195,13 +200,6 @@ impl GraphClient {
     fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = self.initial_backoff.saturating_mul(1 << attempt.min(10));
         ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-
-    /// Drops every cached token of a tenant (disconnection).
-    pub async fn forget(&self, tenant_id: &str) {
-        for scope in [GRAPH_SCOPE, DEFENDER_SCOPE] {
-            self.tokens.invalidate(tenant_id, scope).await;
-        }
     }
 
     fn note_throttled(&self, tenant_id: &str, wait: Duration) {

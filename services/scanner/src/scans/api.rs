@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use picket_platform::Principal;
 use picket_platform::auth::Role;
-use picket_platform::grpc::{internal, parse_uuid};
+use picket_platform::grpc::{internal, page_size, parse_uuid};
 use picket_platform::time::{from_timestamp, to_timestamp};
 use picket_proto::common::v1 as common;
 use picket_proto::tenants::v1 as tenants;
@@ -46,14 +46,6 @@ impl ScanApi {
                 principal.can_access_tenant(&scan.partner_id, &scan.tenant_id.to_string())
             })
             .ok_or_else(|| Status::not_found(format!("scan {id} not found")))
-    }
-}
-
-fn page_size(requested: i32) -> Result<i64, Status> {
-    match i64::from(requested) {
-        0 => Ok(MAX_PAGE_SIZE),
-        size if size < 0 => Err(Status::invalid_argument("page_size: must not be negative")),
-        size => Ok(size.min(MAX_PAGE_SIZE)),
     }
 }
 
@@ -137,7 +129,7 @@ impl ScanService for ScanApi {
         let message = request.get_ref();
         let mut filter = ScanFilter {
             partner_id: principal.partner_scope(&message.partner_id)?,
-            limit: page_size(message.page_size)?,
+            limit: page_size(message.page_size, MAX_PAGE_SIZE, MAX_PAGE_SIZE)?,
             after: parse_scan_token(&message.page_token)?,
             ..ScanFilter::default()
         };
@@ -288,7 +280,8 @@ impl ScanService for ScanApi {
                 })?;
             outcomes.push(outcome);
         }
-        let limit = usize::try_from(page_size(message.page_size)?).unwrap_or_default();
+        let limit = usize::try_from(page_size(message.page_size, MAX_PAGE_SIZE, MAX_PAGE_SIZE)?)
+            .unwrap_or_default();
         let offset: usize = if message.page_token.is_empty() {
             0
         } else {

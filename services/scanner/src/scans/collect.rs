@@ -9,7 +9,7 @@ use picket_proto::tenants::v1 as tenants;
 use serde_json::{Map, Value, json};
 
 use crate::checks::snapshot::{Snapshot, Source};
-use crate::graph::{GraphClient, GraphError, Meter};
+use crate::graph::{GraphClient, GraphError, Meter, url_encode};
 
 /// The time range of sign-in and audit logs a monitoring poll reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,10 +61,6 @@ fn scan_error(source: Source, error: &GraphError) -> tenants::ScanError {
 
 fn graph_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn encoded(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 pub struct Collector<'a> {
@@ -140,7 +136,7 @@ impl Collector<'_> {
         let log_filter = |property: &str| match window {
             Some(window) => format!(
                 "&$filter={}",
-                encoded(&format!(
+                url_encode(&format!(
                     "{property} ge {} and {property} le {}",
                     graph_time(window.start),
                     graph_time(window.end)
@@ -202,14 +198,14 @@ impl Collector<'_> {
             Source::RiskyUsers => {
                 self.list(&format!(
                     "/v1.0/identityProtection/riskyUsers?$filter={}",
-                    encoded("riskState eq 'atRisk'")
+                    url_encode("riskState eq 'atRisk'")
                 ))
                 .await
             }
             Source::DefenderAlerts => {
                 self.list(&format!(
                     "/v1.0/security/alerts_v2?$filter={}",
-                    encoded("status ne 'resolved'")
+                    url_encode("status ne 'resolved'")
                 ))
                 .await
             }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::db::outbox;
-use picket_platform::grpc::internal;
+use picket_platform::grpc::{internal, page_size};
 use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_server::TenantService;
@@ -35,14 +35,6 @@ impl TenantApi {
             self.onboarding.consent_url(tenant)
         };
         tenant.to_proto(consent_url)
-    }
-
-    async fn visible_tenant(
-        &self,
-        principal: &Principal,
-        tenant_id: &str,
-    ) -> Result<TenantRow, Status> {
-        store::visible_tenant(&self.onboarding.pool, principal, tenant_id).await
     }
 }
 
@@ -119,9 +111,12 @@ impl TenantService for TenantApi {
         request: Request<tenants::GetTenantRequest>,
     ) -> Result<Response<tenants::GetTenantResponse>, Status> {
         let principal = Principal::of(&request)?;
-        let tenant = self
-            .visible_tenant(principal, &request.get_ref().tenant_id)
-            .await?;
+        let tenant = store::visible_tenant(
+            &self.onboarding.pool,
+            principal,
+            &request.get_ref().tenant_id,
+        )
+        .await?;
         Ok(Response::new(tenants::GetTenantResponse {
             tenant: Some(self.to_proto(&tenant)),
         }))
@@ -151,13 +146,7 @@ impl TenantService for TenantApi {
                 })?;
             states.push(state);
         }
-        let limit = match i64::from(message.page_size) {
-            0 => MAX_PAGE_SIZE,
-            size if size < 0 => {
-                return Err(Status::invalid_argument("page_size: must not be negative"));
-            }
-            size => size.min(MAX_PAGE_SIZE),
-        };
+        let limit = page_size(message.page_size, MAX_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let rows = store::list_tenants(
             &self.onboarding.pool,
             partner_id.as_deref(),
@@ -221,7 +210,8 @@ impl TenantService for TenantApi {
         let principal = Principal::of(&request)?;
         principal.require_role(&[Role::Operator, Role::Partner])?;
         let message = request.get_ref();
-        let tenant = self.visible_tenant(principal, &message.tenant_id).await?;
+        let tenant =
+            store::visible_tenant(&self.onboarding.pool, principal, &message.tenant_id).await?;
         let display_name = match message.display_name.as_deref().map(str::trim) {
             Some(name) if name.is_empty() || name.len() > 256 => {
                 return Err(Status::invalid_argument(
@@ -263,9 +253,12 @@ impl TenantService for TenantApi {
     ) -> Result<Response<tenants::RequestConsentResponse>, Status> {
         let principal = Principal::of(&request)?;
         principal.require_role(&[Role::Operator, Role::Partner])?;
-        let tenant = self
-            .visible_tenant(principal, &request.get_ref().tenant_id)
-            .await?;
+        let tenant = store::visible_tenant(
+            &self.onboarding.pool,
+            principal,
+            &request.get_ref().tenant_id,
+        )
+        .await?;
         let now = Utc::now();
         let validity = chrono::Duration::from_std(self.onboarding.settings.consent_validity)
             .unwrap_or_default();
@@ -296,7 +289,8 @@ impl TenantService for TenantApi {
         let principal = Principal::of(&request)?.clone();
         principal.require_role(&[Role::Operator, Role::Partner])?;
         let message = request.into_inner();
-        let tenant = self.visible_tenant(&principal, &message.tenant_id).await?;
+        let tenant =
+            store::visible_tenant(&self.onboarding.pool, &principal, &message.tenant_id).await?;
         let email = message.recipient_email.trim();
         if email.len() > 254
             || email.split('@').count() != 2

@@ -11,7 +11,7 @@ use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use sqlx::PgPool;
 
-use crate::graph::{GraphClient, GraphError, Meter};
+use crate::graph::{GraphClient, GraphError, Meter, url_encode};
 use crate::scans;
 use crate::settings::ScannerSettings;
 use crate::tenants::consent::{self, ConsentRefusal, ConsentResponse};
@@ -32,10 +32,6 @@ pub struct Onboarding {
     pub settings: ScannerSettings,
 }
 
-fn encode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
 impl Onboarding {
     /// Microsoft's v2.0 admin-consent URL for the operator's app.
     pub fn consent_url(&self, tenant: &TenantRow) -> String {
@@ -47,11 +43,11 @@ impl Onboarding {
         format!(
             "{}/{}/v2.0/adminconsent?client_id={}&scope={}&redirect_uri={}&state={}",
             self.settings.login_base_url.trim_end_matches('/'),
-            encode(authority),
-            encode(&self.settings.client_id),
-            encode(crate::graph::GRAPH_SCOPE),
-            encode(&self.settings.consent_redirect_uri),
-            encode(&tenant.consent_state),
+            url_encode(authority),
+            url_encode(&self.settings.client_id),
+            url_encode(crate::graph::GRAPH_SCOPE),
+            url_encode(&self.settings.consent_redirect_uri),
+            url_encode(&tenant.consent_state),
         )
     }
 
