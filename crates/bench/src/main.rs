@@ -4,12 +4,15 @@
 //! Usage: picket-bench [SCENARIO [ARGUMENTS...]]
 //! - `findings [FINDINGS TENANTS PARTNERS RATE]`: the finding-to-webhook path.
 //! - `scanning [TENANTS USERS WORKERS THROTTLE_PERCENT]`: full scans of simulated tenants.
+//! - `prioritizer [FINDINGS TENANTS RATE]`: the prioritizer's decisions, throughput and
+//!   publish-to-decision latency.
 //!
-//! Without a scenario, both run with their defaults.
+//! Without a scenario, all three run with their defaults.
 
 #![allow(clippy::print_stdout)]
 
 mod findings;
+mod prioritizer;
 mod scanning;
 
 use anyhow::Context;
@@ -34,10 +37,14 @@ async fn main() -> anyhow::Result<()> {
     match arguments.first().map(String::as_str) {
         Some("findings") => findings::run(&arguments[1..]).await,
         Some("scanning") => scanning::run(&arguments[1..]).await,
-        Some(other) => anyhow::bail!("unknown scenario {other}; use findings or scanning"),
+        Some("prioritizer") => prioritizer::run(&arguments[1..]).await,
+        Some(other) => {
+            anyhow::bail!("unknown scenario {other}; use findings, scanning or prioritizer")
+        }
         None => {
             scanning::run(&[]).await?;
-            findings::run(&[]).await
+            findings::run(&[]).await?;
+            prioritizer::run(&[]).await
         }
     }
 }

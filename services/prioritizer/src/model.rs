@@ -3,6 +3,8 @@
 use picket_proto::common::v1 as common;
 use picket_proto::incidents::v1 as incidents;
 
+pub use crate::engine::Standing;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Configuration,
@@ -183,5 +185,95 @@ impl Resolution {
         ]
         .into_iter()
         .find(|resolution| resolution.as_db() == value)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Automatic,
+    Dequeued,
+    Manual,
+}
+
+impl Origin {
+    pub fn to_proto(self) -> incidents::IncidentOrigin {
+        match self {
+            Origin::Automatic => incidents::IncidentOrigin::Automatic,
+            Origin::Dequeued => incidents::IncidentOrigin::Dequeued,
+            Origin::Manual => incidents::IncidentOrigin::Manual,
+        }
+    }
+
+    pub fn as_db(self) -> &'static str {
+        match self {
+            Origin::Automatic => "automatic",
+            Origin::Dequeued => "dequeued",
+            Origin::Manual => "manual",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Origin> {
+        [Origin::Automatic, Origin::Dequeued, Origin::Manual]
+            .into_iter()
+            .find(|origin| origin.as_db() == value)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    Approve,
+    Mute,
+    Ignore,
+    Unignore,
+}
+
+impl DecisionKind {
+    pub fn to_proto(self) -> incidents::DecisionKind {
+        match self {
+            DecisionKind::Approve => incidents::DecisionKind::Approve,
+            DecisionKind::Mute => incidents::DecisionKind::Mute,
+            DecisionKind::Ignore => incidents::DecisionKind::Ignore,
+            DecisionKind::Unignore => incidents::DecisionKind::Unignore,
+        }
+    }
+
+    pub fn as_db(self) -> &'static str {
+        match self {
+            DecisionKind::Approve => "approve",
+            DecisionKind::Mute => "mute",
+            DecisionKind::Ignore => "ignore",
+            DecisionKind::Unignore => "unignore",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<DecisionKind> {
+        [
+            DecisionKind::Approve,
+            DecisionKind::Mute,
+            DecisionKind::Ignore,
+            DecisionKind::Unignore,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_db() == value)
+    }
+}
+
+impl Standing {
+    pub fn as_db(self) -> &'static str {
+        match self {
+            Standing::Idle => "idle",
+            Standing::Queued => "queued",
+            Standing::Open => "open",
+            Standing::AwaitingFix => "awaiting_fix",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Standing {
+        match value {
+            "queued" => Standing::Queued,
+            "open" => Standing::Open,
+            "awaiting_fix" => Standing::AwaitingFix,
+            _ => Standing::Idle,
+        }
     }
 }

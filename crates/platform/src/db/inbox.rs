@@ -18,3 +18,21 @@ pub async fn first_delivery(
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
+
+/// Records that `consumer` is applying each of `event_ids` at once; returns those it had not
+/// applied before (the others are redeliveries).
+pub async fn first_deliveries(
+    connection: &mut PgConnection,
+    consumer: &str,
+    event_ids: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let fresh: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[])
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(consumer)
+    .bind(event_ids)
+    .fetch_all(connection)
+    .await?;
+    Ok(fresh.into_iter().collect())
+}

@@ -48,6 +48,56 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Adds `events` to the outbox within the caller's transaction, in one statement.
+pub async fn enqueue_all(
+    connection: &mut PgConnection,
+    events: &[OutgoingEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+    let subjects: Vec<&str> = events.iter().map(|event| event.subject.as_str()).collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect();
+    let sources: Vec<&str> = events.iter().map(|event| event.source.as_str()).collect();
+    let ce_subjects: Vec<&str> = events
+        .iter()
+        .map(|event| event.ce_subject.as_str())
+        .collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|event| event.time).collect();
+    let payloads: Vec<&[u8]> = events
+        .iter()
+        .map(|event| event.payload.as_slice())
+        .collect();
+    let trace_contexts: Vec<String> = events
+        .iter()
+        .map(|event| serde_json::to_string(&event.trace_context).unwrap_or_else(|_| "{}".into()))
+        .collect();
+    // WITH ORDINALITY keeps the events' order in the relay's sequence.
+    sqlx::query(
+        "INSERT INTO outbox (event_id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context)
+         SELECT id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context::jsonb
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bytea[], $8::text[])
+             WITH ORDINALITY AS e(id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context, position)
+         ORDER BY position",
+    )
+    .bind(&ids)
+    .bind(&subjects)
+    .bind(&types)
+    .bind(&sources)
+    .bind(&ce_subjects)
+    .bind(&times)
+    .bind(&payloads)
+    .bind(&trace_contexts)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(NOTIFY_SQL).execute(&mut *connection).await?;
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
     #[error("database: {0}")]
