@@ -15,16 +15,9 @@ use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_testkit::{TestEnv, WebhookReceiver};
 
-use crate::{BENCH_TOML, argument};
+use crate::{BENCH_TOML, argument, millis, percentile};
 
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
 
-fn millis(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
-}
 
 /// Runs the scenario with `FINDINGS TENANTS PARTNERS RATE`.
 pub async fn run(arguments: &[String]) -> anyhow::Result<()> {

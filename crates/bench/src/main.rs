@@ -30,6 +30,16 @@ pub fn argument(arguments: &[String], position: usize, default: usize) -> anyhow
     }
 }
 
+/// The value at `fraction` (0 to 1) of `sorted`.
+pub fn percentile(sorted: &[std::time::Duration], fraction: f64) -> std::time::Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+pub fn millis(duration: std::time::Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     picket_platform::runtime::install_crypto_provider();

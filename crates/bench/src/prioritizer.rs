@@ -28,7 +28,12 @@ use picket_proto::incidents::v1::{IncidentOpened, RecommendationQueued};
 use picket_testkit::TestEnv;
 use sqlx::PgPool;
 
-use crate::{BENCH_TOML, argument};
+use crate::{argument, millis, percentile};
+
+/// Production settings over the test ones: the prioritizer's 256 lanes (one transaction carries
+/// many tenants' events), the platform's ack wait and a pool of 20.
+const PRIORITIZER_TOML: &str =
+    "[nats]\nlanes = 1024\nmax_ack_pending = 4096\nack_wait = \"30s\"\n[database]\nmax_connections = 20\n";
 
 /// Partners the tenants are spread over (tenant `tN` belongs to partner `p(N % PARTNERS)`).
 const PARTNERS: usize = 10;
@@ -48,14 +53,7 @@ const INCIDENTS_SQL: &str = "SELECT count(*) FROM incidents";
 /// Decision events not relayed to NATS yet.
 const OUTBOX_SQL: &str = "SELECT count(*) FROM outbox";
 
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
 
-fn millis(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
-}
 
 /// A deterministic, well-spread number for `seed` (splitmix64), so that kinds, themes and
 /// severities do not follow the tenants' round-robin.
@@ -207,7 +205,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let rate = argument(arguments, 2, 0)?;
 
     let env = TestEnv::new().await;
-    let prioritizer = start_prioritizer(&env, BENCH_TOML).await;
+    let prioritizer = start_prioritizer(&env, PRIORITIZER_TOML).await;
     let pool = env.pool("prioritizer").await;
 
     // Warm-up: every tenant is created (its first theme launched) before anything is timed.
@@ -382,7 +380,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "{} cores, NATS and PostgreSQL on loopback; the prioritizer with 16 lanes and a pool of 20. \
+        "{} cores, NATS and PostgreSQL on loopback; the prioritizer with its default 256 lanes and a pool of 20. \
          Decisions are incidents opened and recommendations queued; held findings publish nothing.",
         std::thread::available_parallelism().map_or(0, |cores| cores.get()),
     );

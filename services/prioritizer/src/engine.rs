@@ -1,6 +1,7 @@
 //! The prioritization policy of one tenant as a pure function: `step(state, input, now, rules)`
-//! returns the new state and the effects to carry out (open, join, queue, resolve, request a fix),
-//! or why a decision is refused. No I/O, no clock, no randomness: property-tested below.
+//! moves the state and returns the effects to carry out (open, join, queue, resolve, request a
+//! fix), or why a decision is refused (the state then stays as it was). No I/O, no clock, no
+//! randomness: property-tested below.
 //!
 //! Rules: a configuration recommendation opens an incident only once its theme is launched, while
 //! it is not muted (a mute lasts `mute_for`) or ignored, and while fewer than `cap` configuration
@@ -49,7 +50,6 @@ pub enum Standing {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
-    pub check_id: String,
     /// Position of its theme in the launch order (1 = first).
     pub theme_order: u32,
     pub severity: Severity,
@@ -122,7 +122,6 @@ impl TenantState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     pub fingerprint: String,
-    pub check_id: String,
     pub kind: Kind,
     pub severity: Severity,
     pub theme_order: u32,
@@ -215,50 +214,50 @@ pub enum Refusal {
     Ignored,
 }
 
-/// Applies one input to a tenant's state.
+/// Applies one input to a tenant's state and returns the effects to carry out. A refused input
+/// leaves the state as it was.
 pub fn step(
-    state: &TenantState,
+    state: &mut TenantState,
     input: &Input,
     now: DateTime<Utc>,
     rules: &Rules,
-) -> Result<(TenantState, Vec<Effect>), Refusal> {
-    let mut next = state.clone();
+) -> Result<Vec<Effect>, Refusal> {
     let mut effects = Vec::new();
     match input {
-        Input::Observed(observation) => observe(&mut next, observation, now, rules, &mut effects),
+        Input::Observed(observation) => observe(state, observation, now, rules, &mut effects),
         Input::Cleared { fingerprint } => {
-            close(&mut next, fingerprint, Closure::Verified, &mut effects)
+            close(state, fingerprint, Closure::Verified, &mut effects)
         }
         Input::ThemeLaunched => {
-            next.launched_themes += 1;
+            state.launched_themes += 1;
             effects.push(Effect::ThemeLaunched {
-                order: next.launched_themes,
+                order: state.launched_themes,
             });
         }
-        Input::Approved { fingerprint } => approve(&mut next, fingerprint, &mut effects)?,
+        Input::Approved { fingerprint } => approve(state, fingerprint, &mut effects)?,
         Input::FixApplied { fingerprint } => {
-            if !awaiting_fix(&next, fingerprint) {
+            if !awaiting_fix(state, fingerprint) {
                 return Err(Refusal::NotOpen);
             }
-            close(&mut next, fingerprint, Closure::Fixed, &mut effects);
+            close(state, fingerprint, Closure::Fixed, &mut effects);
         }
-        Input::FixFailed { fingerprint } => fix_failed(&mut next, fingerprint, &mut effects)?,
+        Input::FixFailed { fingerprint } => fix_failed(state, fingerprint, &mut effects)?,
         Input::Muted { fingerprint } => {
-            known(&next, fingerprint)?;
-            if let Some(recommendation) = next.recommendations.get_mut(fingerprint) {
+            known(state, fingerprint)?;
+            if let Some(recommendation) = state.recommendations.get_mut(fingerprint) {
                 recommendation.muted_until = Some(now + rules.mute_for);
             }
-            close(&mut next, fingerprint, Closure::Muted, &mut effects);
+            close(state, fingerprint, Closure::Muted, &mut effects);
         }
         Input::Ignored { fingerprint } => {
-            known(&next, fingerprint)?;
-            if let Some(recommendation) = next.recommendations.get_mut(fingerprint) {
+            known(state, fingerprint)?;
+            if let Some(recommendation) = state.recommendations.get_mut(fingerprint) {
                 recommendation.ignored = true;
             }
-            close(&mut next, fingerprint, Closure::Ignored, &mut effects);
+            close(state, fingerprint, Closure::Ignored, &mut effects);
         }
         Input::Unignored { fingerprint } => {
-            let recommendation = next
+            let recommendation = state
                 .recommendations
                 .get_mut(fingerprint)
                 .ok_or(Refusal::UnknownFingerprint)?;
@@ -267,11 +266,11 @@ pub fn step(
         Input::OpenedByHand {
             fingerprint,
             override_mute,
-        } => open_by_hand(&mut next, fingerprint, *override_mute, now, &mut effects)?,
+        } => open_by_hand(state, fingerprint, *override_mute, now, &mut effects)?,
         Input::Tick => {}
     }
-    fill(&mut next, now, rules, &mut effects);
-    Ok((next, effects))
+    fill(state, now, rules, &mut effects);
+    Ok(effects)
 }
 
 fn known(state: &TenantState, fingerprint: &str) -> Result<(), Refusal> {
@@ -332,7 +331,6 @@ fn observe(
                 .recommendations
                 .entry(fingerprint.clone())
                 .or_insert_with(|| Recommendation {
-                    check_id: observation.check_id.clone(),
                     theme_order: observation.theme_order,
                     severity: observation.severity,
                     first_seen: now,
@@ -342,6 +340,10 @@ fn observe(
                     standing: Standing::Idle,
                     by_hand: false,
                 });
+            if !recommendation.failing {
+                // Failing again after it passed: its age counts from now.
+                recommendation.first_seen = now;
+            }
             recommendation.failing = true;
             recommendation.severity = observation.severity;
             recommendation.theme_order = observation.theme_order;
@@ -510,6 +512,18 @@ mod tests {
 
     use super::*;
 
+    /// The step as a function returning the new state.
+    fn apply(
+        state: &TenantState,
+        input: &Input,
+        now: DateTime<Utc>,
+        rules: &Rules,
+    ) -> Result<(TenantState, Vec<Effect>), Refusal> {
+        let mut next = state.clone();
+        let effects = step(&mut next, input, now, rules)?;
+        Ok((next, effects))
+    }
+
     const RECOMMENDATIONS: [&str; 6] = ["c0", "c1", "c2", "c3", "c4", "c5"];
     const SUSPICIONS: [&str; 3] = ["m0", "m1", "m2"];
 
@@ -535,7 +549,6 @@ mod tests {
         prop_oneof![
             4 => (recommendation.clone(), 0u8..4, 1u32..5).prop_map(|(fingerprint, level, theme)| {
                 Input::Observed(Observation {
-                    check_id: format!("check-{fingerprint}"),
                     fingerprint,
                     kind: Kind::Configuration,
                     severity: severity(level),
@@ -544,7 +557,6 @@ mod tests {
             }),
             3 => (0..SUSPICIONS.len()).prop_map(|i| Input::Observed(Observation {
                 fingerprint: SUSPICIONS[i].to_owned(),
-                check_id: "mon".into(),
                 kind: Kind::Monitoring,
                 severity: Severity::High,
                 theme_order: 6,
@@ -577,7 +589,10 @@ mod tests {
             for (input, minutes) in steps {
                 now += Duration::minutes(minutes);
                 let before = state.clone();
-                let Ok((after, effects)) = step(&before, &input, now, &rules) else {
+                let mut after = before.clone();
+                let Ok(effects) = step(&mut after, &input, now, &rules) else {
+                    // A refused input changes nothing.
+                    prop_assert_eq!(&after, &before);
                     continue;
                 };
                 // Never more than K configuration incidents opened on their own.
@@ -622,7 +637,6 @@ mod tests {
     fn observed(fingerprint: &str, kind: Kind, severity: Severity, theme: u32) -> Input {
         Input::Observed(Observation {
             fingerprint: fingerprint.into(),
-            check_id: format!("check-{fingerprint}"),
             kind,
             severity,
             theme_order: theme,
@@ -637,7 +651,7 @@ mod tests {
         };
         let mut all = Vec::new();
         for input in inputs {
-            let (next, effects) = step(&state, input, now, &rules).expect("accepted");
+            let (next, effects) = apply(&state, input, now, &rules).expect("accepted");
             state = next;
             all.extend(effects);
         }
@@ -663,7 +677,7 @@ mod tests {
         // Open incidents are not preempted: a, b and c opened as they came.
         assert_eq!(state.capped_open(), 3);
         assert_eq!(state.queue(), vec!["d", "e"]);
-        let (after, effects) = step(
+        let (after, effects) = apply(
             &state,
             &Input::Cleared {
                 fingerprint: "a".into(),
@@ -687,7 +701,7 @@ mod tests {
         );
         assert!(effects.is_empty());
         let (launched, effects) =
-            step(&state, &Input::ThemeLaunched, at(1), &Rules::default()).expect("launched");
+            apply(&state, &Input::ThemeLaunched, at(1), &Rules::default()).expect("launched");
         assert_eq!(launched.recommendations["a"].standing, Standing::Open);
         assert!(effects.contains(&Effect::ThemeLaunched { order: 2 }));
     }
@@ -699,7 +713,7 @@ mod tests {
             &[observed("a", Kind::Configuration, Severity::High, 1)],
             at(0),
         );
-        let (muted, _) = step(
+        let (muted, _) = apply(
             &state,
             &Input::Muted {
                 fingerprint: "a".into(),
@@ -708,9 +722,9 @@ mod tests {
             &rules,
         )
         .expect("muted");
-        let (still, effects) = step(&muted, &Input::Tick, at(28), &rules).expect("tick");
+        let (still, effects) = apply(&muted, &Input::Tick, at(28), &rules).expect("tick");
         assert!(effects.is_empty(), "day 28 is inside the mute");
-        let (back, effects) = step(&still, &Input::Tick, at(29), &rules).expect("tick");
+        let (back, effects) = apply(&still, &Input::Tick, at(29), &rules).expect("tick");
         assert_eq!(back.recommendations["a"].standing, Standing::Open);
         assert_eq!(effects.len(), 1);
     }
@@ -761,9 +775,9 @@ mod tests {
                 fingerprint: "a".into(),
             },
         ] {
-            state = step(&state, &input, at(0), &rules).expect("accepted").0;
+            state = apply(&state, &input, at(0), &rules).expect("accepted").0;
         }
-        let (after, effects) = step(
+        let (after, effects) = apply(
             &state,
             &Input::FixApplied {
                 fingerprint: "a".into(),
@@ -795,7 +809,7 @@ mod tests {
             ],
             at(0),
         );
-        let refused = step(
+        let refused = apply(
             &state,
             &Input::OpenedByHand {
                 fingerprint: "a".into(),
@@ -805,7 +819,7 @@ mod tests {
             &rules,
         );
         assert_eq!(refused.err(), Some(Refusal::Ignored));
-        let (opened, _) = step(
+        let (opened, _) = apply(
             &state,
             &Input::OpenedByHand {
                 fingerprint: "a".into(),

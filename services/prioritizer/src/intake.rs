@@ -22,7 +22,7 @@ pub struct Intake {
 }
 
 /// Transactions applying batches at once.
-const APPLIERS: usize = 2;
+const APPLIERS: usize = 4;
 
 impl Intake {
     /// Starts the appliers; they stop once `shutdown` fires and the queue is drained.
@@ -73,8 +73,10 @@ impl Intake {
 
 async fn apply(processor: &Processor, pending: Vec<Pending>) {
     let jobs: Vec<Job> = pending.iter().map(|pending| pending.job.clone()).collect();
+    let started = std::time::Instant::now();
     match processor.run(jobs).await {
         Ok(outcomes) => {
+            tracing::debug!(jobs = outcomes.len(), elapsed = ?started.elapsed(), "batch applied");
             for (pending, outcome) in pending.into_iter().zip(outcomes) {
                 let _gone = pending.answer.send(Ok(outcome));
             }

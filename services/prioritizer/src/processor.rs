@@ -217,7 +217,11 @@ impl EffectivePolicy {
 struct Cached {
     version: i64,
     recommendations: BTreeMap<String, RecommendationRow>,
+    state: TenantState,
 }
+
+/// A tenant's rows and engine state as a batch leaves them.
+type Kept = (TenantKey, i64, BTreeMap<String, RecommendationRow>, TenantState);
 
 pub struct Processor {
     pool: PgPool,
@@ -339,10 +343,7 @@ impl Processor {
         Ok(outcomes)
     }
 
-    fn take_cached(
-        &self,
-        locked: &[TenantRow],
-    ) -> HashMap<TenantKey, BTreeMap<String, RecommendationRow>> {
+    fn take_cached(&self, locked: &[TenantRow]) -> HashMap<TenantKey, Cached> {
         let mut cache = self
             .cache
             .lock()
@@ -352,12 +353,12 @@ impl Processor {
             .filter_map(|row| {
                 let key = row.key();
                 let cached = cache.remove(&key)?;
-                (cached.version == row.version).then_some((key, cached.recommendations))
+                (cached.version == row.version).then_some((key, cached))
             })
             .collect()
     }
 
-    fn keep(&self, tenants: Vec<(TenantKey, i64, BTreeMap<String, RecommendationRow>)>) {
+    fn keep(&self, tenants: Vec<Kept>) {
         let mut cache = self
             .cache
             .lock()
@@ -365,7 +366,7 @@ impl Processor {
         if cache.len() + tenants.len() > MAX_CACHED_TENANTS {
             cache.clear();
         }
-        for (key, version, recommendations) in tenants {
+        for (key, version, recommendations, state) in tenants {
             let newer = cache
                 .get(&key)
                 .is_none_or(|cached| cached.version < version);
@@ -375,6 +376,7 @@ impl Processor {
                     Cached {
                         version,
                         recommendations,
+                        state,
                     },
                 );
             }
@@ -386,13 +388,16 @@ impl Processor {
 struct Tenant {
     row: TenantRow,
     recommendations: BTreeMap<String, RecommendationRow>,
+    /// The engine's view of the rows, kept in step with them.
+    state: TenantState,
     /// Fingerprints whose rows changed.
     dirty: HashSet<String>,
     policy: EffectivePolicy,
 }
 
 impl Tenant {
-    fn state(&self) -> TenantState {
+    /// The engine's view of the rows (when they come from the database).
+    fn engine_state(&self) -> TenantState {
         let mut state = TenantState {
             launched_themes: u32::try_from(self.row.launched_themes).unwrap_or_default(),
             ..TenantState::default()
@@ -404,7 +409,6 @@ impl Tenant {
                     state.recommendations.insert(
                         fingerprint.clone(),
                         engine::Recommendation {
-                            check_id: row.check_id.clone(),
                             theme_order: u32::try_from(row.theme_order).unwrap_or_default(),
                             severity: row.severity(),
                             first_seen: row.first_observed_at,
@@ -434,32 +438,41 @@ impl Tenant {
     }
 
     /// Takes the engine's new state into the rows; returns the fingerprints whose mute ended.
-    fn absorb(&mut self, state: &TenantState, now: DateTime<Utc>) -> Vec<String> {
+    fn absorb(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        let state = &self.state;
         let mut mute_ended = Vec::new();
         self.row.launched_themes = i32::try_from(state.launched_themes).unwrap_or(i32::MAX);
         for (fingerprint, recommendation) in &state.recommendations {
             let Some(row) = self.recommendations.get_mut(fingerprint) else {
                 continue;
             };
-            let before = row.clone();
             if row.muted_until.is_some() && recommendation.muted_until.is_none() {
                 mute_ended.push(fingerprint.clone());
             }
-            row.failing = recommendation.failing;
-            row.muted_until = recommendation.muted_until;
-            row.ignored_at = match (recommendation.ignored, row.ignored_at) {
+            let ignored_at = match (recommendation.ignored, row.ignored_at) {
                 (true, Some(at)) => Some(at),
                 (true, None) => Some(now),
                 (false, _) => None,
             };
-            row.by_hand = recommendation.by_hand;
-            row.queued_at = match (recommendation.standing, row.queued_at) {
+            let queued_at = match (recommendation.standing, row.queued_at) {
                 (Standing::Queued, Some(at)) => Some(at),
                 (Standing::Queued, None) => Some(now),
                 _ => None,
             };
-            row.standing = recommendation.standing.as_db().to_owned();
-            if *row != before {
+            let standing = recommendation.standing.as_db();
+            let unchanged = row.failing == recommendation.failing
+                && row.muted_until == recommendation.muted_until
+                && row.ignored_at == ignored_at
+                && row.by_hand == recommendation.by_hand
+                && row.queued_at == queued_at
+                && row.standing == standing;
+            if !unchanged {
+                row.failing = recommendation.failing;
+                row.muted_until = recommendation.muted_until;
+                row.ignored_at = ignored_at;
+                row.by_hand = recommendation.by_hand;
+                row.queued_at = queued_at;
+                row.standing = standing.to_owned();
                 self.dirty.insert(fingerprint.clone());
             }
         }
@@ -591,9 +604,10 @@ impl<'p> Batch<'p> {
             .map(TenantRow::key)
             .filter(|key| !cached.contains_key(key))
             .collect();
+        let mut loaded: HashMap<TenantKey, BTreeMap<String, RecommendationRow>> = HashMap::new();
         if !missing.is_empty() {
             for row in store::tenant_recommendations(connection, &missing).await? {
-                cached
+                loaded
                     .entry(TenantKey::new(&row.partner_id, &row.tenant_id))
                     .or_default()
                     .insert(row.fingerprint.clone(), row);
@@ -617,11 +631,25 @@ impl<'p> Batch<'p> {
                 let key = row.key();
                 let policy =
                     EffectivePolicy::of(policies.get(&key.partner_id), &processor.settings);
-                let tenant = Tenant {
-                    recommendations: cached.remove(&key).unwrap_or_default(),
-                    row,
-                    dirty: HashSet::new(),
-                    policy,
+                let tenant = match cached.remove(&key) {
+                    Some(cached) => Tenant {
+                        recommendations: cached.recommendations,
+                        state: cached.state,
+                        row,
+                        dirty: HashSet::new(),
+                        policy,
+                    },
+                    None => {
+                        let mut tenant = Tenant {
+                            recommendations: loaded.remove(&key).unwrap_or_default(),
+                            state: TenantState::default(),
+                            row,
+                            dirty: HashSet::new(),
+                            policy,
+                        };
+                        tenant.state = tenant.engine_state();
+                        tenant
+                    }
                 };
                 (key, tenant)
             })
@@ -663,7 +691,7 @@ impl<'p> Batch<'p> {
     ) -> (
         Changes,
         Vec<OutgoingEvent>,
-        Vec<(TenantKey, i64, BTreeMap<String, RecommendationRow>)>,
+        Vec<Kept>,
     ) {
         let mut cached = Vec::with_capacity(self.tenants.len());
         for (key, mut tenant) in self.tenants {
@@ -674,7 +702,7 @@ impl<'p> Batch<'p> {
                 }
             }
             self.changes.tenants.push(tenant.row.clone());
-            cached.push((key, tenant.row.version, tenant.recommendations));
+            cached.push((key, tenant.row.version, tenant.recommendations, tenant.state));
         }
         for incident_id in &self.dirty_incidents {
             if let Some(incident) = self.incidents.remove(incident_id) {
@@ -833,24 +861,12 @@ impl<'p> Batch<'p> {
                 fix_id,
                 summary,
             } => {
-                let Some(incident) = self
-                    .awaited_fix(connection, tenant, incident_id, fix_id)
-                    .await?
-                else {
-                    return Ok(Outcome::Applied(Box::default()));
+                let fix = FixResult {
+                    fix_id,
+                    reason: 0,
+                    detail: summary,
                 };
-                let input = Input::FixApplied {
-                    fingerprint: incident.fingerprint.clone(),
-                };
-                let cause = Cause {
-                    fix: Some(FixResult {
-                        fix_id,
-                        reason: 0,
-                        detail: summary,
-                    }),
-                    ..Cause::system()
-                };
-                Ok(done(self.step(connection, tenant, &input, &cause).await?))
+                self.fix_result(connection, tenant, incident_id, fix, true).await
             }
             Command::FixFailed {
                 incident_id,
@@ -858,29 +874,45 @@ impl<'p> Batch<'p> {
                 reason,
                 detail,
             } => {
-                let Some(incident) = self
-                    .awaited_fix(connection, tenant, incident_id, fix_id)
-                    .await?
-                else {
-                    return Ok(Outcome::Applied(Box::default()));
+                let fix = FixResult {
+                    fix_id,
+                    reason,
+                    detail,
                 };
-                let input = Input::FixFailed {
-                    fingerprint: incident.fingerprint.clone(),
-                };
-                let cause = Cause {
-                    fix: Some(FixResult {
-                        fix_id,
-                        reason,
-                        detail,
-                    }),
-                    ..Cause::system()
-                };
-                Ok(done(self.step(connection, tenant, &input, &cause).await?))
+                self.fix_result(connection, tenant, incident_id, fix, false).await
             }
             Command::Escalate { incident_id } => {
                 self.escalate(connection, tenant, incident_id).await
             }
         }
+    }
+
+    /// Resolves (applied) or reopens (failed) the incident waiting for this fix.
+    async fn fix_result(
+        &mut self,
+        connection: &mut PgConnection,
+        tenant: &mut Tenant,
+        incident_id: Uuid,
+        fix: FixResult,
+        applied: bool,
+    ) -> Result<Outcome, ProcessError> {
+        let Some(incident) = self
+            .awaited_fix(connection, tenant, incident_id, fix.fix_id)
+            .await?
+        else {
+            return Ok(Outcome::Applied(Box::default()));
+        };
+        let fingerprint = incident.fingerprint;
+        let input = if applied {
+            Input::FixApplied { fingerprint }
+        } else {
+            Input::FixFailed { fingerprint }
+        };
+        let cause = Cause {
+            fix: Some(fix),
+            ..Cause::system()
+        };
+        Ok(done(self.step(connection, tenant, &input, &cause).await?))
     }
 
     /// The incident waiting for this fix; `None` when the fix result is stale (the incident was
@@ -950,7 +982,7 @@ impl<'p> Batch<'p> {
             // Failing again after it passed: its age counts from now.
             row.first_observed_at = now;
         }
-        row.check_id = finding.check_id.clone();
+        row.check_id = finding.check_id;
         row.kind = finding.kind.as_db().to_owned();
         row.severity = finding.severity.as_db().to_owned();
         row.title = finding.title;
@@ -969,7 +1001,6 @@ impl<'p> Batch<'p> {
         tenant.dirty.insert(finding.fingerprint.clone());
         let input = Input::Observed(engine::Observation {
             fingerprint: finding.fingerprint.clone(),
-            check_id: finding.check_id,
             kind: finding.kind,
             severity: finding.severity,
             theme_order: finding.theme_order,
@@ -992,19 +1023,18 @@ impl<'p> Batch<'p> {
         cause: &Cause<'_>,
     ) -> Result<Result<(), Refusal>, ProcessError> {
         let rules = tenant.policy.rules(&self.processor.settings);
-        let before = tenant.state();
-        let (after, effects) = match engine::step(&before, input, self.now, &rules) {
-            Ok(result) => result,
+        let effects = match engine::step(&mut tenant.state, input, self.now, &rules) {
+            Ok(effects) => effects,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let mute_ended = tenant.absorb(&after, self.now);
+        let mute_ended = tenant.absorb(self.now);
         for fingerprint in mute_ended {
             self.mute_ended(connection, tenant, &fingerprint).await?;
         }
         let mut opened = Vec::new();
         for effect in effects {
             if let Some(incident_id) = self
-                .effect(connection, tenant, &after, effect, cause)
+                .effect(connection, tenant, effect, cause)
                 .await?
             {
                 opened.push(incident_id);
@@ -1047,7 +1077,6 @@ impl<'p> Batch<'p> {
         &mut self,
         connection: &mut PgConnection,
         tenant: &mut Tenant,
-        state: &TenantState,
         effect: Effect,
         cause: &Cause<'_>,
     ) -> Result<Option<Uuid>, ProcessError> {
@@ -1067,7 +1096,7 @@ impl<'p> Batch<'p> {
             Effect::Reopen { fingerprint } => {
                 self.reopen(connection, tenant, &fingerprint, cause).await?
             }
-            Effect::Queue { fingerprint } => self.queued(tenant, state, &fingerprint)?,
+            Effect::Queue { fingerprint } => self.queued(tenant, &fingerprint)?,
             Effect::RequestFix { fingerprint } => {
                 self.request_fix(connection, tenant, &fingerprint, cause)
                     .await?;
@@ -1287,12 +1316,8 @@ impl<'p> Batch<'p> {
         self.emit(&reopened)
     }
 
-    fn queued(
-        &mut self,
-        tenant: &Tenant,
-        state: &TenantState,
-        fingerprint: &str,
-    ) -> Result<(), ProcessError> {
+    fn queued(&mut self, tenant: &Tenant, fingerprint: &str) -> Result<(), ProcessError> {
+        let state = &tenant.state;
         let row = tenant.recommendation(fingerprint)?;
         let position = state
             .queue()

@@ -378,9 +378,9 @@ impl AutoApproveRuleRow {
     }
 }
 
-/// JSON records of `rows`, for `jsonb_populate_recordset`.
-fn records<T: Serialize>(rows: &[T]) -> Result<serde_json::Value, sqlx::Error> {
-    serde_json::to_value(rows).map_err(|error| sqlx::Error::Encode(Box::new(error)))
+/// JSON records of `rows`, for `jsonb_populate_recordset($1::text::jsonb)`.
+fn records<T: Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(rows).map_err(|error| sqlx::Error::Encode(Box::new(error)))
 }
 
 /// Inserts `rows` into `table`, or replaces the listed columns of those already there.
@@ -406,7 +406,7 @@ async fn upsert<T: Serialize>(
         format!("UPDATE SET ({columns}) = ROW({values})")
     };
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1)
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)
          ON CONFLICT ({conflict}) DO {action}"
     )))
     .bind(records(rows)?)
@@ -521,7 +521,7 @@ impl Changes {
                      to_state, summary, decision_id, details, version)
                  SELECT entry_id, incident_id, kind, actor, occurred_at, from_state, to_state, summary,
                      decision_id, details, version
-                 FROM jsonb_populate_recordset(NULL::incident_timeline, $1) WITH ORDINALITY AS e
+                 FROM jsonb_populate_recordset(NULL::incident_timeline, $1::text::jsonb) WITH ORDINALITY AS e
                  ORDER BY e.ordinality",
             )
             .bind(records(&self.timeline)?)
