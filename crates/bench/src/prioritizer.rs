@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt};
 use picket_e2e::start_prioritizer;
 use picket_platform::nats::{InboundEvent, OutgoingEvent};
 use picket_platform::time::to_timestamp;
-use picket_proto::Event;
+use picket_proto::{Area, Event};
 use picket_proto::common::v1::{FindingKind, Severity};
 use picket_proto::findings::v1::FindingObserved;
 use picket_proto::incidents::v1::{IncidentOpened, RecommendationQueued};
@@ -48,7 +48,6 @@ const ACK_WINDOW: usize = 1000;
 const POLL: Duration = Duration::from_millis(50);
 
 /// FindingObserved events the prioritizer has applied, warm-up included.
-const APPLIED_SQL: &str = "SELECT count(*) FROM inbox WHERE consumer = 'prioritizer-findings'";
 const INCIDENTS_SQL: &str = "SELECT count(*) FROM incidents";
 /// Decision events not relayed to NATS yet.
 const OUTBOX_SQL: &str = "SELECT count(*) FROM outbox";
@@ -171,6 +170,33 @@ impl<'a> Publisher<'a> {
     }
 }
 
+/// Waits until the prioritizer has acknowledged every finding in its stream: it acknowledges an
+/// event once the transaction that applied it committed. (Counting its inbox instead would cost
+/// the database more than the service under test.)
+async fn wait_acknowledged(env: &TestEnv, timeout: Duration) -> anyhow::Result<Instant> {
+    let stream = env
+        .jetstream
+        .get_stream(env.subjects.stream_name(Area::Findings))
+        .await?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream
+            .get_consumer("prioritizer-findings")
+            .await
+            .map_err(|error| anyhow::anyhow!("the prioritizer's consumer: {error}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let info = consumer.info().await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for the findings to be applied"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Polls the count `sql` every [`POLL`] until `done` accepts it; returns when it did.
 async fn wait_until(
     pool: &PgPool,
@@ -249,15 +275,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     }
     publisher.flush().await?;
     let published = started.elapsed();
-    let applied = wait_until(
-        &pool,
-        APPLIED_SQL,
-        |count| count as usize >= tenants + findings,
-        timeout,
-        "the findings to be applied",
-    )
-    .await?
-        - started;
+    let applied = wait_acknowledged(&env, timeout).await? - started;
     let relayed = wait_until(
         &pool,
         OUTBOX_SQL,

@@ -472,36 +472,45 @@ fn fill(state: &mut TenantState, now: DateTime<Utc>, rules: &Rules, effects: &mu
             recommendation.standing = Standing::Idle;
         }
     }
-    let mut candidates: Vec<(String, Severity, DateTime<Utc>)> = state
+    let mut open = state.capped_open();
+    if open >= rules.cap {
+        // No room: eligible recommendations wait in the queue; nothing needs ordering.
+        for (fingerprint, recommendation) in &mut state.recommendations {
+            if recommendation.standing == Standing::Idle && recommendation.eligible(launched, now) {
+                recommendation.standing = Standing::Queued;
+                effects.push(Effect::Queue {
+                    fingerprint: fingerprint.clone(),
+                });
+            }
+        }
+        return;
+    }
+    let mut candidates: Vec<(&String, &mut Recommendation)> = state
         .recommendations
-        .iter()
+        .iter_mut()
         .filter(|(_, recommendation)| {
             !recommendation.has_incident() && recommendation.eligible(launched, now)
         })
-        .map(|(fingerprint, recommendation)| {
-            (
-                fingerprint.clone(),
-                recommendation.severity,
-                recommendation.first_seen,
-            )
-        })
         .collect();
-    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
-    let mut open = state.capped_open();
-    for (fingerprint, _, _) in candidates {
-        let Some(recommendation) = state.recommendations.get_mut(&fingerprint) else {
-            continue;
-        };
+    candidates.sort_by(|(a_id, a), (b_id, b)| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.first_seen.cmp(&b.first_seen))
+            .then(a_id.cmp(b_id))
+    });
+    for (fingerprint, recommendation) in candidates {
         if open < rules.cap {
             recommendation.standing = Standing::Open;
             open += 1;
             effects.push(Effect::Open {
-                fingerprint,
+                fingerprint: fingerprint.clone(),
                 kind: Kind::Configuration,
             });
         } else if recommendation.standing == Standing::Idle {
             recommendation.standing = Standing::Queued;
-            effects.push(Effect::Queue { fingerprint });
+            effects.push(Effect::Queue {
+                fingerprint: fingerprint.clone(),
+            });
         }
     }
 }

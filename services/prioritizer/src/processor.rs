@@ -439,57 +439,27 @@ impl Tenant {
 
     /// Takes the engine's new state into the rows; returns the fingerprints whose mute ended.
     fn absorb(&mut self, now: DateTime<Utc>) -> Vec<String> {
-        let state = &self.state;
         let mut mute_ended = Vec::new();
-        self.row.launched_themes = i32::try_from(state.launched_themes).unwrap_or(i32::MAX);
-        for (fingerprint, recommendation) in &state.recommendations {
-            let Some(row) = self.recommendations.get_mut(fingerprint) else {
-                continue;
-            };
-            if row.muted_until.is_some() && recommendation.muted_until.is_none() {
-                mute_ended.push(fingerprint.clone());
-            }
-            let ignored_at = match (recommendation.ignored, row.ignored_at) {
-                (true, Some(at)) => Some(at),
-                (true, None) => Some(now),
-                (false, _) => None,
-            };
-            let queued_at = match (recommendation.standing, row.queued_at) {
-                (Standing::Queued, Some(at)) => Some(at),
-                (Standing::Queued, None) => Some(now),
-                _ => None,
-            };
-            let standing = recommendation.standing.as_db();
-            let unchanged = row.failing == recommendation.failing
-                && row.muted_until == recommendation.muted_until
-                && row.ignored_at == ignored_at
-                && row.by_hand == recommendation.by_hand
-                && row.queued_at == queued_at
-                && row.standing == standing;
-            if !unchanged {
-                row.failing = recommendation.failing;
-                row.muted_until = recommendation.muted_until;
-                row.ignored_at = ignored_at;
-                row.by_hand = recommendation.by_hand;
-                row.queued_at = queued_at;
-                row.standing = standing.to_owned();
-                self.dirty.insert(fingerprint.clone());
-            }
-        }
-        for (fingerprint, suspicion) in &state.suspicions {
-            let Some(row) = self.recommendations.get_mut(fingerprint) else {
-                continue;
-            };
-            let standing = if suspicion.awaiting_fix {
-                Standing::AwaitingFix
-            } else if suspicion.open {
-                Standing::Open
+        self.row.launched_themes = i32::try_from(self.state.launched_themes).unwrap_or(i32::MAX);
+        // Both maps are ordered by fingerprint: walk them together.
+        let mut recommendations = self.state.recommendations.iter().peekable();
+        let mut suspicions = self.state.suspicions.iter().peekable();
+        for (fingerprint, row) in &mut self.recommendations {
+            while recommendations.next_if(|(key, _)| *key < fingerprint).is_some() {}
+            while suspicions.next_if(|(key, _)| *key < fingerprint).is_some() {}
+            let changed = if let Some((_, recommendation)) =
+                recommendations.next_if(|(key, _)| *key == fingerprint)
+            {
+                if row.muted_until.is_some() && recommendation.muted_until.is_none() {
+                    mute_ended.push(fingerprint.clone());
+                }
+                absorb_recommendation(row, recommendation, now)
+            } else if let Some((_, suspicion)) = suspicions.next_if(|(key, _)| *key == fingerprint) {
+                absorb_suspicion(row, suspicion)
             } else {
-                Standing::Idle
+                false
             };
-            if row.standing != standing.as_db() || row.last_observed_at != suspicion.last_seen {
-                row.standing = standing.as_db().to_owned();
-                row.last_observed_at = suspicion.last_seen;
+            if changed {
                 self.dirty.insert(fingerprint.clone());
             }
         }
@@ -510,6 +480,60 @@ impl Tenant {
     ) -> incidents::RecommendationState {
         recommendation_state(row, self.row.launched_themes, now)
     }
+}
+
+/// Takes the engine's view of a recommendation into its row; whether the row changed.
+fn absorb_recommendation(
+    row: &mut RecommendationRow,
+    recommendation: &engine::Recommendation,
+    now: DateTime<Utc>,
+) -> bool {
+    let ignored_at = match (recommendation.ignored, row.ignored_at) {
+        (true, Some(at)) => Some(at),
+        (true, None) => Some(now),
+        (false, _) => None,
+    };
+    let queued_at = match (recommendation.standing, row.queued_at) {
+        (Standing::Queued, Some(at)) => Some(at),
+        (Standing::Queued, None) => Some(now),
+        _ => None,
+    };
+    let standing = recommendation.standing.as_db();
+    let unchanged = row.failing == recommendation.failing
+        && row.first_observed_at == recommendation.first_seen
+        && row.muted_until == recommendation.muted_until
+        && row.ignored_at == ignored_at
+        && row.by_hand == recommendation.by_hand
+        && row.queued_at == queued_at
+        && row.standing == standing;
+    if !unchanged {
+        row.failing = recommendation.failing;
+        row.first_observed_at = recommendation.first_seen;
+        row.muted_until = recommendation.muted_until;
+        row.ignored_at = ignored_at;
+        row.by_hand = recommendation.by_hand;
+        row.queued_at = queued_at;
+        row.standing = standing.to_owned();
+    }
+    !unchanged
+}
+
+/// Takes the engine's view of suspicious behaviour into its row; whether the row changed.
+fn absorb_suspicion(row: &mut RecommendationRow, suspicion: &engine::Suspicion) -> bool {
+    let standing = if suspicion.awaiting_fix {
+        Standing::AwaitingFix
+    } else if suspicion.open {
+        Standing::Open
+    } else {
+        Standing::Idle
+    };
+    let unchanged =
+        row.standing == standing.as_db() && row.last_observed_at == suspicion.last_seen;
+    if !unchanged {
+        row.standing = standing.as_db().to_owned();
+        row.last_observed_at = suspicion.last_seen;
+    }
+    !unchanged
 }
 
 /// Where a recommendation stands, given the tenant's launched themes.
@@ -978,10 +1002,6 @@ impl<'p> Batch<'p> {
                 incident_id: None,
                 last_decision_id: None,
             });
-        if !row.failing && row.kind() == Kind::Configuration {
-            // Failing again after it passed: its age counts from now.
-            row.first_observed_at = now;
-        }
         row.check_id = finding.check_id;
         row.kind = finding.kind.as_db().to_owned();
         row.severity = finding.severity.as_db().to_owned();
