@@ -17,8 +17,6 @@ use picket_testkit::{TestEnv, WebhookReceiver};
 
 use crate::{BENCH_TOML, argument, millis, percentile};
 
-
-
 /// Runs the scenario with `FINDINGS TENANTS PARTNERS RATE`.
 pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let findings = argument(arguments, 0, 5000)?;

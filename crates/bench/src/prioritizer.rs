@@ -21,10 +21,10 @@ use futures::{FutureExt, StreamExt};
 use picket_e2e::start_prioritizer;
 use picket_platform::nats::{InboundEvent, OutgoingEvent};
 use picket_platform::time::to_timestamp;
-use picket_proto::{Area, Event};
 use picket_proto::common::v1::{FindingKind, Severity};
 use picket_proto::findings::v1::FindingObserved;
 use picket_proto::incidents::v1::{IncidentOpened, RecommendationQueued};
+use picket_proto::{Area, Event};
 use picket_testkit::TestEnv;
 use sqlx::PgPool;
 
@@ -32,8 +32,7 @@ use crate::{argument, millis, percentile};
 
 /// Production settings over the test ones: the prioritizer's 256 lanes (one transaction carries
 /// many tenants' events), the platform's ack wait and a pool of 20.
-const PRIORITIZER_TOML: &str =
-    "[nats]\nlanes = 1024\nmax_ack_pending = 4096\nack_wait = \"30s\"\n[database]\nmax_connections = 20\n";
+const PRIORITIZER_TOML: &str = "[nats]\nlanes = 1024\nmax_ack_pending = 4096\nack_wait = \"30s\"\n[database]\nmax_connections = 20\n";
 
 /// Partners the tenants are spread over (tenant `tN` belongs to partner `p(N % PARTNERS)`).
 const PARTNERS: usize = 10;
@@ -51,8 +50,6 @@ const POLL: Duration = Duration::from_millis(50);
 const INCIDENTS_SQL: &str = "SELECT count(*) FROM incidents";
 /// Decision events not relayed to NATS yet.
 const OUTBOX_SQL: &str = "SELECT count(*) FROM outbox";
-
-
 
 /// A deterministic, well-spread number for `seed` (splitmix64), so that kinds, themes and
 /// severities do not follow the tenants' round-robin.
@@ -178,11 +175,10 @@ async fn wait_acknowledged(env: &TestEnv, timeout: Duration) -> anyhow::Result<I
         .jetstream
         .get_stream(env.subjects.stream_name(Area::Findings))
         .await?;
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream
-            .get_consumer("prioritizer-findings")
-            .await
-            .map_err(|error| anyhow::anyhow!("the prioritizer's consumer: {error}"))?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer("prioritizer-findings")
+        .await
+        .map_err(|error| anyhow::anyhow!("the prioritizer's consumer: {error}"))?;
     let deadline = Instant::now() + timeout;
     loop {
         let info = consumer.info().await?;
@@ -398,7 +394,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "{} cores, NATS and PostgreSQL on loopback; the prioritizer with its default 256 lanes and a pool of 20. \
+        "{} cores, NATS and PostgreSQL on loopback; the prioritizer with its production settings (1024 lanes, one batch applier) and a pool of 20. \
          Decisions are incidents opened and recommendations queued; held findings publish nothing.",
         std::thread::available_parallelism().map_or(0, |cores| cores.get()),
     );

@@ -144,7 +144,7 @@ CREATE INDEX decisions_by_incident ON decisions (incident_id, decided_at);
 -- What happened to each incident, in order.
 CREATE TABLE incident_timeline (
     seq BIGSERIAL PRIMARY KEY,
-    entry_id UUID NOT NULL UNIQUE,
+    entry_id UUID NOT NULL,
     incident_id UUID NOT NULL REFERENCES incidents (incident_id),
     kind TEXT NOT NULL,
     actor JSONB NOT NULL,

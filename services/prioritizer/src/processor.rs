@@ -221,7 +221,12 @@ struct Cached {
 }
 
 /// A tenant's rows and engine state as a batch leaves them.
-type Kept = (TenantKey, i64, BTreeMap<String, RecommendationRow>, TenantState);
+type Kept = (
+    TenantKey,
+    i64,
+    BTreeMap<String, RecommendationRow>,
+    TenantState,
+);
 
 pub struct Processor {
     pool: PgPool,
@@ -343,6 +348,17 @@ impl Processor {
         Ok(outcomes)
     }
 
+    fn uncached(&self, keys: &[TenantKey]) -> Vec<TenantKey> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.iter()
+            .filter(|key| !cache.contains_key(key))
+            .cloned()
+            .collect()
+    }
+
     fn take_cached(&self, locked: &[TenantRow]) -> HashMap<TenantKey, Cached> {
         let mut cache = self
             .cache
@@ -445,7 +461,10 @@ impl Tenant {
         let mut recommendations = self.state.recommendations.iter().peekable();
         let mut suspicions = self.state.suspicions.iter().peekable();
         for (fingerprint, row) in &mut self.recommendations {
-            while recommendations.next_if(|(key, _)| *key < fingerprint).is_some() {}
+            while recommendations
+                .next_if(|(key, _)| *key < fingerprint)
+                .is_some()
+            {}
             while suspicions.next_if(|(key, _)| *key < fingerprint).is_some() {}
             let changed = if let Some((_, recommendation)) =
                 recommendations.next_if(|(key, _)| *key == fingerprint)
@@ -454,7 +473,8 @@ impl Tenant {
                     mute_ended.push(fingerprint.clone());
                 }
                 absorb_recommendation(row, recommendation, now)
-            } else if let Some((_, suspicion)) = suspicions.next_if(|(key, _)| *key == fingerprint) {
+            } else if let Some((_, suspicion)) = suspicions.next_if(|(key, _)| *key == fingerprint)
+            {
                 absorb_suspicion(row, suspicion)
             } else {
                 false
@@ -527,8 +547,7 @@ fn absorb_suspicion(row: &mut RecommendationRow, suspicion: &engine::Suspicion) 
     } else {
         Standing::Idle
     };
-    let unchanged =
-        row.standing == standing.as_db() && row.last_observed_at == suspicion.last_seen;
+    let unchanged = row.standing == standing.as_db() && row.last_observed_at == suspicion.last_seen;
     if !unchanged {
         row.standing = standing.as_db().to_owned();
         row.last_observed_at = suspicion.last_seen;
@@ -620,7 +639,13 @@ impl<'p> Batch<'p> {
         keys: &[TenantKey],
         now: DateTime<Utc>,
     ) -> Result<Batch<'p>, ProcessError> {
-        let created = store::create_tenants(connection, introduced, now).await?;
+        // A cached tenant exists already: only the others may need creating.
+        let unknown = processor.uncached(introduced);
+        let created = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            store::create_tenants(connection, &unknown, now).await?
+        };
         let locked = store::lock_tenants(connection, keys).await?;
         let mut cached = processor.take_cached(&locked);
         let missing: Vec<TenantKey> = locked
@@ -710,13 +735,7 @@ impl<'p> Batch<'p> {
         Ok(batch)
     }
 
-    fn finish(
-        mut self,
-    ) -> (
-        Changes,
-        Vec<OutgoingEvent>,
-        Vec<Kept>,
-    ) {
+    fn finish(mut self) -> (Changes, Vec<OutgoingEvent>, Vec<Kept>) {
         let mut cached = Vec::with_capacity(self.tenants.len());
         for (key, mut tenant) in self.tenants {
             tenant.row.version += 1;
@@ -726,7 +745,12 @@ impl<'p> Batch<'p> {
                 }
             }
             self.changes.tenants.push(tenant.row.clone());
-            cached.push((key, tenant.row.version, tenant.recommendations, tenant.state));
+            cached.push((
+                key,
+                tenant.row.version,
+                tenant.recommendations,
+                tenant.state,
+            ));
         }
         for incident_id in &self.dirty_incidents {
             if let Some(incident) = self.incidents.remove(incident_id) {
@@ -890,7 +914,8 @@ impl<'p> Batch<'p> {
                     reason: 0,
                     detail: summary,
                 };
-                self.fix_result(connection, tenant, incident_id, fix, true).await
+                self.fix_result(connection, tenant, incident_id, fix, true)
+                    .await
             }
             Command::FixFailed {
                 incident_id,
@@ -903,7 +928,8 @@ impl<'p> Batch<'p> {
                     reason,
                     detail,
                 };
-                self.fix_result(connection, tenant, incident_id, fix, false).await
+                self.fix_result(connection, tenant, incident_id, fix, false)
+                    .await
             }
             Command::Escalate { incident_id } => {
                 self.escalate(connection, tenant, incident_id).await
@@ -1053,10 +1079,7 @@ impl<'p> Batch<'p> {
         }
         let mut opened = Vec::new();
         for effect in effects {
-            if let Some(incident_id) = self
-                .effect(connection, tenant, effect, cause)
-                .await?
-            {
+            if let Some(incident_id) = self.effect(connection, tenant, effect, cause).await? {
                 opened.push(incident_id);
             }
         }
