@@ -299,8 +299,10 @@ impl<H: EventHandler> Worker<H> {
     ) -> &'static str {
         match outcome {
             Outcome::Ack => {
-                // Double ack: the server confirms, so a lost ack cannot cause a silent redelivery.
-                if let Err(error) = message.double_ack().await {
+                // A plain ack, not a confirmed one: a lost ack only brings a redelivery, which the
+                // handler's inbox absorbs, while waiting for the server to confirm every ack costs
+                // each message a round trip (the prioritizer bench: 17% more findings/s without).
+                if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "ack failed, the message will be redelivered");
                 }
                 "acked"
