@@ -64,7 +64,7 @@ fn mix(seed: u64) -> u64 {
 /// `roll` picks (a multiple of 5 is a suspicious sign-in), and whether the prioritizer answers it
 /// with an event: monitoring and first-theme findings do, second-theme findings are held.
 fn finding(fingerprint: String, tenant: usize, roll: u64) -> (FindingObserved, bool) {
-    let (kind, check_id, severity, title, theme, decides) = if roll % 5 == 0 {
+    let (kind, check_id, severity, title, theme, decides) = if roll.is_multiple_of(5) {
         (
             FindingKind::Monitoring,
             "mon.new-country-sign-in",
@@ -80,7 +80,7 @@ fn finding(fingerprint: String, tenant: usize, roll: u64) -> (FindingObserved, b
             2 => Severity::High,
             _ => Severity::Critical,
         };
-        if (roll / 5) % 2 == 0 {
+        if (roll / 5).is_multiple_of(2) {
             (
                 FindingKind::Configuration,
                 "aad.mfa-all-users",

@@ -38,9 +38,20 @@ pub async fn run_once(processor: &Processor) -> Result<(), crate::processor::Pro
     Ok(())
 }
 
+/// A tenant with themes left to launch, and its partner's launch settings if it set them.
+#[derive(sqlx::FromRow)]
+struct LaunchCandidate {
+    partner_id: String,
+    tenant_id: String,
+    onboarded_at: DateTime<Utc>,
+    last_launch_at: DateTime<Utc>,
+    time_zone: Option<String>,
+    theme_launch_hour: Option<i32>,
+}
+
 async fn due_launches(processor: &Processor, now: DateTime<Utc>) -> Result<Vec<Job>, sqlx::Error> {
     let defaults = crate::processor::EffectivePolicy::of(None, processor.settings());
-    let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>, Option<String>, Option<i32>)> = sqlx::query_as(
+    let rows: Vec<LaunchCandidate> = sqlx::query_as(
         "SELECT t.partner_id, t.tenant_id, t.onboarded_at, t.last_launch_at, p.time_zone, p.theme_launch_hour
          FROM tenants t LEFT JOIN partner_policies p USING (partner_id)
          WHERE t.launched_themes < $1",
@@ -50,30 +61,30 @@ async fn due_launches(processor: &Processor, now: DateTime<Utc>) -> Result<Vec<J
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(
-            |(partner_id, tenant_id, onboarded_at, last_launch_at, zone, hour)| {
-                let zone: Tz = zone
-                    .and_then(|zone| zone.parse().ok())
-                    .unwrap_or(defaults.time_zone);
-                let hour = hour
-                    .and_then(|hour| u32::try_from(hour).ok())
-                    .unwrap_or(defaults.theme_launch_hour);
-                let due = themes::last_launch(now, zone, hour);
-                // A tenant onboarded after this Tuesday's launch waits for the next one.
-                (last_launch_at < due && onboarded_at < due).then(|| {
-                    Job::new(
-                        TenantKey {
-                            partner_id,
-                            tenant_id,
-                        },
-                        Command::LaunchTheme {
-                            actor: system_actor(),
-                            scheduled_for: Some(due),
-                        },
-                    )
-                })
-            },
-        )
+        .filter_map(|candidate| {
+            let zone: Tz = candidate
+                .time_zone
+                .and_then(|zone| zone.parse().ok())
+                .unwrap_or(defaults.time_zone);
+            let hour = candidate
+                .theme_launch_hour
+                .and_then(|hour| u32::try_from(hour).ok())
+                .unwrap_or(defaults.theme_launch_hour);
+            let due = themes::last_launch(now, zone, hour);
+            // A tenant onboarded after this Tuesday's launch waits for the next one.
+            (candidate.last_launch_at < due && candidate.onboarded_at < due).then(|| {
+                Job::new(
+                    TenantKey {
+                        partner_id: candidate.partner_id,
+                        tenant_id: candidate.tenant_id,
+                    },
+                    Command::LaunchTheme {
+                        actor: system_actor(),
+                        scheduled_for: Some(due),
+                    },
+                )
+            })
+        })
         .collect())
 }
 

@@ -61,7 +61,6 @@ async fn theme_tuesday_launches_the_next_theme_in_the_partners_time_zone() {
     assert!(launches[0].launched_at.is_some());
     let scheduled = launches[1]
         .scheduled_at
-        .clone()
         .expect("the second theme is scheduled");
     let zone: chrono_tz::Tz = "Europe/Amsterdam".parse().expect("zone");
     let due = prioritizer::themes::next_launch(harness.clock.now(), zone, 7);
