@@ -25,6 +25,8 @@ async fn register_endpoint(
         partner_id: partner_id.into(),
         url: url.into(),
         description: "partner SOC".into(),
+        // The prioritizer also tells of theme launches; these tests follow incidents.
+        event_types: vec!["incident.opened".into()],
         ..Default::default()
     };
     let response = channels

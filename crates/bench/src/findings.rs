@@ -34,6 +34,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
         let request = CreateWebhookEndpointRequest {
             partner_id: partner_id.clone(),
             url: receiver.url(),
+            event_types: vec!["incident.opened".into()],
             ..Default::default()
         };
         channels

@@ -100,11 +100,7 @@ async fn submit(
     key: TenantKey,
     command: Command,
 ) -> Result<(), HandlerError> {
-    let job = Job {
-        key,
-        command,
-        inbox: Some((consumer, event.id.clone())),
-    };
+    let job = Job::consumed(key, command, consumer, &event.id);
     if let Outcome::Refused(refused) = intake.submit(job).await? {
         tracing::info!(event_id = %event.id, %refused, "event no longer applies");
     }

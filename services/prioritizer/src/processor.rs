@@ -18,6 +18,7 @@ use picket_proto::common::v1 as common;
 use picket_proto::fixes::v1 as fixes;
 use picket_proto::incidents::v1 as incidents;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -120,21 +121,38 @@ impl Command {
     }
 }
 
-/// A command for one tenant, with the consumer and id of the event it came from: an event is
-/// applied once per consumer.
-#[derive(Debug, Clone, PartialEq)]
+/// A command for one tenant, with the consumer and id of the event it came from (an event is
+/// applied once per consumer) and the span it was asked in: the events it causes continue that
+/// trace, whichever batch applies it.
+#[derive(Debug, Clone)]
 pub struct Job {
     pub key: TenantKey,
     pub command: Command,
     pub inbox: Option<(&'static str, String)>,
+    pub span: tracing::Span,
 }
 
 impl Job {
+    /// A command asked for in the current span.
     pub fn new(key: TenantKey, command: Command) -> Job {
         Job {
             key,
             command,
             inbox: None,
+            span: tracing::Span::current(),
+        }
+    }
+
+    /// A command applying the consumed event `event_id`.
+    pub fn consumed(
+        key: TenantKey,
+        command: Command,
+        consumer: &'static str,
+        event_id: &str,
+    ) -> Job {
+        Job {
+            inbox: Some((consumer, event_id.to_owned())),
+            ..Job::new(key, command)
         }
     }
 }
@@ -338,7 +356,8 @@ impl Processor {
                 outcomes.push(Outcome::Duplicate);
                 continue;
             }
-            outcomes.push(batch.apply(&mut transaction, job).await?);
+            let span = job.span.clone();
+            outcomes.push(batch.apply(&mut transaction, job).instrument(span).await?);
         }
         let (changes, events, cached) = batch.finish();
         changes.write(&mut transaction).await?;
