@@ -820,6 +820,13 @@ impl<'p> Batch<'p> {
         Ok(Some(incident))
     }
 
+    /// When an incident of `severity` opened now escalates if still undecided.
+    fn decision_due(&self, severity: Severity) -> Option<DateTime<Utc>> {
+        chrono::Duration::from_std(self.processor.escalation.decide_within(severity))
+            .ok()
+            .map(|within| self.now + within)
+    }
+
     /// Stores a changed incident: a new version.
     fn save(&mut self, mut incident: IncidentRow) -> IncidentRow {
         incident.version += 1;
@@ -1184,10 +1191,7 @@ impl<'p> Batch<'p> {
     ) -> Result<Uuid, ProcessError> {
         let now = self.now;
         let row = tenant.recommendation(fingerprint)?.clone();
-        let severity = row.severity();
-        let due = chrono::Duration::from_std(self.processor.escalation.decide_within(severity))
-            .ok()
-            .map(|within| now + within);
+        let due = self.decision_due(row.severity());
         let incident = IncidentRow {
             incident_id: Uuid::now_v7(),
             partner_id: row.partner_id.clone(),
@@ -1323,11 +1327,7 @@ impl<'p> Batch<'p> {
         incident.resolved_at = None;
         incident.muted_until = None;
         incident.escalation_level = 0;
-        incident.decision_due_at = chrono::Duration::from_std(
-            self.processor.escalation.decide_within(incident.severity()),
-        )
-        .ok()
-        .map(|within| self.now + within);
+        incident.decision_due_at = self.decision_due(incident.severity());
         let (kind, summary, fix_id, reason, detail) = match &cause.fix {
             Some(fix) => {
                 incident.last_fix_error = fix.detail.clone();
