@@ -37,6 +37,54 @@ pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64, tonic::S
     }
 }
 
+fn invalid_page_token() -> tonic::Status {
+    tonic::Status::invalid_argument("page_token: not a token from a previous page")
+}
+
+/// The page token after a row ordered by (time, id): `<microseconds>_<id>`.
+pub fn keyset_token(at: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) -> String {
+    format!("{}_{id}", at.timestamp_micros())
+}
+
+/// The (time, id) a [`keyset_token`] names; `None` for the first page.
+pub fn parse_keyset_token(
+    token: &str,
+) -> Result<Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>, tonic::Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let (micros, id) = token.split_once('_').ok_or_else(invalid_page_token)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(invalid_page_token)?;
+    let id = uuid::Uuid::parse_str(id).map_err(|_| invalid_page_token())?;
+    Ok(Some((at, id)))
+}
+
+/// The offset a page token of an offset-paged list names (0 for the first page).
+pub fn parse_offset_token(token: &str) -> Result<i64, tonic::Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .parse::<i64>()
+        .ok()
+        .filter(|offset| *offset >= 0)
+        .ok_or_else(invalid_page_token)
+}
+
+/// The token of the page after one that started at `offset` and returned `returned` of `limit`
+/// rows (empty when that was the last page).
+pub fn next_offset_token(offset: i64, returned: usize, limit: i64) -> String {
+    if returned as i64 == limit {
+        (offset + limit).to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// Reflection over Picket's contracts and the health service.
 pub fn reflection_service() -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<
@@ -179,6 +227,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_a_foreign_one_names_the_field() {
+        let now = chrono::Utc::now();
+        let id = uuid::Uuid::now_v7();
+        let (at, parsed) = parse_keyset_token(&keyset_token(now, id))
+            .expect("valid")
+            .expect("a position");
+        assert_eq!(
+            (at.timestamp_micros(), parsed),
+            (now.timestamp_micros(), id)
+        );
+        assert_eq!(parse_keyset_token("").expect("first page"), None);
+        assert_eq!(
+            parse_offset_token(&next_offset_token(0, 50, 50)).expect("valid"),
+            50
+        );
+        assert_eq!(next_offset_token(0, 3, 50), "");
+        for bad in ["nope", "12_not-a-uuid"] {
+            let status = parse_keyset_token(bad).expect_err("refused");
+            assert!(
+                status.message().starts_with("page_token"),
+                "{}",
+                status.message()
+            );
+        }
+        assert!(parse_offset_token("-4").is_err());
+    }
 
     #[test]
     fn rpc_path_splits_into_service_and_method() {

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use picket_platform::Principal;
 use picket_platform::auth::Role;
-use picket_platform::grpc::{internal, page_size, parse_uuid};
+use picket_platform::grpc::{
+    internal, keyset_token, next_offset_token, page_size, parse_keyset_token, parse_offset_token,
+    parse_uuid,
+};
 use picket_platform::time::from_timestamp;
 use picket_proto::common::v1 as common;
 use picket_proto::incidents::v1 as incidents;
@@ -123,40 +126,6 @@ async fn with_decisions(
         .collect())
 }
 
-fn encode_page_token(opened_at: DateTime<Utc>, incident_id: Uuid) -> String {
-    format!("{}|{incident_id}", opened_at.to_rfc3339())
-}
-
-fn decode_page_token(token: &str) -> Result<(DateTime<Utc>, Uuid), Status> {
-    let invalid = || Status::invalid_argument("page_token: not a token from a previous page");
-    let (opened_at, incident_id) = token.split_once('|').ok_or_else(invalid)?;
-    let opened_at = DateTime::parse_from_rfc3339(opened_at)
-        .map_err(|_| invalid())?
-        .with_timezone(&Utc);
-    let incident_id = Uuid::parse_str(incident_id).map_err(|_| invalid())?;
-    Ok((opened_at, incident_id))
-}
-
-/// An offset page token (lists whose order has no stable key of its own).
-pub fn decode_offset(token: &str) -> Result<i64, Status> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    token
-        .parse::<i64>()
-        .ok()
-        .filter(|offset| *offset >= 0)
-        .ok_or_else(|| Status::invalid_argument("page_token: not a token from a previous page"))
-}
-
-pub fn next_offset(offset: i64, returned: usize, limit: i64) -> String {
-    if returned as i64 == limit {
-        (offset + limit).to_string()
-    } else {
-        String::new()
-    }
-}
-
 /// Which incidents a listing returns, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
@@ -237,10 +206,7 @@ fn scoped_filter(
         "opened.end_time",
     )?;
     let limit = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let before = match request.page_token.as_str() {
-        "" => None,
-        token => Some(decode_page_token(token)?),
-    };
+    let before = parse_keyset_token(&request.page_token)?;
     Ok(IncidentFilter {
         partner_id,
         tenant_ids,
@@ -451,7 +417,7 @@ impl IncidentService for IncidentApi {
             .map_err(internal)?;
         let next_page_token = match rows.last() {
             Some(last) if rows.len() as i64 == filter.limit => {
-                encode_page_token(last.opened_at, last.incident_id)
+                keyset_token(last.opened_at, last.incident_id)
             }
             _ => String::new(),
         };
@@ -592,7 +558,7 @@ impl IncidentService for IncidentApi {
         let (partner_id, tenant_ids) =
             IncidentApi::recommendation_scope(principal, &body.partner_id, &body.tenant_id)?;
         let limit = page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-        let offset = decode_offset(&body.page_token)?;
+        let offset = parse_offset_token(&body.page_token)?;
         let query = RecommendationQuery {
             partner_id: &partner_id,
             tenant_ids,
@@ -607,7 +573,7 @@ impl IncidentService for IncidentApi {
             list_recommendations(self.pool(), self.processor.clock().now(), &query)
                 .await
                 .map_err(internal)?;
-        let next_page_token = next_offset(offset, recommendations.len(), limit);
+        let next_page_token = next_offset_token(offset, recommendations.len(), limit);
         Ok(Response::new(incidents::ListQueueResponse {
             recommendations,
             next_page_token,
@@ -632,7 +598,7 @@ impl IncidentService for IncidentApi {
             Kind::from_proto(value).map(Kind::as_db)
         })?;
         let limit = page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-        let offset = decode_offset(&body.page_token)?;
+        let offset = parse_offset_token(&body.page_token)?;
         let query = RecommendationQuery {
             partner_id: &partner_id,
             tenant_ids,
@@ -647,7 +613,7 @@ impl IncidentService for IncidentApi {
             list_recommendations(self.pool(), self.processor.clock().now(), &query)
                 .await
                 .map_err(internal)?;
-        let next_page_token = next_offset(offset, recommendations.len(), limit);
+        let next_page_token = next_offset_token(offset, recommendations.len(), limit);
         Ok(Response::new(incidents::ListRecommendationsResponse {
             recommendations,
             next_page_token,
@@ -662,7 +628,7 @@ impl IncidentService for IncidentApi {
         let body = request.get_ref();
         let incident = visible_incident(self.pool(), principal, &body.incident_id).await?;
         let limit = page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-        let offset = decode_offset(&body.page_token)?;
+        let offset = parse_offset_token(&body.page_token)?;
         let entries: Vec<TimelineRow> = sqlx::query_as(
             "SELECT entry_id, incident_id, kind, actor, occurred_at, from_state, to_state, summary,
                  decision_id, details, version
@@ -681,7 +647,7 @@ impl IncidentService for IncidentApi {
         let decisions: Vec<DecisionRow> = store::decisions_by_id(self.pool(), &decision_ids)
             .await
             .map_err(internal)?;
-        let next_page_token = next_offset(offset, entries.len(), limit);
+        let next_page_token = next_offset_token(offset, entries.len(), limit);
         Ok(Response::new(incidents::GetTimelineResponse {
             entries: entries
                 .iter()
@@ -773,18 +739,5 @@ mod tests {
             let status = scoped_filter(&partner("p1"), request).expect_err("refused");
             assert!(status.message().starts_with(field), "{}", status.message());
         }
-    }
-
-    #[test]
-    fn page_tokens_round_trip() {
-        let now = Utc::now();
-        let incident_id = Uuid::now_v7();
-        let (opened_at, decoded_id) =
-            decode_page_token(&encode_page_token(now, incident_id)).expect("valid");
-        assert_eq!(decoded_id, incident_id);
-        assert_eq!(opened_at.timestamp_micros(), now.timestamp_micros());
-        assert_eq!(decode_offset(&next_offset(0, 50, 50)).expect("valid"), 50);
-        assert_eq!(next_offset(0, 3, 50), "");
-        assert!(decode_offset("-4").is_err());
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use picket_platform::Principal;
-use picket_platform::grpc::{internal, page_size, parse_uuid};
+use picket_platform::grpc::{
+    internal, next_offset_token, page_size, parse_offset_token, parse_uuid,
+};
 use picket_platform::time::{from_duration, to_duration, to_timestamp};
 use picket_proto::incidents::v1 as incidents;
 use picket_proto::incidents::v1::policy_service_server::PolicyService;
@@ -14,7 +16,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::api::{applied, decode_offset, next_offset, principal_actor, process_status};
+use crate::api::{applied, principal_actor, process_status};
 use crate::model::DecisionKind;
 use crate::processor::{Command, Decide, EffectivePolicy, Job, Outcome, Processor, rule_actor};
 use crate::store::{self, AutoApproveRuleRow, PartnerPolicyRow, TenantKey, ThemeLaunchRow};
@@ -253,7 +255,7 @@ impl PolicyService for PolicyApi {
         }
         principal.require_partner(&body.partner_id)?;
         let limit = page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-        let offset = decode_offset(&body.page_token)?;
+        let offset = parse_offset_token(&body.page_token)?;
         let rules: Vec<AutoApproveRuleRow> = sqlx::query_as(
             "SELECT * FROM auto_approve_rules
              WHERE partner_id = $1
@@ -269,7 +271,7 @@ impl PolicyService for PolicyApi {
         .fetch_all(self.pool())
         .await
         .map_err(internal)?;
-        let next_page_token = next_offset(offset, rules.len(), limit);
+        let next_page_token = next_offset_token(offset, rules.len(), limit);
         Ok(Response::new(incidents::ListAutoApproveRulesResponse {
             rules: rules.iter().map(AutoApproveRuleRow::to_proto).collect(),
             next_page_token,

@@ -324,35 +324,42 @@ impl Processor {
                 .or_default()
                 .push(event_id.clone());
         }
-        let mut fresh: HashSet<(&str, String)> = HashSet::new();
+        let mut first_deliveries: HashSet<(&str, String)> = HashSet::new();
         for (consumer, event_ids) in by_consumer {
             for event_id in inbox::first_deliveries(&mut transaction, consumer, &event_ids).await? {
-                fresh.insert((consumer, event_id));
+                first_deliveries.insert((consumer, event_id));
             }
         }
-        let is_fresh = |job: &Job| match &job.inbox {
-            Some((consumer, event_id)) => fresh.contains(&(*consumer, event_id.clone())),
-            None => true,
-        };
-        let mut keys: Vec<TenantKey> = jobs
+        // Redeliveries of events applied before are answered as duplicates and touch nothing.
+        let fresh: Vec<bool> = jobs
             .iter()
-            .filter(|job| is_fresh(job))
-            .map(|job| job.key.clone())
+            .map(|job| match &job.inbox {
+                Some((consumer, event_id)) => {
+                    first_deliveries.contains(&(*consumer, event_id.clone()))
+                }
+                None => true,
+            })
             .collect();
+        let applied = || {
+            jobs.iter()
+                .zip(&fresh)
+                .filter(|(_, fresh)| **fresh)
+                .map(|(job, _)| job)
+        };
+        let mut keys: Vec<TenantKey> = applied().map(|job| job.key.clone()).collect();
         keys.sort();
         keys.dedup();
         // The scanner's events make a tenant known; a call about an unknown one is refused.
-        let mut known_by_events: Vec<TenantKey> = jobs
-            .iter()
-            .filter(|job| is_fresh(job) && job.command.introduces_tenant())
+        let mut known_by_events: Vec<TenantKey> = applied()
+            .filter(|job| job.command.introduces_tenant())
             .map(|job| job.key.clone())
             .collect();
         known_by_events.sort();
         known_by_events.dedup();
         let mut batch = Batch::load(self, &mut transaction, &known_by_events, &keys, now).await?;
         let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if !is_fresh(&job) {
+        for (job, fresh) in jobs.into_iter().zip(fresh) {
+            if !fresh {
                 outcomes.push(Outcome::Duplicate);
                 continue;
             }

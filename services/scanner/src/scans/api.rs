@@ -3,16 +3,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use picket_platform::Principal;
 use picket_platform::auth::Role;
-use picket_platform::grpc::{internal, page_size, parse_uuid};
+use picket_platform::grpc::{
+    internal, keyset_token, page_size, parse_keyset_token, parse_offset_token, parse_uuid,
+};
 use picket_platform::time::{from_timestamp, to_timestamp};
 use picket_proto::common::v1 as common;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::scan_service_server::ScanService;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::checks::catalogue::Catalogue;
 use crate::scans::results;
@@ -47,26 +48,6 @@ impl ScanApi {
             })
             .ok_or_else(|| Status::not_found(format!("scan {id} not found")))
     }
-}
-
-/// `<microseconds>_<scan id>` of the last scan of a page.
-fn scan_token(scan: &ScanRow) -> String {
-    format!("{}_{}", scan.queued_at.timestamp_micros(), scan.scan_id)
-}
-
-fn parse_scan_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, Status> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let invalid = || Status::invalid_argument("page_token: not a token from a previous page");
-    let (micros, id) = token.split_once('_').ok_or_else(invalid)?;
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
-    Ok(Some((at, id)))
 }
 
 #[tonic::async_trait]
@@ -130,7 +111,7 @@ impl ScanService for ScanApi {
         let mut filter = ScanFilter {
             partner_id: principal.partner_scope(&message.partner_id)?,
             limit: page_size(message.page_size, MAX_PAGE_SIZE, MAX_PAGE_SIZE)?,
-            after: parse_scan_token(&message.page_token)?,
+            after: parse_keyset_token(&message.page_token)?,
             ..ScanFilter::default()
         };
         if !message.tenant_id.is_empty() {
@@ -178,7 +159,10 @@ impl ScanService for ScanApi {
             .await
             .map_err(internal)?;
         let next_page_token = if scans.len() as i64 == filter.limit {
-            scans.last().map(scan_token).unwrap_or_default()
+            scans
+                .last()
+                .map(|scan| keyset_token(scan.queued_at, scan.scan_id))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -282,13 +266,7 @@ impl ScanService for ScanApi {
         }
         let limit = usize::try_from(page_size(message.page_size, MAX_PAGE_SIZE, MAX_PAGE_SIZE)?)
             .unwrap_or_default();
-        let offset: usize = if message.page_token.is_empty() {
-            0
-        } else {
-            message.page_token.parse().map_err(|_| {
-                Status::invalid_argument("page_token: not a token from a previous page")
-            })?
-        };
+        let offset = usize::try_from(parse_offset_token(&message.page_token)?).unwrap_or_default();
         let stored: BTreeMap<String, results::CheckResultRow> =
             results::results(&self.scanning.pool, tenant.tenant_id)
                 .await
