@@ -77,8 +77,12 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<Telemetry, Te
     tracing_subscriber::registry()
         .with(format_layer.with_filter(EnvFilter::try_new(&settings.log_filter)?))
         .with(
+            // Busy and idle times and thread attributes would cost every span (one per consumed
+            // message) timing and allocations on each poll; the trace shows durations anyway.
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("picket"))
+                .with_tracked_inactivity(false)
+                .with_threads(false)
                 .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
         )
         .try_init()

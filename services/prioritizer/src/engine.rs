@@ -11,7 +11,7 @@
 //! its incident. A partner may open a recommendation by hand, past theme and cap (muted or ignored
 //! ones need an override).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -109,14 +109,38 @@ impl TenantState {
             .iter()
             .filter(|(_, recommendation)| recommendation.standing == Standing::Queued)
             .collect();
-        queued.sort_by(|(a_id, a), (b_id, b)| {
-            b.severity
-                .cmp(&a.severity)
-                .then(a.first_seen.cmp(&b.first_seen))
-                .then(a_id.cmp(b_id))
-        });
+        queued.sort_by(|(a_id, a), (b_id, b)| queue_order((a_id, a), (b_id, b)));
         queued.into_iter().map(|(id, _)| id.as_str()).collect()
     }
+
+    /// Where `fingerprint` stands in [`TenantState::queue`] (1 = next to open), without sorting
+    /// the queue; `None` when it is not queued.
+    pub fn queue_position(&self, fingerprint: &str) -> Option<usize> {
+        let (id, queued) = self.recommendations.get_key_value(fingerprint)?;
+        if queued.standing != Standing::Queued {
+            return None;
+        }
+        let ahead = self
+            .recommendations
+            .iter()
+            .filter(|(other_id, other)| {
+                other.standing == Standing::Queued
+                    && queue_order((other_id, other), (id, queued)).is_lt()
+            })
+            .count();
+        Some(ahead + 1)
+    }
+}
+
+/// The queue's order, first to open first: severity, then age, then fingerprint.
+fn queue_order(
+    (a_id, a): (&String, &Recommendation),
+    (b_id, b): (&String, &Recommendation),
+) -> std::cmp::Ordering {
+    b.severity
+        .cmp(&a.severity)
+        .then(a.first_seen.cmp(&b.first_seen))
+        .then(a_id.cmp(b_id))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +183,24 @@ pub enum Input {
     },
     /// Time passed: mutes may have expired.
     Tick,
+}
+
+impl Input {
+    /// The fingerprint the input is about, if any.
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            Input::Observed(observation) => Some(&observation.fingerprint),
+            Input::Cleared { fingerprint }
+            | Input::Approved { fingerprint }
+            | Input::FixApplied { fingerprint }
+            | Input::FixFailed { fingerprint }
+            | Input::Muted { fingerprint }
+            | Input::Ignored { fingerprint }
+            | Input::Unignored { fingerprint }
+            | Input::OpenedByHand { fingerprint, .. } => Some(fingerprint),
+            Input::ThemeLaunched | Input::Tick => None,
+        }
+    }
 }
 
 /// How an incident closed.
@@ -222,6 +264,18 @@ pub fn step(
     now: DateTime<Utc>,
     rules: &Rules,
 ) -> Result<Vec<Effect>, Refusal> {
+    step_recording(state, input, now, rules, &mut BTreeSet::new())
+}
+
+/// [`step`], adding to `changed` every fingerprint whose recommendation or suspicion it changed,
+/// so that a caller keeping rows beside the state updates those alone.
+pub fn step_recording(
+    state: &mut TenantState,
+    input: &Input,
+    now: DateTime<Utc>,
+    rules: &Rules,
+    changed: &mut BTreeSet<String>,
+) -> Result<Vec<Effect>, Refusal> {
     let mut effects = Vec::new();
     match input {
         Input::Observed(observation) => observe(state, observation, now, rules, &mut effects),
@@ -269,7 +323,10 @@ pub fn step(
         } => open_by_hand(state, fingerprint, *override_mute, now, &mut effects)?,
         Input::Tick => {}
     }
-    fill(state, now, rules, &mut effects);
+    if let Some(fingerprint) = input.fingerprint() {
+        changed.insert(fingerprint.to_owned());
+    }
+    fill(state, now, rules, &mut effects, changed);
     Ok(effects)
 }
 
@@ -462,14 +519,26 @@ fn open_by_hand(
 
 /// Opens eligible recommendations while there is room under the cap and queues the rest; takes
 /// recommendations that stopped being eligible out of the queue.
-fn fill(state: &mut TenantState, now: DateTime<Utc>, rules: &Rules, effects: &mut Vec<Effect>) {
+fn fill(
+    state: &mut TenantState,
+    now: DateTime<Utc>,
+    rules: &Rules,
+    effects: &mut Vec<Effect>,
+    changed: &mut BTreeSet<String>,
+) {
     let launched = state.launched_themes;
-    for recommendation in state.recommendations.values_mut() {
-        if recommendation.muted_until.is_some_and(|until| now >= until) {
+    for (fingerprint, recommendation) in &mut state.recommendations {
+        let mute_ended = recommendation.muted_until.is_some_and(|until| now >= until);
+        if mute_ended {
             recommendation.muted_until = None;
         }
-        if recommendation.standing == Standing::Queued && !recommendation.eligible(launched, now) {
+        let dequeued =
+            recommendation.standing == Standing::Queued && !recommendation.eligible(launched, now);
+        if dequeued {
             recommendation.standing = Standing::Idle;
+        }
+        if mute_ended || dequeued {
+            changed.insert(fingerprint.clone());
         }
     }
     let mut open = state.capped_open();
@@ -478,6 +547,7 @@ fn fill(state: &mut TenantState, now: DateTime<Utc>, rules: &Rules, effects: &mu
         for (fingerprint, recommendation) in &mut state.recommendations {
             if recommendation.standing == Standing::Idle && recommendation.eligible(launched, now) {
                 recommendation.standing = Standing::Queued;
+                changed.insert(fingerprint.clone());
                 effects.push(Effect::Queue {
                     fingerprint: fingerprint.clone(),
                 });
@@ -492,22 +562,19 @@ fn fill(state: &mut TenantState, now: DateTime<Utc>, rules: &Rules, effects: &mu
             !recommendation.has_incident() && recommendation.eligible(launched, now)
         })
         .collect();
-    candidates.sort_by(|(a_id, a), (b_id, b)| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.first_seen.cmp(&b.first_seen))
-            .then(a_id.cmp(b_id))
-    });
+    candidates.sort_by(|(a_id, a), (b_id, b)| queue_order((a_id, a), (b_id, b)));
     for (fingerprint, recommendation) in candidates {
         if open < rules.cap {
             recommendation.standing = Standing::Open;
             open += 1;
+            changed.insert(fingerprint.clone());
             effects.push(Effect::Open {
                 fingerprint: fingerprint.clone(),
                 kind: Kind::Configuration,
             });
         } else if recommendation.standing == Standing::Idle {
             recommendation.standing = Standing::Queued;
+            changed.insert(fingerprint.clone());
             effects.push(Effect::Queue {
                 fingerprint: fingerprint.clone(),
             });
@@ -599,11 +666,23 @@ mod tests {
                 now += Duration::minutes(minutes);
                 let before = state.clone();
                 let mut after = before.clone();
-                let Ok(effects) = step(&mut after, &input, now, &rules) else {
+                let mut changed = BTreeSet::new();
+                let Ok(effects) = step_recording(&mut after, &input, now, &rules, &mut changed) else {
                     // A refused input changes nothing.
                     prop_assert_eq!(&after, &before);
                     continue;
                 };
+                // Every recommendation or suspicion that changed is reported as changed.
+                for (fingerprint, recommendation) in &after.recommendations {
+                    if before.recommendations.get(fingerprint) != Some(recommendation) {
+                        prop_assert!(changed.contains(fingerprint), "{fingerprint} changed unreported");
+                    }
+                }
+                for (fingerprint, suspicion) in &after.suspicions {
+                    if before.suspicions.get(fingerprint) != Some(suspicion) {
+                        prop_assert!(changed.contains(fingerprint), "{fingerprint} changed unreported");
+                    }
+                }
                 // Never more than K configuration incidents opened on their own.
                 prop_assert!(after.capped_open() <= rules.cap);
                 // Every monitoring finding is in an open incident.
@@ -634,6 +713,9 @@ mod tests {
                             "{fingerprint} is eligible but neither open nor queued"
                         );
                     }
+                }
+                for (index, fingerprint) in after.queue().into_iter().enumerate() {
+                    prop_assert_eq!(after.queue_position(fingerprint), Some(index + 1));
                 }
                 if !after.queue().is_empty() {
                     prop_assert_eq!(after.capped_open(), rules.cap);

@@ -4,7 +4,7 @@
 //! in key order, every table is written with one statement, and the events go through the outbox.
 //! A tenant's recommendations are cached between batches while the tenant's row version matches.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -479,28 +479,22 @@ impl Tenant {
         state
     }
 
-    /// Takes the engine's new state into the rows; returns the fingerprints whose mute ended.
-    fn absorb(&mut self, now: DateTime<Utc>) -> Vec<String> {
+    /// Takes the engine's new state of the `changed` fingerprints into their rows; returns those
+    /// whose mute ended.
+    fn absorb(&mut self, now: DateTime<Utc>, changed: &BTreeSet<String>) -> Vec<String> {
         let mut mute_ended = Vec::new();
         self.row.launched_themes = i32::try_from(self.state.launched_themes).unwrap_or(i32::MAX);
-        // Both maps are ordered by fingerprint: walk them together.
-        let mut recommendations = self.state.recommendations.iter().peekable();
-        let mut suspicions = self.state.suspicions.iter().peekable();
-        for (fingerprint, row) in &mut self.recommendations {
-            while recommendations
-                .next_if(|(key, _)| *key < fingerprint)
-                .is_some()
-            {}
-            while suspicions.next_if(|(key, _)| *key < fingerprint).is_some() {}
-            let changed = if let Some((_, recommendation)) =
-                recommendations.next_if(|(key, _)| *key == fingerprint)
+        for fingerprint in changed {
+            let Some(row) = self.recommendations.get_mut(fingerprint) else {
+                continue;
+            };
+            let changed = if let Some(recommendation) = self.state.recommendations.get(fingerprint)
             {
                 if row.muted_until.is_some() && recommendation.muted_until.is_none() {
                     mute_ended.push(fingerprint.clone());
                 }
                 absorb_recommendation(row, recommendation, now)
-            } else if let Some((_, suspicion)) = suspicions.next_if(|(key, _)| *key == fingerprint)
-            {
+            } else if let Some(suspicion) = self.state.suspicions.get(fingerprint) {
                 absorb_suspicion(row, suspicion)
             } else {
                 false
@@ -509,7 +503,27 @@ impl Tenant {
                 self.dirty.insert(fingerprint.clone());
             }
         }
+        debug_assert!(
+            self.in_step_with_state(now),
+            "the engine changed a recommendation it did not report"
+        );
         mute_ended
+    }
+
+    /// Whether every row agrees with the engine's state (a check of what `absorb` was told).
+    fn in_step_with_state(&self, now: DateTime<Utc>) -> bool {
+        self.recommendations.iter().all(|(fingerprint, row)| {
+            let mut absorbed = row.clone();
+            let changed = if let Some(recommendation) = self.state.recommendations.get(fingerprint)
+            {
+                absorb_recommendation(&mut absorbed, recommendation, now)
+            } else if let Some(suspicion) = self.state.suspicions.get(fingerprint) {
+                absorb_suspicion(&mut absorbed, suspicion)
+            } else {
+                false
+            };
+            !changed
+        })
     }
 
     fn recommendation(&self, fingerprint: &str) -> Result<&RecommendationRow, ProcessError> {
@@ -1102,11 +1116,18 @@ impl<'p> Batch<'p> {
         cause: &Cause<'_>,
     ) -> Result<Result<(), Refusal>, ProcessError> {
         let rules = tenant.policy.rules(&self.processor.settings);
-        let effects = match engine::step(&mut tenant.state, input, self.now, &rules) {
+        let mut changed = BTreeSet::new();
+        let effects = match engine::step_recording(
+            &mut tenant.state,
+            input,
+            self.now,
+            &rules,
+            &mut changed,
+        ) {
             Ok(effects) => effects,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let mute_ended = tenant.absorb(self.now);
+        let mute_ended = tenant.absorb(self.now, &changed);
         for fingerprint in mute_ended {
             self.mute_ended(connection, tenant, &fingerprint).await?;
         }
@@ -1389,10 +1410,8 @@ impl<'p> Batch<'p> {
         let state = &tenant.state;
         let row = tenant.recommendation(fingerprint)?;
         let position = state
-            .queue()
-            .iter()
-            .position(|queued| *queued == fingerprint)
-            .map_or(0, |index| index as u32 + 1);
+            .queue_position(fingerprint)
+            .map_or(0, |position| u32::try_from(position).unwrap_or(u32::MAX));
         let recommendation = row.to_proto(incidents::RecommendationState::Queued, position, None);
         let queued = incidents::RecommendationQueued {
             partner_id: row.partner_id.clone(),

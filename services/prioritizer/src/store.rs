@@ -1,14 +1,18 @@
-//! The prioritizer's tables. The policy's writes are whole rows sent in bulk (one statement per
-//! table per batch) as JSON records, so that a batch of events costs a handful of round trips.
+//! The prioritizer's tables. A batch of the policy writes whole rows in bulk, every table in one
+//! statement, each column sent as a binary array: PostgreSQL neither parses JSON records nor
+//! converts text per value, and a batch of events costs a handful of round trips.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use picket_platform::time::to_timestamp;
 use picket_proto::common::v1 as common;
 use picket_proto::incidents::v1 as incidents;
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, PgConnection, PgExecutor};
+use sqlx::postgres::PgArguments;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use crate::model::{DecisionKind, IncidentState, Kind, Origin, Resolution, Severity};
@@ -29,7 +33,7 @@ impl TenantKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TenantRow {
     pub partner_id: String,
     pub tenant_id: String,
@@ -45,7 +49,7 @@ impl TenantRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RecommendationRow {
     pub partner_id: String,
     pub tenant_id: String,
@@ -122,7 +126,7 @@ impl RecommendationRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct IncidentRow {
     pub incident_id: Uuid,
     pub partner_id: String,
@@ -230,7 +234,7 @@ impl IncidentRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct DecisionRow {
     pub decision_id: Uuid,
     pub incident_id: Uuid,
@@ -268,7 +272,7 @@ impl DecisionRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TimelineRow {
     pub entry_id: Uuid,
     pub incident_id: Uuid,
@@ -313,7 +317,7 @@ impl TimelineRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ThemeLaunchRow {
     pub partner_id: String,
     pub tenant_id: String,
@@ -378,42 +382,213 @@ impl AutoApproveRuleRow {
     }
 }
 
-/// JSON records of `rows`, for `jsonb_populate_recordset($1::text::jsonb)`.
-fn records<T: Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
-    serde_json::to_string(rows).map_err(|error| sqlx::Error::Encode(Box::new(error)))
+/// One column of `rows`, as an array parameter.
+fn column<'r, R, T>(rows: &'r [R], value: impl Fn(&'r R) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
 }
 
-/// Inserts `rows` into `table`, or replaces the listed columns of those already there.
-async fn upsert<T: Serialize>(
-    connection: &mut PgConnection,
-    table: &str,
-    conflict: &str,
-    update: &[&str],
-    rows: &[T],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let action = if update.is_empty() {
-        "NOTHING".to_owned()
-    } else {
-        let columns = update.join(", ");
-        let values = update
-            .iter()
-            .map(|column| format!("EXCLUDED.{column}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("UPDATE SET ({columns}) = ROW({values})")
-    };
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)
-         ON CONFLICT ({conflict}) DO {action}"
-    )))
-    .bind(records(rows)?)
-    .execute(connection)
-    .await?;
-    Ok(())
+/// A JSON column of `rows`, as a `jsonb[]` parameter.
+fn json_column<'r, R, T: Serialize + 'r>(
+    rows: &'r [R],
+    value: impl Fn(&'r R) -> &'r T,
+) -> Vec<Json<&'r T>> {
+    rows.iter().map(|row| Json(value(row))).collect()
 }
+
+/// A table's columns with their PostgreSQL types, in the order their arrays are bound.
+struct Table {
+    name: &'static str,
+    columns: &'static [(&'static str, &'static str)],
+    /// The conflict target; empty for a table whose rows are only ever added.
+    conflict: &'static str,
+    /// Columns replaced in rows already there; none: such rows are left alone.
+    update: &'static [&'static str],
+}
+
+impl Table {
+    /// A data-modifying CTE inserting the rows whose column arrays are bound from `$first` on,
+    /// in their order (which keeps a sequence such as the timeline's in the order of events).
+    fn insert(&self, first: usize) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
+        let arrays: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, (_, kind))| format!("${}::{kind}[]", first + index))
+            .collect();
+        let on_conflict = match (self.conflict, self.update) {
+            ("", _) => String::new(),
+            (conflict, []) => format!("ON CONFLICT ({conflict}) DO NOTHING"),
+            (conflict, update) => {
+                let values: Vec<String> = update
+                    .iter()
+                    .map(|column| format!("EXCLUDED.{column}"))
+                    .collect();
+                format!(
+                    "ON CONFLICT ({conflict}) DO UPDATE SET ({}) = ROW({})",
+                    update.join(", "),
+                    values.join(", ")
+                )
+            }
+        };
+        format!(
+            "{table}_written AS (
+                INSERT INTO {table} ({columns})
+                SELECT {columns} FROM unnest({arrays}) WITH ORDINALITY AS r({columns}, position)
+                ORDER BY position
+                {on_conflict})",
+            table = self.name,
+            columns = names.join(", "),
+            arrays = arrays.join(", "),
+        )
+    }
+}
+
+const TENANTS: Table = Table {
+    name: "tenants",
+    columns: &[
+        ("partner_id", "text"),
+        ("tenant_id", "text"),
+        ("launched_themes", "int4"),
+        ("onboarded_at", "timestamptz"),
+        ("last_launch_at", "timestamptz"),
+        ("version", "int8"),
+    ],
+    conflict: "partner_id, tenant_id",
+    update: &["launched_themes", "last_launch_at", "version"],
+};
+
+const RECOMMENDATIONS: Table = Table {
+    name: "recommendations",
+    columns: &[
+        ("partner_id", "text"),
+        ("tenant_id", "text"),
+        ("fingerprint", "text"),
+        ("check_id", "text"),
+        ("kind", "text"),
+        ("severity", "text"),
+        ("title", "text"),
+        ("description", "text"),
+        ("target", "text"),
+        ("target_type", "text"),
+        ("target_id", "text"),
+        ("theme", "text"),
+        ("theme_order", "int4"),
+        ("recommended_fix", "text"),
+        ("fix_action", "int4"),
+        ("fix_parameters", "jsonb"),
+        ("evidence", "jsonb"),
+        ("scan_id", "text"),
+        ("observed_at", "timestamptz"),
+        ("first_observed_at", "timestamptz"),
+        ("last_observed_at", "timestamptz"),
+        ("failing", "bool"),
+        ("muted_until", "timestamptz"),
+        ("ignored_at", "timestamptz"),
+        ("standing", "text"),
+        ("by_hand", "bool"),
+        ("queued_at", "timestamptz"),
+        ("incident_id", "uuid"),
+        ("last_decision_id", "uuid"),
+    ],
+    conflict: "partner_id, tenant_id, fingerprint",
+    update: RECOMMENDATION_UPDATES,
+};
+
+const INCIDENTS: Table = Table {
+    name: "incidents",
+    columns: &[
+        ("incident_id", "uuid"),
+        ("partner_id", "text"),
+        ("tenant_id", "text"),
+        ("fingerprint", "text"),
+        ("check_id", "text"),
+        ("kind", "text"),
+        ("severity", "text"),
+        ("title", "text"),
+        ("description", "text"),
+        ("target", "text"),
+        ("target_type", "text"),
+        ("target_id", "text"),
+        ("theme", "text"),
+        ("recommended_fix", "text"),
+        ("fix_action", "int4"),
+        ("fix_parameters", "jsonb"),
+        ("evidence", "jsonb"),
+        ("scan_id", "text"),
+        ("state", "text"),
+        ("resolution", "text"),
+        ("origin", "text"),
+        ("override_reason", "text"),
+        ("occurrence_count", "int4"),
+        ("opened_at", "timestamptz"),
+        ("updated_at", "timestamptz"),
+        ("last_seen_at", "timestamptz"),
+        ("resolved_at", "timestamptz"),
+        ("fix_id", "uuid"),
+        ("last_fix_error", "text"),
+        ("muted_until", "timestamptz"),
+        ("decision_due_at", "timestamptz"),
+        ("escalation_level", "int4"),
+        ("escalated_at", "timestamptz"),
+        ("last_decision_id", "uuid"),
+        ("version", "int8"),
+    ],
+    conflict: "incident_id",
+    update: INCIDENT_UPDATES,
+};
+
+const DECISIONS: Table = Table {
+    name: "decisions",
+    columns: &[
+        ("decision_id", "uuid"),
+        ("incident_id", "uuid"),
+        ("kind", "text"),
+        ("actor", "jsonb"),
+        ("comment", "text"),
+        ("decided_at", "timestamptz"),
+        ("muted_until", "timestamptz"),
+        ("auto_approve_rule_id", "uuid"),
+        ("fix_id", "uuid"),
+        ("authority_basis", "text"),
+    ],
+    conflict: "decision_id",
+    update: &[],
+};
+
+/// The timeline's sequence orders it: entries are inserted in the order they happened.
+const TIMELINE: Table = Table {
+    name: "incident_timeline",
+    columns: &[
+        ("entry_id", "uuid"),
+        ("incident_id", "uuid"),
+        ("kind", "text"),
+        ("actor", "jsonb"),
+        ("occurred_at", "timestamptz"),
+        ("from_state", "text"),
+        ("to_state", "text"),
+        ("summary", "text"),
+        ("decision_id", "uuid"),
+        ("details", "jsonb"),
+        ("version", "int8"),
+    ],
+    conflict: "",
+    update: &[],
+};
+
+const THEME_LAUNCHES: Table = Table {
+    name: "theme_launches",
+    columns: &[
+        ("partner_id", "text"),
+        ("tenant_id", "text"),
+        ("theme_order", "int4"),
+        ("theme_id", "text"),
+        ("launched_at", "timestamptz"),
+        ("launched_by", "jsonb"),
+    ],
+    conflict: "partner_id, tenant_id, theme_order",
+    update: &[],
+};
 
 const RECOMMENDATION_UPDATES: &[&str] = &[
     "check_id",
@@ -487,73 +662,187 @@ pub struct Changes {
     pub rule_uses: Vec<(Uuid, i32, DateTime<Utc>)>,
 }
 
+/// Every write of a batch as one statement (one round trip), each table's rows bound as column
+/// arrays: data-modifying CTEs run once each whatever the main query reads, and foreign keys are
+/// checked at the end of the statement, so timeline entries and decisions may reference incidents
+/// inserted beside them.
+static WRITE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let mut next = 1;
+    let mut parts = Vec::new();
+    for table in [
+        &TENANTS,
+        &RECOMMENDATIONS,
+        &INCIDENTS,
+        &DECISIONS,
+        &TIMELINE,
+        &THEME_LAUNCHES,
+    ] {
+        parts.push(table.insert(next));
+        next += table.columns.len();
+    }
+    parts.push(format!(
+        "rules_used AS (
+            UPDATE auto_approve_rules r SET approvals = r.approvals + u.count,
+                last_applied_at = GREATEST(r.last_applied_at, u.at)
+            FROM unnest(${}::uuid[], ${}::int4[], ${}::timestamptz[]) AS u(rule_id, count, at)
+            WHERE r.rule_id = u.rule_id)",
+        next,
+        next + 1,
+        next + 2
+    ));
+    format!("WITH {} SELECT 1", parts.join(",\n"))
+});
+
+type WriteQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
 impl Changes {
     pub async fn write(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-        upsert(
-            connection,
-            "tenants",
-            "partner_id, tenant_id",
-            &["launched_themes", "last_launch_at", "version"],
-            &self.tenants,
-        )
-        .await?;
-        upsert(
-            connection,
-            "recommendations",
-            "partner_id, tenant_id, fingerprint",
-            RECOMMENDATION_UPDATES,
-            &self.recommendations,
-        )
-        .await?;
-        upsert(
-            connection,
-            "incidents",
-            "incident_id",
-            INCIDENT_UPDATES,
-            &self.incidents,
-        )
-        .await?;
-        upsert(connection, "decisions", "decision_id", &[], &self.decisions).await?;
-        if !self.timeline.is_empty() {
-            // The sequence orders the timeline: entries are inserted in the order they happened.
-            sqlx::query(
-                "INSERT INTO incident_timeline (entry_id, incident_id, kind, actor, occurred_at, from_state,
-                     to_state, summary, decision_id, details, version)
-                 SELECT entry_id, incident_id, kind, actor, occurred_at, from_state, to_state, summary,
-                     decision_id, details, version
-                 FROM jsonb_populate_recordset(NULL::incident_timeline, $1::text::jsonb) WITH ORDINALITY AS e
-                 ORDER BY e.ordinality",
-            )
-            .bind(records(&self.timeline)?)
-            .execute(&mut *connection)
+        let query = sqlx::query(WRITE_SQL.as_str());
+        let query = bind_tenants(query, &self.tenants);
+        let query = bind_recommendations(query, &self.recommendations);
+        let query = bind_incidents(query, &self.incidents);
+        let query = bind_decisions(query, &self.decisions);
+        let query = bind_timeline(query, &self.timeline);
+        let query = bind_theme_launches(query, &self.theme_launches);
+        let uses = &self.rule_uses;
+        query
+            .bind(column(uses, |(rule_id, _, _)| *rule_id))
+            .bind(column(uses, |(_, count, _)| *count))
+            .bind(column(uses, |(_, _, at)| *at))
+            .execute(connection)
             .await?;
-        }
-        upsert(
-            connection,
-            "theme_launches",
-            "partner_id, tenant_id, theme_order",
-            &[],
-            &self.theme_launches,
-        )
-        .await?;
-        if !self.rule_uses.is_empty() {
-            let ids: Vec<Uuid> = self.rule_uses.iter().map(|(id, _, _)| *id).collect();
-            let counts: Vec<i32> = self.rule_uses.iter().map(|(_, count, _)| *count).collect();
-            let times: Vec<DateTime<Utc>> = self.rule_uses.iter().map(|(_, _, at)| *at).collect();
-            sqlx::query(
-                "UPDATE auto_approve_rules r SET approvals = r.approvals + u.count,
-                     last_applied_at = GREATEST(r.last_applied_at, u.at)
-                 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS u(rule_id, count, at)
-                 WHERE r.rule_id = u.rule_id",
-            )
-            .bind(&ids)
-            .bind(&counts)
-            .bind(&times)
-            .execute(&mut *connection)
-            .await?;
-        }
         Ok(())
     }
+}
+
+/// Binds in the order of [`TENANTS`]' columns.
+fn bind_tenants<'q>(query: WriteQuery<'q>, rows: &'q [TenantRow]) -> WriteQuery<'q> {
+    query
+        .bind(column(rows, |row| row.partner_id.as_str()))
+        .bind(column(rows, |row| row.tenant_id.as_str()))
+        .bind(column(rows, |row| row.launched_themes))
+        .bind(column(rows, |row| row.onboarded_at))
+        .bind(column(rows, |row| row.last_launch_at))
+        .bind(column(rows, |row| row.version))
+}
+
+/// Binds in the order of [`RECOMMENDATIONS`]' columns.
+fn bind_recommendations<'q>(
+    query: WriteQuery<'q>,
+    rows: &'q [RecommendationRow],
+) -> WriteQuery<'q> {
+    query
+        .bind(column(rows, |row| row.partner_id.as_str()))
+        .bind(column(rows, |row| row.tenant_id.as_str()))
+        .bind(column(rows, |row| row.fingerprint.as_str()))
+        .bind(column(rows, |row| row.check_id.as_str()))
+        .bind(column(rows, |row| row.kind.as_str()))
+        .bind(column(rows, |row| row.severity.as_str()))
+        .bind(column(rows, |row| row.title.as_str()))
+        .bind(column(rows, |row| row.description.as_str()))
+        .bind(column(rows, |row| row.target.as_str()))
+        .bind(column(rows, |row| row.target_type.as_str()))
+        .bind(column(rows, |row| row.target_id.as_str()))
+        .bind(column(rows, |row| row.theme.as_str()))
+        .bind(column(rows, |row| row.theme_order))
+        .bind(column(rows, |row| row.recommended_fix.as_str()))
+        .bind(column(rows, |row| row.fix_action))
+        .bind(json_column(rows, |row| &row.fix_parameters))
+        .bind(json_column(rows, |row| &row.evidence))
+        .bind(column(rows, |row| row.scan_id.as_str()))
+        .bind(column(rows, |row| row.observed_at))
+        .bind(column(rows, |row| row.first_observed_at))
+        .bind(column(rows, |row| row.last_observed_at))
+        .bind(column(rows, |row| row.failing))
+        .bind(column(rows, |row| row.muted_until))
+        .bind(column(rows, |row| row.ignored_at))
+        .bind(column(rows, |row| row.standing.as_str()))
+        .bind(column(rows, |row| row.by_hand))
+        .bind(column(rows, |row| row.queued_at))
+        .bind(column(rows, |row| row.incident_id))
+        .bind(column(rows, |row| row.last_decision_id))
+}
+
+/// Binds in the order of [`INCIDENTS`]' columns.
+fn bind_incidents<'q>(query: WriteQuery<'q>, rows: &'q [IncidentRow]) -> WriteQuery<'q> {
+    query
+        .bind(column(rows, |row| row.incident_id))
+        .bind(column(rows, |row| row.partner_id.as_str()))
+        .bind(column(rows, |row| row.tenant_id.as_str()))
+        .bind(column(rows, |row| row.fingerprint.as_str()))
+        .bind(column(rows, |row| row.check_id.as_str()))
+        .bind(column(rows, |row| row.kind.as_str()))
+        .bind(column(rows, |row| row.severity.as_str()))
+        .bind(column(rows, |row| row.title.as_str()))
+        .bind(column(rows, |row| row.description.as_str()))
+        .bind(column(rows, |row| row.target.as_str()))
+        .bind(column(rows, |row| row.target_type.as_str()))
+        .bind(column(rows, |row| row.target_id.as_str()))
+        .bind(column(rows, |row| row.theme.as_str()))
+        .bind(column(rows, |row| row.recommended_fix.as_str()))
+        .bind(column(rows, |row| row.fix_action))
+        .bind(json_column(rows, |row| &row.fix_parameters))
+        .bind(json_column(rows, |row| &row.evidence))
+        .bind(column(rows, |row| row.scan_id.as_str()))
+        .bind(column(rows, |row| row.state.as_str()))
+        .bind(column(rows, |row| row.resolution.as_deref()))
+        .bind(column(rows, |row| row.origin.as_str()))
+        .bind(column(rows, |row| row.override_reason.as_str()))
+        .bind(column(rows, |row| row.occurrence_count))
+        .bind(column(rows, |row| row.opened_at))
+        .bind(column(rows, |row| row.updated_at))
+        .bind(column(rows, |row| row.last_seen_at))
+        .bind(column(rows, |row| row.resolved_at))
+        .bind(column(rows, |row| row.fix_id))
+        .bind(column(rows, |row| row.last_fix_error.as_str()))
+        .bind(column(rows, |row| row.muted_until))
+        .bind(column(rows, |row| row.decision_due_at))
+        .bind(column(rows, |row| row.escalation_level))
+        .bind(column(rows, |row| row.escalated_at))
+        .bind(column(rows, |row| row.last_decision_id))
+        .bind(column(rows, |row| row.version))
+}
+
+/// Binds in the order of [`DECISIONS`]' columns.
+fn bind_decisions<'q>(query: WriteQuery<'q>, rows: &'q [DecisionRow]) -> WriteQuery<'q> {
+    query
+        .bind(column(rows, |row| row.decision_id))
+        .bind(column(rows, |row| row.incident_id))
+        .bind(column(rows, |row| row.kind.as_str()))
+        .bind(json_column(rows, |row| &row.actor))
+        .bind(column(rows, |row| row.comment.as_str()))
+        .bind(column(rows, |row| row.decided_at))
+        .bind(column(rows, |row| row.muted_until))
+        .bind(column(rows, |row| row.auto_approve_rule_id))
+        .bind(column(rows, |row| row.fix_id))
+        .bind(column(rows, |row| row.authority_basis.as_str()))
+}
+
+/// Binds in the order of [`TIMELINE`]'s columns.
+fn bind_timeline<'q>(query: WriteQuery<'q>, rows: &'q [TimelineRow]) -> WriteQuery<'q> {
+    query
+        .bind(column(rows, |row| row.entry_id))
+        .bind(column(rows, |row| row.incident_id))
+        .bind(column(rows, |row| row.kind.as_str()))
+        .bind(json_column(rows, |row| &row.actor))
+        .bind(column(rows, |row| row.occurred_at))
+        .bind(column(rows, |row| row.from_state.as_deref()))
+        .bind(column(rows, |row| row.to_state.as_deref()))
+        .bind(column(rows, |row| row.summary.as_str()))
+        .bind(column(rows, |row| row.decision_id))
+        .bind(json_column(rows, |row| &row.details))
+        .bind(column(rows, |row| row.version))
+}
+
+/// Binds in the order of [`THEME_LAUNCHES`]' columns.
+fn bind_theme_launches<'q>(query: WriteQuery<'q>, rows: &'q [ThemeLaunchRow]) -> WriteQuery<'q> {
+    query
+        .bind(column(rows, |row| row.partner_id.as_str()))
+        .bind(column(rows, |row| row.tenant_id.as_str()))
+        .bind(column(rows, |row| row.theme_order))
+        .bind(column(rows, |row| row.theme_id.as_str()))
+        .bind(column(rows, |row| row.launched_at))
+        .bind(json_column(rows, |row| &row.launched_by))
 }
 
 /// Creates the tenants not known yet (no theme launched); returns those it created.

@@ -23,32 +23,17 @@ const BATCH_SIZE: i64 = 256;
 
 /// Wakes the relay of the current schema's outbox (see [`notify::channel`]).
 const TOPIC: &str = "outbox";
-const NOTIFY_SQL: &str = "SELECT pg_notify(current_schema() || '_outbox', '')";
 
 /// Adds `event` to the outbox within the caller's transaction.
 pub async fn enqueue(
     connection: &mut PgConnection,
     event: &OutgoingEvent,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (event_id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(event.id)
-    .bind(&event.subject)
-    .bind(&event.event_type)
-    .bind(&event.source)
-    .bind(&event.ce_subject)
-    .bind(event.time)
-    .bind(&event.payload)
-    .bind(sqlx::types::Json(&event.trace_context))
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query(NOTIFY_SQL).execute(&mut *connection).await?;
-    Ok(())
+    enqueue_all(connection, std::slice::from_ref(event)).await
 }
 
-/// Adds `events` to the outbox within the caller's transaction, in one statement.
+/// Adds `events` to the outbox within the caller's transaction and wakes the relays, in one
+/// statement.
 pub async fn enqueue_all(
     connection: &mut PgConnection,
     events: &[OutgoingEvent],
@@ -76,13 +61,16 @@ pub async fn enqueue_all(
         .iter()
         .map(|event| serde_json::to_string(&event.trace_context).unwrap_or_else(|_| "{}".into()))
         .collect();
-    // WITH ORDINALITY keeps the events' order in the relay's sequence.
+    // WITH ORDINALITY keeps the events' order in the relay's sequence; the notification is sent
+    // at commit, once however many events the transaction added.
     sqlx::query(
-        "INSERT INTO outbox (event_id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context)
-         SELECT id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context::jsonb
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bytea[], $8::text[])
-             WITH ORDINALITY AS e(id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context, position)
-         ORDER BY position",
+        "WITH added AS (
+             INSERT INTO outbox (event_id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context)
+             SELECT id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context::jsonb
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bytea[], $8::text[])
+                 WITH ORDINALITY AS e(id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context, position)
+             ORDER BY position)
+         SELECT pg_notify(current_schema() || '_outbox', '')",
     )
     .bind(&ids)
     .bind(&subjects)
@@ -94,7 +82,6 @@ pub async fn enqueue_all(
     .bind(&trace_contexts)
     .execute(&mut *connection)
     .await?;
-    sqlx::query(NOTIFY_SQL).execute(&mut *connection).await?;
     Ok(())
 }
 
