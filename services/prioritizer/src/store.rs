@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use picket_platform::time::to_timestamp;
 use picket_proto::common::v1 as common;
 use picket_proto::incidents::v1 as incidents;
-use serde::Serialize;
 use sqlx::postgres::PgArguments;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Postgres};
@@ -382,17 +381,67 @@ impl AutoApproveRuleRow {
     }
 }
 
-/// One column of `rows`, as an array parameter.
-fn column<'r, R, T>(rows: &'r [R], value: impl Fn(&'r R) -> T) -> Vec<T> {
-    rows.iter().map(value).collect()
+/// A row's field as the element of its column's array parameter.
+trait Element {
+    type Of<'r>
+    where
+        Self: 'r;
+    fn element(&self) -> Self::Of<'_>;
 }
 
-/// A JSON column of `rows`, as a `jsonb[]` parameter.
-fn json_column<'r, R, T: Serialize + 'r>(
-    rows: &'r [R],
-    value: impl Fn(&'r R) -> &'r T,
-) -> Vec<Json<&'r T>> {
-    rows.iter().map(|row| Json(value(row))).collect()
+impl Element for String {
+    type Of<'r> = &'r str;
+    fn element(&self) -> &str {
+        self
+    }
+}
+
+impl Element for Option<String> {
+    type Of<'r> = Option<&'r str>;
+    fn element(&self) -> Option<&str> {
+        self.as_deref()
+    }
+}
+
+/// Fields sent as they are.
+macro_rules! copied_elements {
+    ($($kind:ty),* $(,)?) => {$(
+        impl Element for $kind {
+            type Of<'r> = $kind;
+            fn element(&self) -> $kind {
+                *self
+            }
+        }
+    )*};
+}
+
+copied_elements!(
+    i32,
+    i64,
+    bool,
+    Uuid,
+    Option<Uuid>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+/// Fields kept as JSONB.
+macro_rules! json_elements {
+    ($($kind:ty),* $(,)?) => {$(
+        impl Element for $kind {
+            type Of<'r> = Json<&'r $kind>;
+            fn element(&self) -> Json<&$kind> {
+                Json(self)
+            }
+        }
+    )*};
+}
+
+json_elements!(HashMap<String, String>, common::Actor);
+
+/// One column of `rows`, as an array parameter.
+fn column<'r, R, T: Element + 'r>(rows: &'r [R], field: impl Fn(&'r R) -> &'r T) -> Vec<T::Of<'r>> {
+    rows.iter().map(|row| field(row).element()).collect()
 }
 
 /// A table's columns with their PostgreSQL types, in the order their arrays are bound.
@@ -444,151 +493,169 @@ impl Table {
     }
 }
 
-const TENANTS: Table = Table {
-    name: "tenants",
-    columns: &[
-        ("partner_id", "text"),
-        ("tenant_id", "text"),
-        ("launched_themes", "int4"),
-        ("onboarded_at", "timestamptz"),
-        ("last_launch_at", "timestamptz"),
-        ("version", "int8"),
-    ],
+/// A table written from rows of one type: its columns (each a field of the row, with its
+/// PostgreSQL type) and the function binding a batch of rows in the same order.
+macro_rules! table {
+    (
+        $(#[$doc:meta])*
+        $table:ident, $bind:ident, $row:ty, $name:literal,
+        conflict: $conflict:literal, update: $update:expr,
+        [$($column:ident: $kind:literal),* $(,)?]
+    ) => {
+        $(#[$doc])*
+        const $table: Table = Table {
+            name: $name,
+            columns: &[$((stringify!($column), $kind)),*],
+            conflict: $conflict,
+            update: $update,
+        };
+
+        fn $bind<'q>(query: WriteQuery<'q>, rows: &'q [$row]) -> WriteQuery<'q> {
+            query$(.bind(column(rows, |row| &row.$column)))*
+        }
+    };
+}
+
+table!(TENANTS, bind_tenants, TenantRow, "tenants",
     conflict: "partner_id, tenant_id",
     update: &["launched_themes", "last_launch_at", "version"],
-};
+    [
+        partner_id: "text",
+        tenant_id: "text",
+        launched_themes: "int4",
+        onboarded_at: "timestamptz",
+        last_launch_at: "timestamptz",
+        version: "int8",
+    ]
+);
 
-const RECOMMENDATIONS: Table = Table {
-    name: "recommendations",
-    columns: &[
-        ("partner_id", "text"),
-        ("tenant_id", "text"),
-        ("fingerprint", "text"),
-        ("check_id", "text"),
-        ("kind", "text"),
-        ("severity", "text"),
-        ("title", "text"),
-        ("description", "text"),
-        ("target", "text"),
-        ("target_type", "text"),
-        ("target_id", "text"),
-        ("theme", "text"),
-        ("theme_order", "int4"),
-        ("recommended_fix", "text"),
-        ("fix_action", "int4"),
-        ("fix_parameters", "jsonb"),
-        ("evidence", "jsonb"),
-        ("scan_id", "text"),
-        ("observed_at", "timestamptz"),
-        ("first_observed_at", "timestamptz"),
-        ("last_observed_at", "timestamptz"),
-        ("failing", "bool"),
-        ("muted_until", "timestamptz"),
-        ("ignored_at", "timestamptz"),
-        ("standing", "text"),
-        ("by_hand", "bool"),
-        ("queued_at", "timestamptz"),
-        ("incident_id", "uuid"),
-        ("last_decision_id", "uuid"),
-    ],
+table!(RECOMMENDATIONS, bind_recommendations, RecommendationRow, "recommendations",
     conflict: "partner_id, tenant_id, fingerprint",
     update: RECOMMENDATION_UPDATES,
-};
+    [
+        partner_id: "text",
+        tenant_id: "text",
+        fingerprint: "text",
+        check_id: "text",
+        kind: "text",
+        severity: "text",
+        title: "text",
+        description: "text",
+        target: "text",
+        target_type: "text",
+        target_id: "text",
+        theme: "text",
+        theme_order: "int4",
+        recommended_fix: "text",
+        fix_action: "int4",
+        fix_parameters: "jsonb",
+        evidence: "jsonb",
+        scan_id: "text",
+        observed_at: "timestamptz",
+        first_observed_at: "timestamptz",
+        last_observed_at: "timestamptz",
+        failing: "bool",
+        muted_until: "timestamptz",
+        ignored_at: "timestamptz",
+        standing: "text",
+        by_hand: "bool",
+        queued_at: "timestamptz",
+        incident_id: "uuid",
+        last_decision_id: "uuid",
+    ]
+);
 
-const INCIDENTS: Table = Table {
-    name: "incidents",
-    columns: &[
-        ("incident_id", "uuid"),
-        ("partner_id", "text"),
-        ("tenant_id", "text"),
-        ("fingerprint", "text"),
-        ("check_id", "text"),
-        ("kind", "text"),
-        ("severity", "text"),
-        ("title", "text"),
-        ("description", "text"),
-        ("target", "text"),
-        ("target_type", "text"),
-        ("target_id", "text"),
-        ("theme", "text"),
-        ("recommended_fix", "text"),
-        ("fix_action", "int4"),
-        ("fix_parameters", "jsonb"),
-        ("evidence", "jsonb"),
-        ("scan_id", "text"),
-        ("state", "text"),
-        ("resolution", "text"),
-        ("origin", "text"),
-        ("override_reason", "text"),
-        ("occurrence_count", "int4"),
-        ("opened_at", "timestamptz"),
-        ("updated_at", "timestamptz"),
-        ("last_seen_at", "timestamptz"),
-        ("resolved_at", "timestamptz"),
-        ("fix_id", "uuid"),
-        ("last_fix_error", "text"),
-        ("muted_until", "timestamptz"),
-        ("decision_due_at", "timestamptz"),
-        ("escalation_level", "int4"),
-        ("escalated_at", "timestamptz"),
-        ("last_decision_id", "uuid"),
-        ("version", "int8"),
-    ],
+table!(INCIDENTS, bind_incidents, IncidentRow, "incidents",
     conflict: "incident_id",
     update: INCIDENT_UPDATES,
-};
+    [
+        incident_id: "uuid",
+        partner_id: "text",
+        tenant_id: "text",
+        fingerprint: "text",
+        check_id: "text",
+        kind: "text",
+        severity: "text",
+        title: "text",
+        description: "text",
+        target: "text",
+        target_type: "text",
+        target_id: "text",
+        theme: "text",
+        recommended_fix: "text",
+        fix_action: "int4",
+        fix_parameters: "jsonb",
+        evidence: "jsonb",
+        scan_id: "text",
+        state: "text",
+        resolution: "text",
+        origin: "text",
+        override_reason: "text",
+        occurrence_count: "int4",
+        opened_at: "timestamptz",
+        updated_at: "timestamptz",
+        last_seen_at: "timestamptz",
+        resolved_at: "timestamptz",
+        fix_id: "uuid",
+        last_fix_error: "text",
+        muted_until: "timestamptz",
+        decision_due_at: "timestamptz",
+        escalation_level: "int4",
+        escalated_at: "timestamptz",
+        last_decision_id: "uuid",
+        version: "int8",
+    ]
+);
 
-const DECISIONS: Table = Table {
-    name: "decisions",
-    columns: &[
-        ("decision_id", "uuid"),
-        ("incident_id", "uuid"),
-        ("kind", "text"),
-        ("actor", "jsonb"),
-        ("comment", "text"),
-        ("decided_at", "timestamptz"),
-        ("muted_until", "timestamptz"),
-        ("auto_approve_rule_id", "uuid"),
-        ("fix_id", "uuid"),
-        ("authority_basis", "text"),
-    ],
+table!(DECISIONS, bind_decisions, DecisionRow, "decisions",
     conflict: "decision_id",
     update: &[],
-};
+    [
+        decision_id: "uuid",
+        incident_id: "uuid",
+        kind: "text",
+        actor: "jsonb",
+        comment: "text",
+        decided_at: "timestamptz",
+        muted_until: "timestamptz",
+        auto_approve_rule_id: "uuid",
+        fix_id: "uuid",
+        authority_basis: "text",
+    ]
+);
 
-/// The timeline's sequence orders it: entries are inserted in the order they happened.
-const TIMELINE: Table = Table {
-    name: "incident_timeline",
-    columns: &[
-        ("entry_id", "uuid"),
-        ("incident_id", "uuid"),
-        ("kind", "text"),
-        ("actor", "jsonb"),
-        ("occurred_at", "timestamptz"),
-        ("from_state", "text"),
-        ("to_state", "text"),
-        ("summary", "text"),
-        ("decision_id", "uuid"),
-        ("details", "jsonb"),
-        ("version", "int8"),
-    ],
+table!(
+    /// The timeline's sequence orders it: entries are inserted in the order they happened.
+    TIMELINE, bind_timeline, TimelineRow, "incident_timeline",
     conflict: "",
     update: &[],
-};
+    [
+        entry_id: "uuid",
+        incident_id: "uuid",
+        kind: "text",
+        actor: "jsonb",
+        occurred_at: "timestamptz",
+        from_state: "text",
+        to_state: "text",
+        summary: "text",
+        decision_id: "uuid",
+        details: "jsonb",
+        version: "int8",
+    ]
+);
 
-const THEME_LAUNCHES: Table = Table {
-    name: "theme_launches",
-    columns: &[
-        ("partner_id", "text"),
-        ("tenant_id", "text"),
-        ("theme_order", "int4"),
-        ("theme_id", "text"),
-        ("launched_at", "timestamptz"),
-        ("launched_by", "jsonb"),
-    ],
+table!(THEME_LAUNCHES, bind_theme_launches, ThemeLaunchRow, "theme_launches",
     conflict: "partner_id, tenant_id, theme_order",
     update: &[],
-};
+    [
+        partner_id: "text",
+        tenant_id: "text",
+        theme_order: "int4",
+        theme_id: "text",
+        launched_at: "timestamptz",
+        launched_by: "jsonb",
+    ]
+);
 
 const RECOMMENDATION_UPDATES: &[&str] = &[
     "check_id",
@@ -706,143 +773,13 @@ impl Changes {
         let query = bind_theme_launches(query, &self.theme_launches);
         let uses = &self.rule_uses;
         query
-            .bind(column(uses, |(rule_id, _, _)| *rule_id))
-            .bind(column(uses, |(_, count, _)| *count))
-            .bind(column(uses, |(_, _, at)| *at))
+            .bind(column(uses, |(rule_id, _, _)| rule_id))
+            .bind(column(uses, |(_, count, _)| count))
+            .bind(column(uses, |(_, _, at)| at))
             .execute(connection)
             .await?;
         Ok(())
     }
-}
-
-/// Binds in the order of [`TENANTS`]' columns.
-fn bind_tenants<'q>(query: WriteQuery<'q>, rows: &'q [TenantRow]) -> WriteQuery<'q> {
-    query
-        .bind(column(rows, |row| row.partner_id.as_str()))
-        .bind(column(rows, |row| row.tenant_id.as_str()))
-        .bind(column(rows, |row| row.launched_themes))
-        .bind(column(rows, |row| row.onboarded_at))
-        .bind(column(rows, |row| row.last_launch_at))
-        .bind(column(rows, |row| row.version))
-}
-
-/// Binds in the order of [`RECOMMENDATIONS`]' columns.
-fn bind_recommendations<'q>(
-    query: WriteQuery<'q>,
-    rows: &'q [RecommendationRow],
-) -> WriteQuery<'q> {
-    query
-        .bind(column(rows, |row| row.partner_id.as_str()))
-        .bind(column(rows, |row| row.tenant_id.as_str()))
-        .bind(column(rows, |row| row.fingerprint.as_str()))
-        .bind(column(rows, |row| row.check_id.as_str()))
-        .bind(column(rows, |row| row.kind.as_str()))
-        .bind(column(rows, |row| row.severity.as_str()))
-        .bind(column(rows, |row| row.title.as_str()))
-        .bind(column(rows, |row| row.description.as_str()))
-        .bind(column(rows, |row| row.target.as_str()))
-        .bind(column(rows, |row| row.target_type.as_str()))
-        .bind(column(rows, |row| row.target_id.as_str()))
-        .bind(column(rows, |row| row.theme.as_str()))
-        .bind(column(rows, |row| row.theme_order))
-        .bind(column(rows, |row| row.recommended_fix.as_str()))
-        .bind(column(rows, |row| row.fix_action))
-        .bind(json_column(rows, |row| &row.fix_parameters))
-        .bind(json_column(rows, |row| &row.evidence))
-        .bind(column(rows, |row| row.scan_id.as_str()))
-        .bind(column(rows, |row| row.observed_at))
-        .bind(column(rows, |row| row.first_observed_at))
-        .bind(column(rows, |row| row.last_observed_at))
-        .bind(column(rows, |row| row.failing))
-        .bind(column(rows, |row| row.muted_until))
-        .bind(column(rows, |row| row.ignored_at))
-        .bind(column(rows, |row| row.standing.as_str()))
-        .bind(column(rows, |row| row.by_hand))
-        .bind(column(rows, |row| row.queued_at))
-        .bind(column(rows, |row| row.incident_id))
-        .bind(column(rows, |row| row.last_decision_id))
-}
-
-/// Binds in the order of [`INCIDENTS`]' columns.
-fn bind_incidents<'q>(query: WriteQuery<'q>, rows: &'q [IncidentRow]) -> WriteQuery<'q> {
-    query
-        .bind(column(rows, |row| row.incident_id))
-        .bind(column(rows, |row| row.partner_id.as_str()))
-        .bind(column(rows, |row| row.tenant_id.as_str()))
-        .bind(column(rows, |row| row.fingerprint.as_str()))
-        .bind(column(rows, |row| row.check_id.as_str()))
-        .bind(column(rows, |row| row.kind.as_str()))
-        .bind(column(rows, |row| row.severity.as_str()))
-        .bind(column(rows, |row| row.title.as_str()))
-        .bind(column(rows, |row| row.description.as_str()))
-        .bind(column(rows, |row| row.target.as_str()))
-        .bind(column(rows, |row| row.target_type.as_str()))
-        .bind(column(rows, |row| row.target_id.as_str()))
-        .bind(column(rows, |row| row.theme.as_str()))
-        .bind(column(rows, |row| row.recommended_fix.as_str()))
-        .bind(column(rows, |row| row.fix_action))
-        .bind(json_column(rows, |row| &row.fix_parameters))
-        .bind(json_column(rows, |row| &row.evidence))
-        .bind(column(rows, |row| row.scan_id.as_str()))
-        .bind(column(rows, |row| row.state.as_str()))
-        .bind(column(rows, |row| row.resolution.as_deref()))
-        .bind(column(rows, |row| row.origin.as_str()))
-        .bind(column(rows, |row| row.override_reason.as_str()))
-        .bind(column(rows, |row| row.occurrence_count))
-        .bind(column(rows, |row| row.opened_at))
-        .bind(column(rows, |row| row.updated_at))
-        .bind(column(rows, |row| row.last_seen_at))
-        .bind(column(rows, |row| row.resolved_at))
-        .bind(column(rows, |row| row.fix_id))
-        .bind(column(rows, |row| row.last_fix_error.as_str()))
-        .bind(column(rows, |row| row.muted_until))
-        .bind(column(rows, |row| row.decision_due_at))
-        .bind(column(rows, |row| row.escalation_level))
-        .bind(column(rows, |row| row.escalated_at))
-        .bind(column(rows, |row| row.last_decision_id))
-        .bind(column(rows, |row| row.version))
-}
-
-/// Binds in the order of [`DECISIONS`]' columns.
-fn bind_decisions<'q>(query: WriteQuery<'q>, rows: &'q [DecisionRow]) -> WriteQuery<'q> {
-    query
-        .bind(column(rows, |row| row.decision_id))
-        .bind(column(rows, |row| row.incident_id))
-        .bind(column(rows, |row| row.kind.as_str()))
-        .bind(json_column(rows, |row| &row.actor))
-        .bind(column(rows, |row| row.comment.as_str()))
-        .bind(column(rows, |row| row.decided_at))
-        .bind(column(rows, |row| row.muted_until))
-        .bind(column(rows, |row| row.auto_approve_rule_id))
-        .bind(column(rows, |row| row.fix_id))
-        .bind(column(rows, |row| row.authority_basis.as_str()))
-}
-
-/// Binds in the order of [`TIMELINE`]'s columns.
-fn bind_timeline<'q>(query: WriteQuery<'q>, rows: &'q [TimelineRow]) -> WriteQuery<'q> {
-    query
-        .bind(column(rows, |row| row.entry_id))
-        .bind(column(rows, |row| row.incident_id))
-        .bind(column(rows, |row| row.kind.as_str()))
-        .bind(json_column(rows, |row| &row.actor))
-        .bind(column(rows, |row| row.occurred_at))
-        .bind(column(rows, |row| row.from_state.as_deref()))
-        .bind(column(rows, |row| row.to_state.as_deref()))
-        .bind(column(rows, |row| row.summary.as_str()))
-        .bind(column(rows, |row| row.decision_id))
-        .bind(json_column(rows, |row| &row.details))
-        .bind(column(rows, |row| row.version))
-}
-
-/// Binds in the order of [`THEME_LAUNCHES`]' columns.
-fn bind_theme_launches<'q>(query: WriteQuery<'q>, rows: &'q [ThemeLaunchRow]) -> WriteQuery<'q> {
-    query
-        .bind(column(rows, |row| row.partner_id.as_str()))
-        .bind(column(rows, |row| row.tenant_id.as_str()))
-        .bind(column(rows, |row| row.theme_order))
-        .bind(column(rows, |row| row.theme_id.as_str()))
-        .bind(column(rows, |row| row.launched_at))
-        .bind(json_column(rows, |row| &row.launched_by))
 }
 
 /// Creates the tenants not known yet (no theme launched); returns those it created.
