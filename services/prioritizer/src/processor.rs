@@ -488,42 +488,21 @@ impl Tenant {
             let Some(row) = self.recommendations.get_mut(fingerprint) else {
                 continue;
             };
-            let changed = if let Some(recommendation) = self.state.recommendations.get(fingerprint)
-            {
-                if row.muted_until.is_some() && recommendation.muted_until.is_none() {
+            let was_muted = row.muted_until.is_some();
+            if absorb_row(&self.state, fingerprint, row, now) {
+                if was_muted && row.muted_until.is_none() {
                     mute_ended.push(fingerprint.clone());
                 }
-                absorb_recommendation(row, recommendation, now)
-            } else if let Some(suspicion) = self.state.suspicions.get(fingerprint) {
-                absorb_suspicion(row, suspicion)
-            } else {
-                false
-            };
-            if changed {
                 self.dirty.insert(fingerprint.clone());
             }
         }
         debug_assert!(
-            self.in_step_with_state(now),
+            self.recommendations.iter().all(|(fingerprint, row)| {
+                !absorb_row(&self.state, fingerprint, &mut row.clone(), now)
+            }),
             "the engine changed a recommendation it did not report"
         );
         mute_ended
-    }
-
-    /// Whether every row agrees with the engine's state (a check of what `absorb` was told).
-    fn in_step_with_state(&self, now: DateTime<Utc>) -> bool {
-        self.recommendations.iter().all(|(fingerprint, row)| {
-            let mut absorbed = row.clone();
-            let changed = if let Some(recommendation) = self.state.recommendations.get(fingerprint)
-            {
-                absorb_recommendation(&mut absorbed, recommendation, now)
-            } else if let Some(suspicion) = self.state.suspicions.get(fingerprint) {
-                absorb_suspicion(&mut absorbed, suspicion)
-            } else {
-                false
-            };
-            !changed
-        })
     }
 
     fn recommendation(&self, fingerprint: &str) -> Result<&RecommendationRow, ProcessError> {
@@ -539,6 +518,22 @@ impl Tenant {
         now: DateTime<Utc>,
     ) -> incidents::RecommendationState {
         recommendation_state(row, self.row.launched_themes, now)
+    }
+}
+
+/// Takes the engine's view of `fingerprint` into its row; whether the row changed.
+fn absorb_row(
+    state: &TenantState,
+    fingerprint: &str,
+    row: &mut RecommendationRow,
+    now: DateTime<Utc>,
+) -> bool {
+    if let Some(recommendation) = state.recommendations.get(fingerprint) {
+        absorb_recommendation(row, recommendation, now)
+    } else if let Some(suspicion) = state.suspicions.get(fingerprint) {
+        absorb_suspicion(row, suspicion)
+    } else {
+        false
     }
 }
 
