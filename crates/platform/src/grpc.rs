@@ -37,6 +37,55 @@ pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64, tonic::S
     }
 }
 
+/// Parses each enum value of a repeated request field; a bad one is `INVALID_ARGUMENT` naming the
+/// field and saying what it is not (`what`, such as "a severity").
+pub fn parse_each<T>(
+    values: &[i32],
+    field: &str,
+    what: &str,
+    parse: impl Fn(i32) -> Option<T>,
+) -> Result<Vec<T>, tonic::Status> {
+    values
+        .iter()
+        .map(|value| {
+            parse(*value).ok_or_else(|| {
+                tonic::Status::invalid_argument(format!("{field}: {value} is not {what}"))
+            })
+        })
+        .collect()
+}
+
+/// The bounds of a request's time range named `field`: (inclusive start, exclusive end), each
+/// `None` when unset; an out-of-range bound is `INVALID_ARGUMENT` naming it.
+#[allow(clippy::type_complexity)]
+pub fn time_range(
+    range: Option<&picket_proto::common::v1::TimeRange>,
+    field: &str,
+) -> Result<
+    (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ),
+    tonic::Status,
+> {
+    let bound = |timestamp: Option<&picket_proto::pbjson_types::Timestamp>, name: &str| {
+        timestamp
+            .map(|timestamp| {
+                crate::time::from_timestamp(timestamp).ok_or_else(|| {
+                    tonic::Status::invalid_argument(format!("{field}.{name}: out of range"))
+                })
+            })
+            .transpose()
+    };
+    Ok((
+        bound(
+            range.and_then(|range| range.start_time.as_ref()),
+            "start_time",
+        )?,
+        bound(range.and_then(|range| range.end_time.as_ref()), "end_time")?,
+    ))
+}
+
 fn invalid_page_token() -> tonic::Status {
     tonic::Status::invalid_argument("page_token: not a token from a previous page")
 }

@@ -33,10 +33,13 @@ impl ReceivedWebhook {
     }
 }
 
+/// One scripted answer: a status and, when set, a `Retry-After` in seconds.
+type Scripted = (u16, Option<u32>);
+
 #[derive(Default)]
 struct Behaviour {
-    /// Statuses to answer with before falling back to 200.
-    scripted: VecDeque<u16>,
+    /// Answers to give before falling back to 200.
+    scripted: VecDeque<Scripted>,
     delay: Duration,
 }
 
@@ -60,11 +63,15 @@ fn header(headers: &HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
-async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let (status, delay) = {
+async fn receive(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let ((status, retry_after), delay) = {
         let mut behaviour = shared.behaviour.lock().expect("receiver lock");
         (
-            behaviour.scripted.pop_front().unwrap_or(200),
+            behaviour.scripted.pop_front().unwrap_or((200, None)),
             behaviour.delay,
         )
     };
@@ -83,7 +90,15 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
             received_at: Instant::now(),
             answered: status,
         });
-    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+    let mut response =
+        axum::response::Response::new(axum::body::Body::from(format!("answered {status}")));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    response
 }
 
 impl WebhookReceiver {
@@ -117,7 +132,17 @@ impl WebhookReceiver {
             .lock()
             .expect("receiver lock")
             .scripted
-            .extend(statuses);
+            .extend(statuses.iter().map(|status| (*status, None)));
+    }
+
+    /// Answer the next request with `status` and a `Retry-After` of `seconds`.
+    pub fn answer_next_with_retry_after(&self, status: u16, seconds: u32) {
+        self.shared
+            .behaviour
+            .lock()
+            .expect("receiver lock")
+            .scripted
+            .push_back((status, Some(seconds)));
     }
 
     /// Wait this long before answering each request.

@@ -6,6 +6,7 @@ use picket_platform::nats::InboundEvent;
 use picket_platform::nats::envelope::EnvelopeError;
 use picket_proto::Event;
 use picket_proto::incidents::v1 as incidents;
+use picket_proto::notifications::v1 as notifications;
 use prost::Name;
 
 /// A webhook ready to deliver.
@@ -60,6 +61,7 @@ webhook_catalog! {
     "incident.escalated" => incidents::IncidentEscalated,
     "recommendation.queued" => incidents::RecommendationQueued,
     "theme.launched" => incidents::ThemeLaunched,
+    "endpoint.disabled" => notifications::EndpointDisabled,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod delivery_api;
 pub mod egress;
 pub mod routing;
 pub mod settings;
@@ -16,7 +17,12 @@ use picket_platform::nats::ConsumerSpec;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
 use picket_proto::Area;
-use picket_proto::notifications::v1::channel_service_server::{ChannelServiceServer, SERVICE_NAME};
+use picket_proto::notifications::v1::channel_service_server::{
+    ChannelServiceServer, SERVICE_NAME as CHANNEL_SERVICE,
+};
+use picket_proto::notifications::v1::delivery_service_server::{
+    DeliveryServiceServer, SERVICE_NAME as DELIVERY_SERVICE,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use settings::NotifierSettings as Settings;
@@ -41,9 +47,12 @@ pub async fn build(
         platform.pool().clone(),
         policy.clone(),
     ));
+    let deliveries =
+        DeliveryServiceServer::new(delivery_api::DeliveryApi::new(platform.pool().clone()));
     platform.serve_grpc(
-        tonic::service::Routes::new(platform.authenticated(channels)),
-        &[SERVICE_NAME],
+        tonic::service::Routes::new(platform.authenticated(channels))
+            .add_service(platform.authenticated(deliveries)),
+        &[CHANNEL_SERVICE, DELIVERY_SERVICE],
     )?;
     platform
         .connect(Some(sqlx::migrate!("./migrations")))
@@ -55,14 +64,31 @@ pub async fn build(
                 area: Area::Incidents,
                 filter_subjects: Vec::new(),
             },
-            routing::RoutingHandler::new(platform.pool().clone()),
+            routing::RoutingHandler::new(platform.pool().clone(), routing::CONSUMER),
+        )
+        .await?;
+    // The notifier's own notices (an endpoint disabled) reach the partner's other channels.
+    platform
+        .consume(
+            ConsumerSpec {
+                durable_name: routing::NOTICES_CONSUMER.to_owned(),
+                area: Area::Notifications,
+                filter_subjects: Vec::new(),
+            },
+            routing::RoutingHandler::new(platform.pool().clone(), routing::NOTICES_CONSUMER),
         )
         .await?;
     let client = egress::http_client(policy.clone(), settings.webhook_timeout)
         .map_err(|error| StartError::Client(error.to_string()))?;
     let schema = platform.settings().database.schema.clone();
-    let worker =
-        worker::DeliveryWorker::new(platform.pool().clone(), schema, client, policy, settings);
+    let worker = worker::DeliveryWorker::new(
+        platform.pool().clone(),
+        schema,
+        client,
+        policy,
+        platform.events(),
+        settings,
+    );
     let worker_shutdown = platform.shutdown_token();
     platform.spawn("delivery worker", worker.run(worker_shutdown));
     Ok(platform.start().await)

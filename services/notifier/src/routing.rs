@@ -9,16 +9,19 @@ use sqlx::PgPool;
 use crate::catalog;
 use crate::store;
 
-/// Durable consumer name, also the inbox key.
+/// Durable consumer names, also the inbox keys.
 pub const CONSUMER: &str = "notifier-incidents";
+pub const NOTICES_CONSUMER: &str = "notifier-notices";
 
 pub struct RoutingHandler {
     pool: PgPool,
+    /// The consumer it handles for, its inbox key.
+    consumer: &'static str,
 }
 
 impl RoutingHandler {
-    pub fn new(pool: PgPool) -> RoutingHandler {
-        RoutingHandler { pool }
+    pub fn new(pool: PgPool, consumer: &'static str) -> RoutingHandler {
+        RoutingHandler { pool, consumer }
     }
 }
 
@@ -29,7 +32,7 @@ impl EventHandler for RoutingHandler {
             return Ok(());
         };
         let mut transaction = self.pool.begin().await?;
-        if !inbox::first_delivery(&mut transaction, CONSUMER, &event.id).await? {
+        if !inbox::first_delivery(&mut transaction, self.consumer, &event.id).await? {
             return Ok(());
         }
         let created = store::fan_out(

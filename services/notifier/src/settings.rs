@@ -18,6 +18,9 @@ pub struct NotifierSettings {
     #[serde(with = "humantime_serde")]
     pub delivery_poll_interval: Duration,
     pub delivery_concurrency: usize,
+    /// An endpoint whose every attempt failed for this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after_failing: Duration,
     #[serde(default)]
     pub allowed_networks: Vec<IpNet>,
     #[serde(default)]
@@ -43,6 +46,12 @@ impl ServiceSettings for NotifierSettings {
             return Err(SettingsError::invalid(
                 &key("attempt_lease"),
                 "must be longer than webhook_timeout, or a slow attempt would be sent twice at once",
+            ));
+        }
+        if self.disable_after_failing.is_zero() {
+            return Err(SettingsError::invalid(
+                &key("disable_after_failing"),
+                "must be positive",
             ));
         }
         if self.delivery_concurrency == 0 {

@@ -1,7 +1,8 @@
 //! The notifier's tables: webhook endpoints, deliveries and their attempts.
 
 use chrono::{DateTime, Utc};
-use picket_platform::time::to_timestamp;
+use picket_platform::time::{to_duration, to_timestamp};
+use picket_proto::common::v1 as common;
 use picket_proto::notifications::v1 as notifications;
 use sqlx::AssertSqlSafe;
 use sqlx::{PgConnection, PgPool};
@@ -131,23 +132,6 @@ pub async fn list_endpoints(
     .await
 }
 
-pub async fn disable_endpoint(
-    connection: &mut PgConnection,
-    endpoint_id: Uuid,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE endpoint_id = $1",
-    )
-    .bind(endpoint_id)
-    .bind(reason)
-    .bind(now)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
 /// Creates one pending delivery of an event per enabled endpoint that subscribes to it. A
 /// redelivered event creates none twice.
 pub async fn fan_out(
@@ -161,8 +145,8 @@ pub async fn fan_out(
 ) -> Result<u64, sqlx::Error> {
     let created = sqlx::query(
         "INSERT INTO deliveries (delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body, status,
-             created_at, next_attempt_at)
-         SELECT gen_random_uuid(), $1, $2, endpoint_id, $3, $4, $5, 'pending', $6, $6
+             created_at, next_attempt_at, destination)
+         SELECT gen_random_uuid(), $1, $2, endpoint_id, $3, $4, $5, 'pending', $6, $6, url
          FROM webhook_endpoints
          WHERE partner_id = $1 AND (tenant_id = '' OR tenant_id = $2) AND enabled
            AND (cardinality(event_types) = 0 OR $4 = ANY(event_types))
@@ -177,9 +161,7 @@ pub async fn fan_out(
     .execute(&mut *connection)
     .await?;
     if created.rows_affected() > 0 {
-        sqlx::query("SELECT pg_notify(current_schema() || '_deliveries', '')")
-            .execute(&mut *connection)
-            .await?;
+        wake_worker(connection).await?;
     }
     Ok(created.rows_affected())
 }
@@ -190,9 +172,17 @@ pub const DELIVERIES_TOPIC: &str = "deliveries";
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueDelivery {
     pub delivery_id: Uuid,
+    pub partner_id: String,
+    pub tenant_id: String,
     pub endpoint_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
     pub body: String,
     pub attempt_count: i32,
+    pub next_trigger: String,
+    pub next_requested_by: Option<String>,
+    pub next_requested_role: Option<i32>,
+    pub next_replay_id: Option<Uuid>,
 }
 
 /// Claims up to `limit` due deliveries for `lease`: another worker takes one over only if this one
@@ -209,7 +199,8 @@ pub async fn claim_due(
              SELECT delivery_id FROM deliveries
              WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()
              ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING delivery_id, endpoint_id, body, attempt_count",
+         RETURNING delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body,
+             attempt_count, next_trigger, next_requested_by, next_requested_role, next_replay_id",
     )
     .bind(limit)
     .bind(lease_seconds)
@@ -219,47 +210,415 @@ pub async fn claim_due(
 
 /// The result of one attempt, recorded with the delivery's new state.
 pub struct AttemptRecord<'a> {
-    pub delivery_id: Uuid,
+    pub delivery: &'a DueDelivery,
     pub attempt_number: i32,
     pub started_at: DateTime<Utc>,
     pub latency_ms: i32,
     pub response_status: i32,
     pub error: &'a str,
+    pub retry_after: Option<std::time::Duration>,
+    pub response_excerpt: &'a str,
     /// `succeeded`, `failed` (retried at `next_attempt_at`) or `dead`.
     pub status: &'static str,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// Records the attempt with what caused it, and the delivery's new state; the next attempt is a
+/// scheduled one again.
 pub async fn record_attempt(
     connection: &mut PgConnection,
     record: &AttemptRecord<'_>,
 ) -> Result<(), sqlx::Error> {
+    let delivery = record.delivery;
+    let retry_after_ms = record
+        .retry_after
+        .map(|wait| i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
     sqlx::query(
-        "INSERT INTO delivery_attempts (attempt_id, delivery_id, attempt_number, started_at, latency_ms,
-             response_status, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "WITH attempt AS (
+             INSERT INTO delivery_attempts (attempt_id, delivery_id, attempt_number, started_at, latency_ms,
+                 response_status, error, trigger, requested_by, requested_role, replay_id, retry_after_ms,
+                 response_excerpt)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $10, $11, $12, $13, $14, $15))
+         UPDATE deliveries SET status = $8, attempt_count = $3, last_attempt_at = $4, next_attempt_at = $9,
+             last_error = $7, last_response_status = $6,
+             succeeded_at = CASE WHEN $8 = 'succeeded' THEN $4 + make_interval(secs => $5 / 1000.0) ELSE succeeded_at END,
+             next_trigger = 'scheduled', next_requested_by = NULL, next_requested_role = NULL, next_replay_id = NULL
+         WHERE delivery_id = $2",
     )
     .bind(Uuid::now_v7())
-    .bind(record.delivery_id)
+    .bind(delivery.delivery_id)
     .bind(record.attempt_number)
     .bind(record.started_at)
     .bind(record.latency_ms)
     .bind(record.response_status)
     .bind(record.error)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query(
-        "UPDATE deliveries SET status = $2, attempt_count = $3, last_attempt_at = $4, next_attempt_at = $5,
-             last_error = $6
-         WHERE delivery_id = $1",
-    )
-    .bind(record.delivery_id)
     .bind(record.status)
-    .bind(record.attempt_number)
-    .bind(record.started_at)
     .bind(record.next_attempt_at)
-    .bind(record.error)
+    .bind(&delivery.next_trigger)
+    .bind(&delivery.next_requested_by)
+    .bind(delivery.next_requested_role)
+    .bind(delivery.next_replay_id)
+    .bind(retry_after_ms)
+    .bind(record.response_excerpt)
     .execute(&mut *connection)
     .await?;
     Ok(())
+}
+
+/// Ends an endpoint's failure streak after a success.
+pub async fn clear_failing(
+    connection: &mut PgConnection,
+    endpoint_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_endpoints SET failing_since = NULL
+         WHERE endpoint_id = $1 AND failing_since IS NOT NULL",
+    )
+    .bind(endpoint_id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Extends (or starts, at `at`) an endpoint's failure streak; returns when it started.
+pub async fn mark_failing(
+    connection: &mut PgConnection,
+    endpoint_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2)
+         WHERE endpoint_id = $1 RETURNING failing_since",
+    )
+    .bind(endpoint_id)
+    .bind(at)
+    .fetch_optional(connection)
+    .await
+    .map(Option::flatten)
+}
+
+/// A delivery as the log shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub delivery_id: Uuid,
+    pub partner_id: String,
+    pub tenant_id: String,
+    pub endpoint_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempt_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: String,
+    pub destination: String,
+    pub last_response_status: i32,
+    pub succeeded_at: Option<DateTime<Utc>>,
+}
+
+const DELIVERY_COLUMNS: &str = "d.delivery_id, d.partner_id, d.tenant_id, d.endpoint_id, d.event_id,
+    d.event_type, d.status, d.attempt_count, d.created_at, d.next_attempt_at, d.last_attempt_at, d.last_error,
+    d.destination, d.last_response_status, d.succeeded_at";
+
+/// A delivery status as stored.
+pub fn status_name(status: notifications::DeliveryStatus) -> Option<&'static str> {
+    match status {
+        notifications::DeliveryStatus::Pending => Some("pending"),
+        notifications::DeliveryStatus::Succeeded => Some("succeeded"),
+        notifications::DeliveryStatus::Failed => Some("failed"),
+        notifications::DeliveryStatus::Dead => Some("dead"),
+        notifications::DeliveryStatus::Unspecified => None,
+    }
+}
+
+fn status_of(name: &str) -> notifications::DeliveryStatus {
+    match name {
+        "pending" => notifications::DeliveryStatus::Pending,
+        "succeeded" => notifications::DeliveryStatus::Succeeded,
+        "failed" => notifications::DeliveryStatus::Failed,
+        "dead" => notifications::DeliveryStatus::Dead,
+        _ => notifications::DeliveryStatus::Unspecified,
+    }
+}
+
+impl DeliveryRow {
+    pub fn to_proto(&self) -> notifications::Delivery {
+        let status = status_of(&self.status);
+        let waiting = matches!(
+            status,
+            notifications::DeliveryStatus::Pending | notifications::DeliveryStatus::Failed
+        );
+        notifications::Delivery {
+            delivery_id: self.delivery_id.to_string(),
+            partner_id: self.partner_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            endpoint_id: self.endpoint_id.to_string(),
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            status: status.into(),
+            attempt_count: u32::try_from(self.attempt_count).unwrap_or_default(),
+            created_at: Some(to_timestamp(self.created_at)),
+            next_attempt_at: self.next_attempt_at.filter(|_| waiting).map(to_timestamp),
+            last_attempt_at: self.last_attempt_at.map(to_timestamp),
+            last_error: self.last_error.clone(),
+            channel: notifications::DeliveryChannel::Webhook.into(),
+            destination: self.destination.clone(),
+            last_response_status: u32::try_from(self.last_response_status).unwrap_or_default(),
+            succeeded_at: self.succeeded_at.map(to_timestamp),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt_id: Uuid,
+    pub delivery_id: Uuid,
+    pub attempt_number: i32,
+    pub started_at: DateTime<Utc>,
+    pub latency_ms: i32,
+    pub response_status: i32,
+    pub error: String,
+    pub trigger: String,
+    pub requested_by: Option<String>,
+    pub requested_role: Option<i32>,
+    pub replay_id: Option<Uuid>,
+    pub retry_after_ms: Option<i64>,
+    pub response_excerpt: String,
+}
+
+impl AttemptRow {
+    pub fn to_proto(&self) -> notifications::DeliveryAttempt {
+        let trigger = match self.trigger.as_str() {
+            "manual_redelivery" => notifications::AttemptTrigger::ManualRedelivery,
+            "bulk_replay" => notifications::AttemptTrigger::BulkReplay,
+            _ => notifications::AttemptTrigger::Scheduled,
+        };
+        notifications::DeliveryAttempt {
+            attempt_id: self.attempt_id.to_string(),
+            delivery_id: self.delivery_id.to_string(),
+            attempt_number: u32::try_from(self.attempt_number).unwrap_or_default(),
+            started_at: Some(to_timestamp(self.started_at)),
+            latency_ms: u32::try_from(self.latency_ms).unwrap_or_default(),
+            response_status: u32::try_from(self.response_status).unwrap_or_default(),
+            error: self.error.clone(),
+            succeeded: self.error.is_empty(),
+            trigger: trigger.into(),
+            retry_after: self
+                .retry_after_ms
+                .and_then(|millis| u64::try_from(millis).ok())
+                .map(|millis| to_duration(std::time::Duration::from_millis(millis))),
+            response_excerpt: self.response_excerpt.clone(),
+            requested_by: self.requested_by.as_ref().map(|subject| common::Principal {
+                subject: subject.clone(),
+                role: self.requested_role.unwrap_or_default(),
+                ..Default::default()
+            }),
+            replay_id: self.replay_id.map(|id| id.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Which deliveries a listing or a replay covers; `None` leaves a field unfiltered.
+#[derive(Debug, Default)]
+pub struct DeliveryFilter {
+    pub partner_id: Option<String>,
+    pub tenant_id: Option<String>,
+    /// Stored status names; empty = all.
+    pub statuses: Vec<&'static str>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub endpoint_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+}
+
+/// The filter's condition on `deliveries d`, over parameters $1 to $8 bound by [`bind_filter`].
+const FILTER_SQL: &str = "($1::text IS NULL OR d.partner_id = $1)
+    AND ($2::text IS NULL OR d.tenant_id = $2)
+    AND (cardinality($3::text[]) = 0 OR d.status = ANY($3))
+    AND ($4::timestamptz IS NULL OR d.created_at >= $4)
+    AND ($5::timestamptz IS NULL OR d.created_at < $5)
+    AND ($6::uuid IS NULL OR d.endpoint_id = $6)
+    AND ($7::text IS NULL OR d.event_type = $7)
+    AND ($8::text IS NULL OR d.event_id = $8)";
+
+fn bind_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    filter: &'q DeliveryFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(filter.partner_id.as_deref())
+        .bind(filter.tenant_id.as_deref())
+        .bind(&filter.statuses)
+        .bind(filter.created_from)
+        .bind(filter.created_before)
+        .bind(filter.endpoint_id)
+        .bind(filter.event_type.as_deref())
+        .bind(filter.event_id.as_deref())
+}
+
+/// A page of deliveries, newest first, after the `(created_at, delivery_id)` of `after`.
+pub async fn list_deliveries(
+    pool: &PgPool,
+    filter: &DeliveryFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    let query = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d
+         WHERE {FILTER_SQL}
+           AND ($9::timestamptz IS NULL OR (d.created_at, d.delivery_id) < ($9, $10))
+         ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT $11"
+    )));
+    bind_filter(query, filter)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn get_delivery(
+    pool: &PgPool,
+    delivery_id: Uuid,
+) -> Result<Option<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.delivery_id = $1"
+    )))
+    .bind(delivery_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn attempts_of(pool: &PgPool, delivery_id: Uuid) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT attempt_id, delivery_id, attempt_number, started_at, latency_ms, response_status, error,
+             trigger, requested_by, requested_role, replay_id, retry_after_ms, response_excerpt
+         FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt_number, started_at",
+    )
+    .bind(delivery_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Who asked for an attempt out of schedule, and why.
+pub struct Request<'a> {
+    pub trigger: &'static str,
+    pub subject: &'a str,
+    pub role: i32,
+    pub replay_id: Option<Uuid>,
+}
+
+/// Makes a delivery due now for an attempt `request` caused, and wakes the worker.
+pub async fn redeliver(
+    pool: &PgPool,
+    delivery_id: Uuid,
+    request: &Request<'_>,
+) -> Result<Option<DeliveryRow>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let delivery = sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE deliveries d SET status = 'pending', next_attempt_at = now(), next_trigger = $2,
+             next_requested_by = $3, next_requested_role = $4, next_replay_id = $5
+         WHERE d.delivery_id = $1 RETURNING {DELIVERY_COLUMNS}"
+    )))
+    .bind(delivery_id)
+    .bind(request.trigger)
+    .bind(request.subject)
+    .bind(request.role)
+    .bind(request.replay_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    wake_worker(&mut transaction).await?;
+    transaction.commit().await?;
+    Ok(delivery)
+}
+
+/// What a bulk replay matched.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Replayed {
+    /// Made due (or that would be, in a dry run).
+    pub replayed: i64,
+    /// Left alone: their endpoint is disabled.
+    pub skipped: i64,
+}
+
+/// Makes every delivery `filter` matches due now, except those of disabled endpoints.
+pub async fn replay(
+    pool: &PgPool,
+    filter: &DeliveryFilter,
+    request: &Request<'_>,
+    dry_run: bool,
+) -> Result<Replayed, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let query = sqlx::query_as(AssertSqlSafe(format!(
+        "WITH matched AS (
+             SELECT d.delivery_id, e.enabled FROM deliveries d JOIN webhook_endpoints e USING (endpoint_id)
+             WHERE {FILTER_SQL}
+             FOR UPDATE OF d),
+         replayed AS (
+             UPDATE deliveries d SET status = 'pending', next_attempt_at = now(), next_trigger = $9,
+                 next_requested_by = $10, next_requested_role = $11, next_replay_id = $12
+             FROM matched m WHERE d.delivery_id = m.delivery_id AND m.enabled AND NOT $13
+             RETURNING 1)
+         SELECT count(*) FILTER (WHERE enabled) AS replayed, count(*) FILTER (WHERE NOT enabled) AS skipped
+         FROM matched"
+    )));
+    let replayed: Replayed = bind_filter(query, filter)
+        .bind(request.trigger)
+        .bind(request.subject)
+        .bind(request.role)
+        .bind(request.replay_id)
+        .bind(dry_run)
+        .fetch_one(&mut *transaction)
+        .await?;
+    if !dry_run && replayed.replayed > 0 {
+        wake_worker(&mut transaction).await?;
+    }
+    transaction.commit().await?;
+    Ok(replayed)
+}
+
+async fn wake_worker(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify(current_schema() || '_deliveries', '')")
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// Disables an endpoint Picket gave up on and makes its waiting deliveries dead; returns it and
+/// how many deliveries it abandoned, or `None` when it was disabled already.
+pub async fn disable_endpoint(
+    connection: &mut PgConnection,
+    endpoint_id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(EndpointRow, i64)>, sqlx::Error> {
+    let endpoint: Option<EndpointRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, disabled_at = $3, updated_at = $3
+         WHERE endpoint_id = $1 AND enabled RETURNING {ENDPOINT_COLUMNS}"
+    )))
+    .bind(endpoint_id)
+    .bind(reason)
+    .bind(now)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    let abandoned = sqlx::query(
+        "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL,
+             last_error = CASE WHEN last_error = '' THEN 'endpoint disabled: ' || $2 ELSE last_error END
+         WHERE endpoint_id = $1 AND status IN ('pending', 'failed')",
+    )
+    .bind(endpoint_id)
+    .bind(reason)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    Ok(Some((
+        endpoint,
+        i64::try_from(abandoned).unwrap_or(i64::MAX),
+    )))
 }

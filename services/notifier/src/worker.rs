@@ -1,15 +1,19 @@
 //! The delivery worker: claims due deliveries, signs and sends each (Standard Webhooks headers, the
 //! same `webhook-id` on every attempt), records every attempt, and schedules retries with jitter.
-//! 2xx succeeds; 410 disables the endpoint; 429 and 503 honour `Retry-After`; after the last retry
-//! the delivery is dead. A crash mid-attempt leaves the claim to expire, and the delivery is sent
-//! again: at least once.
+//! 2xx succeeds; 410 disables the endpoint, and so does failing without a break for
+//! `disable_after_failing` (5 days), each telling partners with EndpointDisabled; 429 and 503 honour
+//! `Retry-After`; after the last retry the delivery is dead. A crash mid-attempt leaves the claim to
+//! expire, and the delivery is sent again: at least once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use picket_platform::db::notify;
+use picket_platform::EventFactory;
+use picket_platform::db::{notify, outbox};
+use picket_platform::time::to_timestamp;
+use picket_proto::notifications::v1 as notifications;
 use rand::Rng;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -21,13 +25,34 @@ use crate::signing::{WebhookSecret, signature_header};
 use crate::store::{self, AttemptRecord, DueDelivery, EndpointRow};
 
 const CLAIM_BATCH: i64 = 64;
+/// Bytes of a failed response's body kept for diagnosis.
+const EXCERPT_BYTES: usize = 1024;
 
 pub struct DeliveryWorker {
     pool: PgPool,
     schema: String,
     client: reqwest::Client,
     policy: Arc<EgressPolicy>,
+    events: EventFactory,
     settings: NotifierSettings,
+}
+
+/// An attempt as sent: what it came to and what the endpoint answered.
+struct Attempted {
+    outcome: AttemptOutcome,
+    response_status: i32,
+    response_excerpt: String,
+}
+
+impl From<AttemptOutcome> for Attempted {
+    /// An attempt that got no response.
+    fn from(outcome: AttemptOutcome) -> Attempted {
+        Attempted {
+            outcome,
+            response_status: 0,
+            response_excerpt: String::new(),
+        }
+    }
 }
 
 /// What an attempt came to.
@@ -42,7 +67,7 @@ enum AttemptOutcome {
     /// Never retried: the endpoint is gone (410) or refused by policy.
     Fatal {
         error: String,
-        disable_endpoint: bool,
+        disable: Option<notifications::EndpointDisableCause>,
     },
 }
 
@@ -74,6 +99,7 @@ impl DeliveryWorker {
         schema: String,
         client: reqwest::Client,
         policy: Arc<EgressPolicy>,
+        events: EventFactory,
         settings: NotifierSettings,
     ) -> DeliveryWorker {
         DeliveryWorker {
@@ -81,6 +107,7 @@ impl DeliveryWorker {
             schema,
             client,
             policy,
+            events,
             settings,
         }
     }
@@ -147,35 +174,22 @@ impl DeliveryWorker {
     async fn deliver(&self, delivery: DueDelivery, endpoint: Option<&EndpointRow>) {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let (outcome, response_status) = match endpoint {
+        let attempted = match endpoint {
             Some(endpoint) if endpoint.enabled => {
                 self.attempt(&delivery, endpoint, started_at).await
             }
-            Some(_) => (
-                AttemptOutcome::Fatal {
-                    error: "endpoint is disabled".into(),
-                    disable_endpoint: false,
-                },
-                0,
-            ),
-            None => (
-                AttemptOutcome::Fatal {
-                    error: "endpoint was deleted".into(),
-                    disable_endpoint: false,
-                },
-                0,
-            ),
+            Some(_) => Attempted::from(AttemptOutcome::Fatal {
+                error: "endpoint is disabled".into(),
+                disable: None,
+            }),
+            None => Attempted::from(AttemptOutcome::Fatal {
+                error: "endpoint was deleted".into(),
+                disable: None,
+            }),
         };
         let latency_ms = i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX);
         if let Err(error) = self
-            .record(
-                &delivery,
-                endpoint,
-                started_at,
-                latency_ms,
-                response_status,
-                outcome,
-            )
+            .record(&delivery, endpoint, started_at, latency_ms, attempted)
             .await
         {
             tracing::warn!(%error, delivery_id = %delivery.delivery_id, "cannot record attempt; the delivery will be retried");
@@ -187,18 +201,14 @@ impl DeliveryWorker {
         delivery: &DueDelivery,
         endpoint: &EndpointRow,
         now: DateTime<Utc>,
-    ) -> (AttemptOutcome, i32) {
+    ) -> Attempted {
         let url = match self.policy.check_url(&endpoint.url) {
             Ok(url) => url,
             Err(error) => {
-                let error = format!("endpoint url {error}");
-                return (
-                    AttemptOutcome::Fatal {
-                        error,
-                        disable_endpoint: false,
-                    },
-                    0,
-                );
+                return Attempted::from(AttemptOutcome::Fatal {
+                    error: format!("endpoint url {error}"),
+                    disable: None,
+                });
             }
         };
         let mut secrets = Vec::with_capacity(2);
@@ -217,14 +227,10 @@ impl DeliveryWorker {
             {
                 Some(Ok(parsed)) => secrets.push(parsed),
                 Some(Err(error)) => {
-                    let error = format!("endpoint secret {error}");
-                    return (
-                        AttemptOutcome::Fatal {
-                            error,
-                            disable_endpoint: false,
-                        },
-                        0,
-                    );
+                    return Attempted::from(AttemptOutcome::Fatal {
+                        error: format!("endpoint secret {error}"),
+                        disable: None,
+                    });
                 }
                 None => {}
             }
@@ -246,23 +252,18 @@ impl DeliveryWorker {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
-                let error = format!("request failed: {}", error_chain(&error));
-                return (
-                    AttemptOutcome::Failed {
-                        error,
-                        retry_after: None,
-                    },
-                    0,
-                );
+                return Attempted::from(AttemptOutcome::Failed {
+                    error: format!("request failed: {}", error_chain(&error)),
+                    retry_after: None,
+                });
             }
         };
         let status = response.status();
-        let code = i32::from(status.as_u16());
         let outcome = match status.as_u16() {
             200..=299 => AttemptOutcome::Delivered,
             410 => AttemptOutcome::Fatal {
                 error: "endpoint answered 410 gone".into(),
-                disable_endpoint: true,
+                disable: Some(notifications::EndpointDisableCause::Gone),
             },
             429 | 503 => AttemptOutcome::Failed {
                 error: format!("endpoint answered {status}"),
@@ -273,7 +274,16 @@ impl DeliveryWorker {
                 retry_after: None,
             },
         };
-        (outcome, code)
+        let response_excerpt = if outcome == AttemptOutcome::Delivered {
+            String::new()
+        } else {
+            excerpt(response).await
+        };
+        Attempted {
+            outcome,
+            response_status: i32::from(status.as_u16()),
+            response_excerpt,
+        }
     }
 
     async fn record(
@@ -282,18 +292,16 @@ impl DeliveryWorker {
         endpoint: Option<&EndpointRow>,
         started_at: DateTime<Utc>,
         latency_ms: i32,
-        response_status: i32,
-        outcome: AttemptOutcome,
+        attempted: Attempted,
     ) -> Result<(), sqlx::Error> {
         let attempt_number = delivery.attempt_count + 1;
         let attempt_index = usize::try_from(attempt_number).unwrap_or(usize::MAX);
-        let (status, error, next_attempt_at, disable) = match outcome {
-            AttemptOutcome::Delivered => ("succeeded", String::new(), None, false),
-            AttemptOutcome::Fatal {
-                error,
-                disable_endpoint,
-            } => ("dead", error, None, disable_endpoint),
+        let mut asked_to_wait = None;
+        let (status, error, next_attempt_at, mut disable) = match attempted.outcome {
+            AttemptOutcome::Delivered => ("succeeded", String::new(), None, None),
+            AttemptOutcome::Fatal { error, disable } => ("dead", error, None, disable),
             AttemptOutcome::Failed { error, retry_after } => {
+                asked_to_wait = retry_after;
                 match retry_delay(
                     &self.settings.retry_schedule,
                     self.settings.retry_jitter,
@@ -303,9 +311,9 @@ impl DeliveryWorker {
                         let delay = retry_after.map_or(delay, |asked| asked.max(delay));
                         let next = started_at
                             + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                        ("failed", error, Some(next), false)
+                        ("failed", error, Some(next), None)
                     }
-                    None => ("dead", error, None, false),
+                    None => ("dead", error, None, None),
                 }
             }
         };
@@ -313,21 +321,43 @@ impl DeliveryWorker {
         store::record_attempt(
             &mut transaction,
             &AttemptRecord {
-                delivery_id: delivery.delivery_id,
+                delivery,
                 attempt_number,
                 started_at,
                 latency_ms,
-                response_status,
+                response_status: attempted.response_status,
                 error: &error,
+                retry_after: asked_to_wait,
+                response_excerpt: &attempted.response_excerpt,
                 status,
                 next_attempt_at,
             },
         )
         .await?;
-        if let (true, Some(endpoint)) = (disable, endpoint) {
-            store::disable_endpoint(&mut transaction, endpoint.endpoint_id, &error, Utc::now())
+        let mut failing_since = None;
+        if let Some(endpoint) = endpoint.filter(|endpoint| endpoint.enabled) {
+            if status == "succeeded" {
+                store::clear_failing(&mut transaction, endpoint.endpoint_id).await?;
+            } else if disable.is_none() {
+                failing_since =
+                    store::mark_failing(&mut transaction, endpoint.endpoint_id, started_at).await?;
+                let limit = chrono::Duration::from_std(self.settings.disable_after_failing)
+                    .unwrap_or(chrono::Duration::MAX);
+                if failing_since.is_some_and(|since| started_at - since >= limit) {
+                    disable = Some(notifications::EndpointDisableCause::Failing);
+                }
+            }
+            if let Some(cause) = disable {
+                self.disable(
+                    &mut transaction,
+                    endpoint,
+                    cause,
+                    &error,
+                    failing_since,
+                    attempted.response_status,
+                )
                 .await?;
-            tracing::warn!(endpoint_id = %endpoint.endpoint_id, "endpoint disabled: it answered 410");
+            }
         }
         transaction.commit().await?;
         match status {
@@ -340,6 +370,64 @@ impl DeliveryWorker {
         }
         Ok(())
     }
+
+    /// Disables `endpoint`, makes its waiting deliveries dead and tells partners (EndpointDisabled,
+    /// which the catalogue delivers as `endpoint.disabled`).
+    async fn disable(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        endpoint: &EndpointRow,
+        cause: notifications::EndpointDisableCause,
+        error: &str,
+        failing_since: Option<DateTime<Utc>>,
+        response_status: i32,
+    ) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        let reason = match (cause, failing_since) {
+            (notifications::EndpointDisableCause::Failing, Some(since)) => format!(
+                "every attempt failed since {} (last: {error})",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            _ => format!("{error} from {}", endpoint.url),
+        };
+        let Some((disabled, abandoned)) =
+            store::disable_endpoint(connection, endpoint.endpoint_id, &reason, now).await?
+        else {
+            return Ok(());
+        };
+        let event = notifications::EndpointDisabled {
+            partner_id: disabled.partner_id.clone(),
+            tenant_id: disabled.tenant_id.clone(),
+            endpoint_id: disabled.endpoint_id.to_string(),
+            url: disabled.url.clone(),
+            cause: cause.into(),
+            reason: reason.clone(),
+            failing_since: failing_since.map(to_timestamp),
+            disabled_at: Some(to_timestamp(now)),
+            last_response_status: u32::try_from(response_status).unwrap_or_default(),
+            deliveries_abandoned: u32::try_from(abandoned).unwrap_or(u32::MAX),
+        };
+        let outgoing = self
+            .events
+            .event(&event, now)
+            .map_err(|error| sqlx::Error::Protocol(format!("EndpointDisabled: {error}")))?;
+        outbox::enqueue(connection, &outgoing).await?;
+        tracing::warn!(endpoint_id = %disabled.endpoint_id, %reason, abandoned, "endpoint disabled");
+        Ok(())
+    }
+}
+
+/// The first bytes of a response body, as text, for the attempt log.
+async fn excerpt(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    kept.truncate(EXCERPT_BYTES);
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// The error and its sources on one line: reqwest's own message omits the cause.

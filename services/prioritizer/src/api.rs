@@ -9,10 +9,9 @@ use chrono::{DateTime, Utc};
 use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::grpc::{
-    internal, keyset_token, next_offset_token, page_size, parse_keyset_token, parse_offset_token,
-    parse_uuid,
+    internal, keyset_token, next_offset_token, page_size, parse_each, parse_keyset_token,
+    parse_offset_token, parse_uuid, time_range,
 };
-use picket_platform::time::from_timestamp;
 use picket_proto::common::v1 as common;
 use picket_proto::incidents::v1 as incidents;
 use picket_proto::incidents::v1::incident_service_server::IncidentService;
@@ -143,21 +142,6 @@ pub struct IncidentFilter {
     pub limit: i64,
 }
 
-fn parse_each<T>(
-    values: &[i32],
-    field: &str,
-    what: &str,
-    parse: impl Fn(i32) -> Option<T>,
-) -> Result<Vec<T>, Status> {
-    values
-        .iter()
-        .map(|value| {
-            parse(*value)
-                .ok_or_else(|| Status::invalid_argument(format!("{field}: {value} is not {what}")))
-        })
-        .collect()
-}
-
 /// The tenants a customer may see within a request for `tenant_id` (empty = all granted).
 fn customer_tenants(principal: &Principal, tenant_id: &str) -> Result<Option<Vec<String>>, Status> {
     let requested = (!tenant_id.is_empty()).then(|| vec![tenant_id.to_owned()]);
@@ -188,23 +172,7 @@ fn scoped_filter(
     let kinds = parse_each(&request.kinds, "kinds", "a finding kind", |value| {
         Kind::from_proto(value).map(Kind::as_db)
     })?;
-    let range = request.opened.as_ref();
-    let bound = |timestamp: Option<&picket_proto::pbjson_types::Timestamp>, field: &str| {
-        timestamp
-            .map(|timestamp| {
-                from_timestamp(timestamp)
-                    .ok_or_else(|| Status::invalid_argument(format!("{field}: out of range")))
-            })
-            .transpose()
-    };
-    let opened_from = bound(
-        range.and_then(|range| range.start_time.as_ref()),
-        "opened.start_time",
-    )?;
-    let opened_until = bound(
-        range.and_then(|range| range.end_time.as_ref()),
-        "opened.end_time",
-    )?;
+    let (opened_from, opened_until) = time_range(request.opened.as_ref(), "opened")?;
     let limit = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let before = parse_keyset_token(&request.page_token)?;
     Ok(IncidentFilter {

@@ -1,0 +1,491 @@
+//! The notifier's delivery rules against a real receiver, NATS and PostgreSQL: Retry-After, 410,
+//! an endpoint disabled after failing without a break, the delivery log, redelivery by hand and
+//! bulk replay. Incident events are published as the prioritizer would.
+
+use std::time::Duration;
+
+use picket_e2e::{channel, start_notifier};
+use picket_proto::common::v1::TimeRange;
+use picket_proto::incidents::v1::{Incident, IncidentOpened};
+use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
+use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
+use picket_proto::notifications::v1::{
+    AttemptTrigger, CreateWebhookEndpointRequest, Delivery, DeliveryAttempt, DeliveryStatus,
+    GetDeliveryRequest, GetWebhookEndpointRequest, ListDeliveriesRequest, RedeliverDeliveryRequest,
+    ReplayFailedDeliveriesRequest, WebhookEndpoint,
+};
+use picket_testkit::{TestEnv, WebhookReceiver, eventually, verify_standard_webhook};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Notifier {
+    env: TestEnv,
+    _application: picket_platform::Application,
+    channels: ChannelServiceClient<Channel>,
+    deliveries: DeliveryServiceClient<Channel>,
+}
+
+impl Notifier {
+    async fn start() -> Notifier {
+        let env = TestEnv::new().await;
+        let application = start_notifier(&env, "").await;
+        let grpc = channel(&application).await;
+        Notifier {
+            env,
+            _application: application,
+            channels: ChannelServiceClient::new(grpc.clone()),
+            deliveries: DeliveryServiceClient::new(grpc),
+        }
+    }
+
+    fn request<T>(&self, partner_id: &str, message: T) -> tonic::Request<T> {
+        self.env
+            .request(&self.env.partner_token(partner_id), message)
+    }
+
+    /// An endpoint of `p1` at `receiver` for `event_types` (empty = all); returns it and its secret.
+    async fn endpoint(
+        &mut self,
+        receiver: &WebhookReceiver,
+        event_types: &[&str],
+    ) -> (WebhookEndpoint, String) {
+        let request = self.request(
+            "p1",
+            CreateWebhookEndpointRequest {
+                partner_id: "p1".into(),
+                url: receiver.url(),
+                event_types: event_types.iter().map(|&name| name.to_owned()).collect(),
+                ..Default::default()
+            },
+        );
+        let response = self
+            .channels
+            .create_webhook_endpoint(request)
+            .await
+            .expect("endpoint created")
+            .into_inner();
+        (response.endpoint.expect("endpoint"), response.secret)
+    }
+
+    async fn open_incident(&self, incident_id: &str) {
+        let opened = IncidentOpened {
+            partner_id: "p1".into(),
+            tenant_id: "t1".into(),
+            incident: Some(Incident {
+                incident_id: incident_id.into(),
+                title: "Sign-in from a new country".into(),
+                ..Default::default()
+            }),
+        };
+        self.env.publish("prioritizer", &opened).await;
+    }
+
+    async fn endpoint_now(&mut self, endpoint_id: &str) -> WebhookEndpoint {
+        let request = self.request(
+            "p1",
+            GetWebhookEndpointRequest {
+                endpoint_id: endpoint_id.into(),
+            },
+        );
+        self.channels
+            .get_webhook_endpoint(request)
+            .await
+            .expect("endpoint read")
+            .into_inner()
+            .endpoint
+            .expect("endpoint")
+    }
+
+    async fn list(&mut self, message: ListDeliveriesRequest) -> Vec<Delivery> {
+        let request = self.request("p1", message);
+        self.deliveries
+            .list_deliveries(request)
+            .await
+            .expect("deliveries listed")
+            .into_inner()
+            .deliveries
+    }
+
+    async fn delivery(&mut self, delivery_id: &str) -> (Delivery, Vec<DeliveryAttempt>) {
+        let request = self.request(
+            "p1",
+            GetDeliveryRequest {
+                delivery_id: delivery_id.into(),
+            },
+        );
+        let response = self
+            .deliveries
+            .get_delivery(request)
+            .await
+            .expect("delivery read")
+            .into_inner();
+        (response.delivery.expect("delivery"), response.attempts)
+    }
+
+    /// Waits until the listing of `p1`'s deliveries in `status` holds `count` of them.
+    async fn wait_for(&mut self, status: DeliveryStatus, count: usize) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let listed = self
+                .list(ListDeliveriesRequest {
+                    partner_id: "p1".into(),
+                    statuses: vec![status.into()],
+                    ..Default::default()
+                })
+                .await;
+            if listed.len() >= count {
+                return listed;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited for {count} {status:?} deliveries, have {}",
+                listed.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retry_after_is_honoured_and_logged_with_the_same_webhook_id() {
+    let mut notifier = Notifier::start().await;
+    let receiver = WebhookReceiver::start().await;
+    let (_, secret) = notifier.endpoint(&receiver, &["incident.opened"]).await;
+    // The retry schedule here says 200 ms; the endpoint asks for 2 s.
+    receiver.answer_next_with_retry_after(429, 2);
+
+    notifier.open_incident("i-1").await;
+
+    let received = eventually(WAIT, "a success after the 429", || async {
+        let received = receiver.received();
+        (received.len() == 2).then_some(received)
+    })
+    .await;
+    assert_eq!(received[0].answered, 429);
+    assert_eq!(received[1].answered, 200);
+    assert_eq!(
+        received[0].id, received[1].id,
+        "retries keep the webhook-id"
+    );
+    assert!(verify_standard_webhook(&secret, &received[1]));
+    let waited = received[1].received_at - received[0].received_at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+
+    let succeeded = notifier.wait_for(DeliveryStatus::Succeeded, 1).await;
+    let (delivery, attempts) = notifier.delivery(&succeeded[0].delivery_id).await;
+    assert_eq!(delivery.delivery_id, received[0].id);
+    assert_eq!(delivery.attempt_count, 2);
+    assert_eq!(delivery.destination, receiver.url());
+    assert!(delivery.succeeded_at.is_some());
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].response_status, 429);
+    assert!(!attempts[0].succeeded);
+    assert_eq!(
+        attempts[0].retry_after.as_ref().map(|wait| wait.seconds),
+        Some(2)
+    );
+    assert_eq!(attempts[0].response_excerpt, "answered 429");
+    assert!(attempts[1].succeeded);
+    assert_eq!(attempts[1].trigger(), AttemptTrigger::Scheduled);
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gone_endpoint_is_disabled_and_the_partner_told_on_its_other_endpoints() {
+    let mut notifier = Notifier::start().await;
+    let gone = WebhookReceiver::start().await;
+    let watcher = WebhookReceiver::start().await;
+    let (gone_endpoint, _) = notifier.endpoint(&gone, &["incident.opened"]).await;
+    let (_, watcher_secret) = notifier.endpoint(&watcher, &["endpoint.disabled"]).await;
+    gone.answer_next_with(&[410]);
+
+    notifier.open_incident("i-1").await;
+
+    let notice = eventually(WAIT, "the endpoint.disabled webhook", || async {
+        watcher.received().into_iter().next()
+    })
+    .await;
+    assert!(verify_standard_webhook(&watcher_secret, &notice));
+    let body = notice.json();
+    assert_eq!(body["type"], "endpoint.disabled");
+    assert_eq!(body["data"]["endpointId"], gone_endpoint.endpoint_id);
+    assert_eq!(body["data"]["cause"], "ENDPOINT_DISABLE_CAUSE_GONE");
+
+    let endpoint = notifier.endpoint_now(&gone_endpoint.endpoint_id).await;
+    assert!(!endpoint.enabled);
+    assert!(
+        endpoint.disabled_reason.contains("410"),
+        "{}",
+        endpoint.disabled_reason
+    );
+    let dead = notifier.wait_for(DeliveryStatus::Dead, 1).await;
+    assert_eq!(dead[0].last_response_status, 410);
+    assert_eq!(gone.received().len(), 1, "a gone endpoint is not retried");
+
+    // Nothing more reaches it while disabled, and it cannot be redelivered to.
+    notifier.open_incident("i-2").await;
+    let refused = notifier
+        .deliveries
+        .redeliver_delivery(notifier.request(
+            "p1",
+            RedeliverDeliveryRequest {
+                delivery_id: dead[0].delivery_id.clone(),
+                force: false,
+            },
+        ))
+        .await
+        .expect_err("its endpoint is disabled");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gone.received().len(), 1);
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_failing_without_a_break_for_five_days_is_disabled() {
+    let mut notifier = Notifier::start().await;
+    let failing = WebhookReceiver::start().await;
+    let watcher = WebhookReceiver::start().await;
+    let (failing_endpoint, _) = notifier.endpoint(&failing, &["incident.opened"]).await;
+    notifier.endpoint(&watcher, &["endpoint.disabled"]).await;
+    failing.answer_next_with(&[500; 20]);
+
+    notifier.open_incident("i-1").await;
+    let pool = notifier.env.pool("notifier").await;
+    eventually(WAIT, "a failure streak", || async {
+        let since: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT failing_since FROM webhook_endpoints WHERE endpoint_id = $1",
+        )
+        .bind(uuid::Uuid::parse_str(&failing_endpoint.endpoint_id).expect("uuid"))
+        .fetch_one(&pool)
+        .await
+        .expect("endpoint row");
+        since
+    })
+    .await;
+    // Five days pass with nothing but failures (the streak's start is moved back, rather than
+    // waiting), then one more attempt fails.
+    sqlx::query("UPDATE webhook_endpoints SET failing_since = failing_since - interval '5 days'")
+        .execute(&pool)
+        .await
+        .expect("streak moved back");
+
+    let notice = eventually(WAIT, "the endpoint.disabled webhook", || async {
+        watcher.received().into_iter().next()
+    })
+    .await;
+    let body = notice.json();
+    assert_eq!(body["data"]["cause"], "ENDPOINT_DISABLE_CAUSE_FAILING");
+    assert_eq!(body["data"]["lastResponseStatus"], 500);
+    assert!(body["data"]["failingSince"].is_string());
+    let endpoint = notifier.endpoint_now(&failing_endpoint.endpoint_id).await;
+    assert!(!endpoint.enabled);
+    assert!(
+        endpoint
+            .disabled_reason
+            .contains("every attempt failed since"),
+        "{}",
+        endpoint.disabled_reason
+    );
+    let dead = notifier.wait_for(DeliveryStatus::Dead, 1).await;
+    assert_eq!(dead[0].endpoint_id, failing_endpoint.endpoint_id);
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_success_ends_the_failure_streak() {
+    let mut notifier = Notifier::start().await;
+    let receiver = WebhookReceiver::start().await;
+    let (endpoint, _) = notifier.endpoint(&receiver, &["incident.opened"]).await;
+    receiver.answer_next_with(&[500]);
+
+    notifier.open_incident("i-1").await;
+    notifier.wait_for(DeliveryStatus::Succeeded, 1).await;
+
+    let pool = notifier.env.pool("notifier").await;
+    let failing_since: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT failing_since FROM webhook_endpoints")
+            .fetch_one(&pool)
+            .await
+            .expect("endpoint row");
+    assert_eq!(failing_since, None);
+    assert!(notifier.endpoint_now(&endpoint.endpoint_id).await.enabled);
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_deliveries_are_redelivered_by_hand_and_replayed_in_bulk() {
+    let mut notifier = Notifier::start().await;
+    let receiver = WebhookReceiver::start().await;
+    notifier.endpoint(&receiver, &["incident.opened"]).await;
+    // Three incidents, each failing its first attempt and its three retries: all dead.
+    receiver.answer_next_with(&[500; 12]);
+    let started = chrono::Utc::now();
+    for incident in ["i-1", "i-2", "i-3"] {
+        notifier.open_incident(incident).await;
+    }
+    let dead = notifier.wait_for(DeliveryStatus::Dead, 3).await;
+    assert!(dead.iter().all(|delivery| delivery.attempt_count == 4));
+
+    // Another partner sees none of them.
+    let other = notifier
+        .deliveries
+        .get_delivery(notifier.request(
+            "p2",
+            GetDeliveryRequest {
+                delivery_id: dead[0].delivery_id.clone(),
+            },
+        ))
+        .await
+        .expect_err("not p2's");
+    assert_eq!(other.code(), Code::NotFound);
+
+    // One by hand: the same webhook-id arrives again, and the attempt says who asked.
+    let redelivered = notifier
+        .deliveries
+        .redeliver_delivery(notifier.request(
+            "p1",
+            RedeliverDeliveryRequest {
+                delivery_id: dead[0].delivery_id.clone(),
+                force: false,
+            },
+        ))
+        .await
+        .expect("redelivered")
+        .into_inner()
+        .delivery
+        .expect("delivery");
+    assert_eq!(redelivered.status(), DeliveryStatus::Pending);
+    eventually(WAIT, "the redelivered webhook", || async {
+        receiver
+            .delivered_ids()
+            .contains(&dead[0].delivery_id)
+            .then_some(())
+    })
+    .await;
+    let (delivery, attempts) = notifier.delivery(&dead[0].delivery_id).await;
+    assert_eq!(delivery.status(), DeliveryStatus::Succeeded);
+    let last = attempts.last().expect("attempts");
+    assert_eq!(last.attempt_number, 5);
+    assert_eq!(last.trigger(), AttemptTrigger::ManualRedelivery);
+    assert_eq!(
+        last.requested_by.as_ref().map(|by| by.subject.as_str()),
+        Some("staff@p1")
+    );
+    let again = notifier
+        .deliveries
+        .redeliver_delivery(notifier.request(
+            "p1",
+            RedeliverDeliveryRequest {
+                delivery_id: dead[0].delivery_id.clone(),
+                force: false,
+            },
+        ))
+        .await
+        .expect_err("succeeded already");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // The rest in bulk: a dry run counts, the replay sends.
+    let replay = |dry_run| ReplayFailedDeliveriesRequest {
+        partner_id: "p1".into(),
+        created: Some(TimeRange {
+            start_time: Some(picket_platform::time::to_timestamp(
+                started - chrono::Duration::seconds(1),
+            )),
+            end_time: None,
+        }),
+        dry_run,
+        ..Default::default()
+    };
+    let counted = notifier
+        .deliveries
+        .replay_failed_deliveries(notifier.request("p1", replay(true)))
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(counted.deliveries_replayed, 2);
+    assert_eq!(notifier.wait_for(DeliveryStatus::Dead, 2).await.len(), 2);
+    let replayed = notifier
+        .deliveries
+        .replay_failed_deliveries(notifier.request("p1", replay(false)))
+        .await
+        .expect("replayed")
+        .into_inner();
+    assert_eq!(replayed.deliveries_replayed, 2);
+    assert_eq!(replayed.deliveries_skipped, 0);
+    let succeeded = notifier.wait_for(DeliveryStatus::Succeeded, 3).await;
+    assert_eq!(receiver.delivered_ids().len(), 3);
+    for delivery in succeeded
+        .iter()
+        .filter(|delivery| delivery.delivery_id != dead[0].delivery_id)
+    {
+        let (_, attempts) = notifier.delivery(&delivery.delivery_id).await;
+        let last = attempts.last().expect("attempts");
+        assert_eq!(last.trigger(), AttemptTrigger::BulkReplay);
+        assert_eq!(last.replay_id, replayed.replay_id);
+    }
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delivery_requests_name_their_bad_fields() {
+    let mut notifier = Notifier::start().await;
+    let bad_status = notifier
+        .deliveries
+        .list_deliveries(notifier.request(
+            "p1",
+            ListDeliveriesRequest {
+                partner_id: "p1".into(),
+                statuses: vec![42],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("42 is no status");
+    assert_eq!(bad_status.code(), Code::InvalidArgument);
+    assert!(bad_status.message().starts_with("statuses:"));
+
+    let other_partner = notifier
+        .deliveries
+        .list_deliveries(notifier.request(
+            "p1",
+            ListDeliveriesRequest {
+                partner_id: "p2".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("not p1's");
+    assert_eq!(other_partner.code(), Code::PermissionDenied);
+
+    let no_start = notifier
+        .deliveries
+        .replay_failed_deliveries(notifier.request(
+            "p1",
+            ReplayFailedDeliveriesRequest {
+                partner_id: "p1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a replay needs a start");
+    assert_eq!(no_start.code(), Code::InvalidArgument);
+    assert_eq!(no_start.message(), "created.start_time: is required");
+
+    let bad_id = notifier
+        .deliveries
+        .redeliver_delivery(notifier.request(
+            "p1",
+            RedeliverDeliveryRequest {
+                delivery_id: "nope".into(),
+                force: false,
+            },
+        ))
+        .await
+        .expect_err("not a UUID");
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    assert!(bad_id.message().starts_with("delivery_id:"));
+    notifier.env.teardown().await;
+}
