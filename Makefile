@@ -3,7 +3,7 @@
 
 BUF := npx --yes @bufbuild/buf@1.75.0
 STACK := scripts/stack.sh run --
-BENCH_ARGS ?= 5000 200 10
+BENCH_ARGS ?=
 
 .PHONY: run test lint bench fmt
 

@@ -6,16 +6,24 @@
 //! - `scanning [TENANTS USERS WORKERS THROTTLE_PERCENT]`: full scans of simulated tenants.
 //! - `prioritizer [FINDINGS TENANTS RATE]`: the prioritizer's decisions, throughput and
 //!   publish-to-decision latency.
+//! - `notifier [EVENTS TENANTS]`: webhook deliveries of incident events, throughput and
+//!   event-to-receipt latency.
 //!
-//! Without a scenario, all three run with their defaults.
+//! Without a scenario, all four run with their defaults.
 
 #![allow(clippy::print_stdout)]
 
 mod findings;
+mod notifier;
 mod prioritizer;
 mod scanning;
 
 use anyhow::Context;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use picket_platform::nats::OutgoingEvent;
+use picket_proto::Event;
+use picket_testkit::TestEnv;
 
 /// Production concurrency (the tests use less): 16 lanes per consumer, pools of 20.
 pub const BENCH_TOML: &str = "[nats]\nlanes = 16\n[database]\nmax_connections = 20\n";
@@ -27,6 +35,60 @@ pub fn argument(arguments: &[String], position: usize, default: usize) -> anyhow
             .parse()
             .with_context(|| format!("argument {} must be a number", position + 1)),
         None => Ok(default),
+    }
+}
+
+/// Publish acks in flight at once (the JetStream context allows 5,000).
+const ACK_WINDOW: usize = 1000;
+
+/// Publishes events as `source` would, straight to JetStream, without waiting for each ack: up to
+/// [`ACK_WINDOW`] are in flight, so the publisher is not the bottleneck.
+pub struct Publisher<'a> {
+    env: &'a TestEnv,
+    source: &'static str,
+    pending: Vec<BoxFuture<'static, anyhow::Result<()>>>,
+}
+
+impl<'a> Publisher<'a> {
+    pub fn new(env: &'a TestEnv, source: &'static str) -> Publisher<'a> {
+        Publisher {
+            env,
+            source,
+            pending: Vec::with_capacity(ACK_WINDOW),
+        }
+    }
+
+    pub async fn publish<E: Event>(&mut self, event: &E) -> anyhow::Result<()> {
+        let outgoing =
+            OutgoingEvent::new(&self.env.subjects, self.source, event, chrono::Utc::now())?;
+        let ack = self
+            .env
+            .jetstream
+            .publish_with_headers(
+                outgoing.subject.clone(),
+                outgoing.headers(),
+                outgoing.payload.into(),
+            )
+            .await?;
+        self.pending.push(
+            async move {
+                ack.await?;
+                Ok::<(), anyhow::Error>(())
+            }
+            .boxed(),
+        );
+        if self.pending.len() >= ACK_WINDOW {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every ack in flight.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        for ack in self.pending.drain(..) {
+            ack.await?;
+        }
+        Ok(())
     }
 }
 
@@ -48,13 +110,17 @@ async fn main() -> anyhow::Result<()> {
         Some("findings") => findings::run(&arguments[1..]).await,
         Some("scanning") => scanning::run(&arguments[1..]).await,
         Some("prioritizer") => prioritizer::run(&arguments[1..]).await,
+        Some("notifier") => notifier::run(&arguments[1..]).await,
         Some(other) => {
-            anyhow::bail!("unknown scenario {other}; use findings, scanning or prioritizer")
+            anyhow::bail!(
+                "unknown scenario {other}; use findings, scanning, prioritizer or notifier"
+            )
         }
         None => {
             scanning::run(&[]).await?;
             findings::run(&[]).await?;
-            prioritizer::run(&[]).await
+            prioritizer::run(&[]).await?;
+            notifier::run(&[]).await
         }
     }
 }

@@ -16,10 +16,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use picket_e2e::start_prioritizer;
-use picket_platform::nats::{InboundEvent, OutgoingEvent};
+use picket_platform::nats::InboundEvent;
 use picket_platform::time::to_timestamp;
 use picket_proto::common::v1::{FindingKind, Severity};
 use picket_proto::findings::v1::FindingObserved;
@@ -28,7 +27,7 @@ use picket_proto::{Area, Event};
 use picket_testkit::TestEnv;
 use sqlx::PgPool;
 
-use crate::{argument, millis, percentile};
+use crate::{Publisher, argument, millis, percentile};
 
 /// Production settings over the test ones: the prioritizer's 256 lanes (one transaction carries
 /// many tenants' events), the platform's ack wait and a pool of 20.
@@ -41,8 +40,6 @@ const LATENCY_RATE: u32 = 1000;
 const LATENCY_SECONDS: u32 = 10;
 /// How long the latency run waits for the last decisions after publishing.
 const LATENCY_GRACE: Duration = Duration::from_secs(60);
-/// Publish acks in flight at once (the JetStream context allows 5,000).
-const ACK_WINDOW: usize = 1000;
 /// How often the database is polled for progress.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -119,54 +116,6 @@ fn finding(fingerprint: String, tenant: usize, roll: u64) -> (FindingObserved, b
     (observed, decides)
 }
 
-/// Publishes findings as the scanner would, straight to JetStream, without waiting for each ack:
-/// up to [`ACK_WINDOW`] are in flight, so the publisher is not the bottleneck.
-struct Publisher<'a> {
-    env: &'a TestEnv,
-    pending: Vec<BoxFuture<'static, anyhow::Result<()>>>,
-}
-
-impl<'a> Publisher<'a> {
-    fn new(env: &'a TestEnv) -> Publisher<'a> {
-        Publisher {
-            env,
-            pending: Vec::with_capacity(ACK_WINDOW),
-        }
-    }
-
-    async fn publish(&mut self, finding: &FindingObserved) -> anyhow::Result<()> {
-        let outgoing = OutgoingEvent::new(&self.env.subjects, "scanner", finding, Utc::now())?;
-        let ack = self
-            .env
-            .jetstream
-            .publish_with_headers(
-                outgoing.subject.clone(),
-                outgoing.headers(),
-                outgoing.payload.into(),
-            )
-            .await?;
-        self.pending.push(
-            async move {
-                ack.await?;
-                Ok::<(), anyhow::Error>(())
-            }
-            .boxed(),
-        );
-        if self.pending.len() >= ACK_WINDOW {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Waits for every ack in flight.
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        for ack in self.pending.drain(..) {
-            ack.await?;
-        }
-        Ok(())
-    }
-}
-
 /// Waits until the prioritizer has acknowledged every finding in its stream: it acknowledges an
 /// event once the transaction that applied it committed. (Counting its inbox instead would cost
 /// the database more than the service under test.)
@@ -231,7 +180,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let pool = env.pool("prioritizer").await;
 
     // Warm-up: every tenant is created (its first theme launched) before anything is timed.
-    let mut publisher = Publisher::new(&env);
+    let mut publisher = Publisher::new(&env, "scanner");
     for tenant in 0..tenants {
         // Roll 0: a suspicious sign-in, which opens an incident whatever the themes.
         let (warm_up, _) = finding(format!("warm-{tenant}"), tenant, 0);

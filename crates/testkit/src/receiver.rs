@@ -150,6 +150,11 @@ impl WebhookReceiver {
         self.shared.behaviour.lock().expect("receiver lock").delay = delay;
     }
 
+    /// Requests received so far, without copying them.
+    pub fn received_count(&self) -> usize {
+        self.shared.received.lock().expect("receiver lock").len()
+    }
+
     pub fn received(&self) -> Vec<ReceivedWebhook> {
         self.shared.received.lock().expect("receiver lock").clone()
     }
