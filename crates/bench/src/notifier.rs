@@ -17,8 +17,11 @@ use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_testkit::{TestEnv, WebhookReceiver};
 
-use crate::{BENCH_TOML, Publisher, argument, millis, percentile};
+use crate::{Publisher, argument, millis, percentile};
 
+/// Production settings over the test ones: the notifier's 1024 lanes (one transaction routes many
+/// tenants' events), the platform's ack wait and a pool of 20.
+const NOTIFIER_TOML: &str = "[nats]\nlanes = 1024\nmax_ack_pending = 4096\nack_wait = \"30s\"\n[database]\nmax_connections = 20\n";
 const PARTNERS: usize = 10;
 const LATENCY_RATE: u32 = 1000;
 const LATENCY_SECONDS: u32 = 10;
@@ -76,7 +79,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let tenants = argument(arguments, 1, 1000)?.max(1);
 
     let env = TestEnv::new().await;
-    let notifier = start_notifier(&env, BENCH_TOML).await;
+    let notifier = start_notifier(&env, NOTIFIER_TOML).await;
     let receiver = WebhookReceiver::start().await;
     let mut channels = ChannelServiceClient::new(channel(&notifier).await);
     for partner in 0..PARTNERS {

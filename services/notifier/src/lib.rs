@@ -13,6 +13,7 @@ pub mod worker;
 
 use std::sync::Arc;
 
+use picket_platform::db::group_commit::GroupCommit;
 use picket_platform::nats::ConsumerSpec;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
@@ -57,6 +58,18 @@ pub async fn build(
     platform
         .connect(Some(sqlx::migrate!("./migrations")))
         .await?;
+    // Events are routed in batches; the deliveries a batch creates go straight to the worker.
+    let (dispatcher, queue) = worker::queue();
+    let router = routing::Router::new(
+        platform.pool().clone(),
+        dispatcher.clone(),
+        settings.attempt_lease,
+    );
+    let routes = GroupCommit::start(
+        Arc::new(router),
+        settings.route_batch_size,
+        platform.shutdown_token(),
+    );
     platform
         .consume(
             ConsumerSpec {
@@ -64,7 +77,7 @@ pub async fn build(
                 area: Area::Incidents,
                 filter_subjects: Vec::new(),
             },
-            routing::RoutingHandler::new(platform.pool().clone(), routing::CONSUMER),
+            routing::RoutingHandler::new(routes.clone(), routing::CONSUMER),
         )
         .await?;
     // The notifier's own notices (an endpoint disabled) reach the partner's other channels.
@@ -75,7 +88,7 @@ pub async fn build(
                 area: Area::Notifications,
                 filter_subjects: Vec::new(),
             },
-            routing::RoutingHandler::new(platform.pool().clone(), routing::NOTICES_CONSUMER),
+            routing::RoutingHandler::new(routes, routing::NOTICES_CONSUMER),
         )
         .await?;
     let client = egress::http_client(policy.clone(), settings.webhook_timeout)
@@ -90,6 +103,9 @@ pub async fn build(
         settings,
     );
     let worker_shutdown = platform.shutdown_token();
-    platform.spawn("delivery worker", worker.run(worker_shutdown));
+    platform.spawn(
+        "delivery worker",
+        worker.run(dispatcher, queue, worker_shutdown),
+    );
     Ok(platform.start().await)
 }

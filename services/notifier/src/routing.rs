@@ -1,27 +1,124 @@
-//! Consumes the events partners hear of and turns each into one pending delivery per subscribed
-//! endpoint, in the transaction that records the event in the inbox: once per change.
+//! Consumes the events partners hear of and turns each into one delivery per subscribed endpoint,
+//! in the transaction that records the event in the inbox: once per change. Events are routed in
+//! batches (one transaction for many), and the deliveries a batch creates go straight to the
+//! delivery worker, leased to this process so that no other worker claims them meanwhile.
+
+use std::sync::Arc;
 
 use chrono::Utc;
+use picket_platform::db::group_commit::{BatchApplier, GroupCommit};
 use picket_platform::db::inbox;
 use picket_platform::nats::{EventHandler, HandlerError, InboundEvent};
 use sqlx::PgPool;
 
-use crate::catalog;
+use crate::catalog::{self, Webhook};
 use crate::store;
+use crate::worker::{Dispatch, Dispatcher};
 
 /// Durable consumer names, also the inbox keys.
 pub const CONSUMER: &str = "notifier-incidents";
 pub const NOTICES_CONSUMER: &str = "notifier-notices";
 
-pub struct RoutingHandler {
+/// One consumed event to route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    consumer: &'static str,
+    event_id: String,
+    webhook: Webhook,
+}
+
+/// Routes batches of events to deliveries.
+pub struct Router {
     pool: PgPool,
-    /// The consumer it handles for, its inbox key.
+    dispatcher: Dispatcher,
+    /// How long a new delivery is leased to this process's worker.
+    lease: std::time::Duration,
+}
+
+impl Router {
+    pub fn new(pool: PgPool, dispatcher: Dispatcher, lease: std::time::Duration) -> Router {
+        Router {
+            pool,
+            dispatcher,
+            lease,
+        }
+    }
+}
+
+impl BatchApplier for Router {
+    type Job = Route;
+    type Outcome = ();
+    type Error = sqlx::Error;
+
+    async fn apply(&self, routes: Vec<Route>) -> Result<Vec<()>, sqlx::Error> {
+        let now = Utc::now();
+        let mut transaction = self.pool.begin().await?;
+        let mut fresh = Vec::with_capacity(routes.len());
+        for consumer in [CONSUMER, NOTICES_CONSUMER] {
+            let event_ids: Vec<String> = routes
+                .iter()
+                .filter(|route| route.consumer == consumer)
+                .map(|route| route.event_id.clone())
+                .collect();
+            if event_ids.is_empty() {
+                continue;
+            }
+            let first = inbox::first_deliveries(&mut transaction, consumer, &event_ids).await?;
+            fresh.extend(
+                routes
+                    .iter()
+                    .filter(|route| route.consumer == consumer && first.contains(&route.event_id)),
+            );
+        }
+        let leased_until =
+            now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+        let webhooks: Vec<(&str, &Webhook)> = fresh
+            .iter()
+            .map(|route| (route.event_id.as_str(), &route.webhook))
+            .collect();
+        let created = store::fan_out(&mut transaction, &webhooks, now, leased_until).await?;
+        let mut endpoint_ids: Vec<uuid::Uuid> = created
+            .iter()
+            .map(|delivery| delivery.endpoint_id)
+            .collect();
+        endpoint_ids.sort();
+        endpoint_ids.dedup();
+        let endpoints = if endpoint_ids.is_empty() {
+            Vec::new()
+        } else {
+            store::get_endpoints(&mut *transaction, &endpoint_ids).await?
+        };
+        transaction.commit().await?;
+        if !created.is_empty() {
+            tracing::debug!(
+                events = fresh.len(),
+                deliveries = created.len(),
+                "events routed"
+            );
+        }
+        let endpoints: Vec<Arc<store::EndpointRow>> = endpoints.into_iter().map(Arc::new).collect();
+        for delivery in created {
+            let endpoint = endpoints
+                .iter()
+                .find(|endpoint| endpoint.endpoint_id == delivery.endpoint_id)
+                .cloned();
+            self.dispatcher
+                .dispatch(Dispatch { delivery, endpoint })
+                .await;
+        }
+        Ok(vec![(); routes.len()])
+    }
+}
+
+/// The consumers' handler: an event partners hear of is routed with others.
+pub struct RoutingHandler {
+    routes: GroupCommit<Router>,
     consumer: &'static str,
 }
 
 impl RoutingHandler {
-    pub fn new(pool: PgPool, consumer: &'static str) -> RoutingHandler {
-        RoutingHandler { pool, consumer }
+    pub fn new(routes: GroupCommit<Router>, consumer: &'static str) -> RoutingHandler {
+        RoutingHandler { routes, consumer }
     }
 }
 
@@ -31,26 +128,12 @@ impl EventHandler for RoutingHandler {
             // Not an event partners are told of (for example an authority map change).
             return Ok(());
         };
-        let mut transaction = self.pool.begin().await?;
-        if !inbox::first_delivery(&mut transaction, self.consumer, &event.id).await? {
-            return Ok(());
-        }
-        let created = store::fan_out(
-            &mut transaction,
-            &webhook.partner_id,
-            &webhook.tenant_id,
-            &event.id,
-            webhook.event_type,
-            &webhook.body,
-            Utc::now(),
-        )
-        .await?;
-        transaction.commit().await?;
-        tracing::debug!(
-            event_type = webhook.event_type,
-            deliveries = created,
-            "event routed"
-        );
-        Ok(())
+        self.routes
+            .submit(Route {
+                consumer: self.consumer,
+                event_id: event.id,
+                webhook,
+            })
+            .await
     }
 }

@@ -18,6 +18,8 @@ pub struct NotifierSettings {
     #[serde(with = "humantime_serde")]
     pub delivery_poll_interval: Duration,
     pub delivery_concurrency: usize,
+    /// Events routed per transaction at most.
+    pub route_batch_size: usize,
     /// An endpoint whose every attempt failed for this long is disabled.
     #[serde(with = "humantime_serde")]
     pub disable_after_failing: Duration,
@@ -52,6 +54,12 @@ impl ServiceSettings for NotifierSettings {
             return Err(SettingsError::invalid(
                 &key("disable_after_failing"),
                 "must be positive",
+            ));
+        }
+        if self.route_batch_size == 0 {
+            return Err(SettingsError::invalid(
+                &key("route_batch_size"),
+                "must be at least 1",
             ));
         }
         if self.delivery_concurrency == 0 {

@@ -8,6 +8,8 @@ use sqlx::AssertSqlSafe;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::catalog::Webhook;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EndpointRow {
     pub endpoint_id: Uuid,
@@ -102,15 +104,15 @@ pub async fn get_endpoint(
     .await
 }
 
-pub async fn get_endpoints(
-    pool: &PgPool,
+pub async fn get_endpoints<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
     endpoint_ids: &[Uuid],
 ) -> Result<Vec<EndpointRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE endpoint_id = ANY($1)"
     )))
     .bind(endpoint_ids)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
 }
 
@@ -132,38 +134,51 @@ pub async fn list_endpoints(
     .await
 }
 
-/// Creates one pending delivery of an event per enabled endpoint that subscribes to it. A
-/// redelivered event creates none twice.
+/// Creates one delivery of each webhook (with its event id) per enabled endpoint that subscribes
+/// to it, leased until `leased_until` to the caller's worker; returns them. A redelivered event
+/// creates none twice.
 pub async fn fan_out(
     connection: &mut PgConnection,
-    partner_id: &str,
-    tenant_id: &str,
-    event_id: &str,
-    event_type: &str,
-    body: &str,
+    webhooks: &[(&str, &Webhook)],
     now: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    let created = sqlx::query(
-        "INSERT INTO deliveries (delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body, status,
-             created_at, next_attempt_at, destination)
-         SELECT gen_random_uuid(), $1, $2, endpoint_id, $3, $4, $5, 'pending', $6, $6, url
-         FROM webhook_endpoints
-         WHERE partner_id = $1 AND (tenant_id = '' OR tenant_id = $2) AND enabled
-           AND (cardinality(event_types) = 0 OR $4 = ANY(event_types))
-         ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-    )
-    .bind(partner_id)
-    .bind(tenant_id)
-    .bind(event_id)
-    .bind(event_type)
-    .bind(body)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
-    if created.rows_affected() > 0 {
-        wake_worker(connection).await?;
+    leased_until: DateTime<Utc>,
+) -> Result<Vec<DueDelivery>, sqlx::Error> {
+    if webhooks.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(created.rows_affected())
+    let event_ids: Vec<&str> = webhooks.iter().map(|(event_id, _)| *event_id).collect();
+    let partner_ids: Vec<&str> = webhooks
+        .iter()
+        .map(|(_, w)| w.partner_id.as_str())
+        .collect();
+    let tenant_ids: Vec<&str> = webhooks.iter().map(|(_, w)| w.tenant_id.as_str()).collect();
+    let event_types: Vec<&str> = webhooks.iter().map(|(_, w)| w.event_type).collect();
+    let bodies: Vec<&str> = webhooks.iter().map(|(_, w)| w.body.as_str()).collect();
+    sqlx::query_as(
+        "WITH events AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 AS e(event_id, partner_id, tenant_id, event_type, body))
+         INSERT INTO deliveries (delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body,
+             status, created_at, next_attempt_at, destination)
+         SELECT gen_random_uuid(), e.partner_id, e.tenant_id, w.endpoint_id, e.event_id, e.event_type, e.body,
+             'pending', $6, $7, w.url
+         FROM events e JOIN webhook_endpoints w
+             ON w.partner_id = e.partner_id AND (w.tenant_id = '' OR w.tenant_id = e.tenant_id) AND w.enabled
+                AND (cardinality(w.event_types) = 0 OR e.event_type = ANY(w.event_types))
+         ON CONFLICT (endpoint_id, event_id) DO NOTHING
+         RETURNING delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body,
+             attempt_count, next_attempt_at, next_trigger, next_requested_by, next_requested_role,
+             next_replay_id",
+    )
+    .bind(&event_ids)
+    .bind(&partner_ids)
+    .bind(&tenant_ids)
+    .bind(&event_types)
+    .bind(&bodies)
+    .bind(now)
+    .bind(leased_until)
+    .fetch_all(connection)
+    .await
 }
 
 /// The notification topic that wakes the delivery worker.
@@ -179,6 +194,8 @@ pub struct DueDelivery {
     pub event_type: String,
     pub body: String,
     pub attempt_count: i32,
+    /// When the lease of whoever took it ends.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub next_trigger: String,
     pub next_requested_by: Option<String>,
     pub next_requested_role: Option<i32>,
@@ -200,7 +217,8 @@ pub async fn claim_due(
              WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()
              ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
          RETURNING delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body,
-             attempt_count, next_trigger, next_requested_by, next_requested_role, next_replay_id",
+             attempt_count, next_attempt_at, next_trigger, next_requested_by, next_requested_role,
+             next_replay_id",
     )
     .bind(limit)
     .bind(lease_seconds)
@@ -223,58 +241,100 @@ pub struct AttemptRecord<'a> {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-/// Records the attempt with what caused it, and the delivery's new state; the next attempt is a
-/// scheduled one again.
-pub async fn record_attempt(
+/// Records attempts with what caused each, and their deliveries' new states, in one statement;
+/// each delivery's next attempt is a scheduled one again.
+pub async fn record_attempts(
     connection: &mut PgConnection,
-    record: &AttemptRecord<'_>,
+    records: &[AttemptRecord<'_>],
 ) -> Result<(), sqlx::Error> {
-    let delivery = record.delivery;
-    let retry_after_ms = record
-        .retry_after
-        .map(|wait| i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+    if records.is_empty() {
+        return Ok(());
+    }
+    let attempt_ids: Vec<Uuid> = records.iter().map(|_| Uuid::now_v7()).collect();
+    let delivery_ids: Vec<Uuid> = records.iter().map(|r| r.delivery.delivery_id).collect();
+    let numbers: Vec<i32> = records.iter().map(|r| r.attempt_number).collect();
+    let started: Vec<DateTime<Utc>> = records.iter().map(|r| r.started_at).collect();
+    let latencies: Vec<i32> = records.iter().map(|r| r.latency_ms).collect();
+    let responses: Vec<i32> = records.iter().map(|r| r.response_status).collect();
+    let errors: Vec<&str> = records.iter().map(|r| r.error).collect();
+    let triggers: Vec<&str> = records
+        .iter()
+        .map(|r| r.delivery.next_trigger.as_str())
+        .collect();
+    let requested_by: Vec<Option<&str>> = records
+        .iter()
+        .map(|r| r.delivery.next_requested_by.as_deref())
+        .collect();
+    let requested_roles: Vec<Option<i32>> = records
+        .iter()
+        .map(|r| r.delivery.next_requested_role)
+        .collect();
+    let replay_ids: Vec<Option<Uuid>> = records.iter().map(|r| r.delivery.next_replay_id).collect();
+    let retry_after_ms: Vec<Option<i64>> = records
+        .iter()
+        .map(|r| {
+            r.retry_after
+                .map(|wait| i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let excerpts: Vec<&str> = records.iter().map(|r| r.response_excerpt).collect();
+    let statuses: Vec<&str> = records.iter().map(|r| r.status).collect();
+    let next_attempts: Vec<Option<DateTime<Utc>>> =
+        records.iter().map(|r| r.next_attempt_at).collect();
     sqlx::query(
-        "WITH attempt AS (
+        "WITH a AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::timestamptz[], $5::int4[],
+                 $6::int4[], $7::text[], $8::text[], $9::text[], $10::int4[], $11::uuid[], $12::int8[],
+                 $13::text[], $14::text[], $15::timestamptz[])
+             AS a(attempt_id, delivery_id, attempt_number, started_at, latency_ms, response_status, error,
+                 trigger, requested_by, requested_role, replay_id, retry_after_ms, response_excerpt, status,
+                 next_attempt_at)),
+         attempts AS (
              INSERT INTO delivery_attempts (attempt_id, delivery_id, attempt_number, started_at, latency_ms,
                  response_status, error, trigger, requested_by, requested_role, replay_id, retry_after_ms,
                  response_excerpt)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $10, $11, $12, $13, $14, $15))
-         UPDATE deliveries SET status = $8, attempt_count = $3, last_attempt_at = $4, next_attempt_at = $9,
-             last_error = $7, last_response_status = $6,
-             succeeded_at = CASE WHEN $8 = 'succeeded' THEN $4 + make_interval(secs => $5 / 1000.0) ELSE succeeded_at END,
-             next_trigger = 'scheduled', next_requested_by = NULL, next_requested_role = NULL, next_replay_id = NULL
-         WHERE delivery_id = $2",
+             SELECT attempt_id, delivery_id, attempt_number, started_at, latency_ms, response_status, error,
+                 trigger, requested_by, requested_role, replay_id, retry_after_ms, response_excerpt
+             FROM a)
+         UPDATE deliveries d SET status = a.status, attempt_count = a.attempt_number,
+             last_attempt_at = a.started_at, next_attempt_at = a.next_attempt_at, last_error = a.error,
+             last_response_status = a.response_status,
+             succeeded_at = CASE WHEN a.status = 'succeeded'
+                 THEN a.started_at + make_interval(secs => a.latency_ms / 1000.0) ELSE d.succeeded_at END,
+             next_trigger = 'scheduled', next_requested_by = NULL, next_requested_role = NULL,
+             next_replay_id = NULL
+         FROM a WHERE d.delivery_id = a.delivery_id",
     )
-    .bind(Uuid::now_v7())
-    .bind(delivery.delivery_id)
-    .bind(record.attempt_number)
-    .bind(record.started_at)
-    .bind(record.latency_ms)
-    .bind(record.response_status)
-    .bind(record.error)
-    .bind(record.status)
-    .bind(record.next_attempt_at)
-    .bind(&delivery.next_trigger)
-    .bind(&delivery.next_requested_by)
-    .bind(delivery.next_requested_role)
-    .bind(delivery.next_replay_id)
-    .bind(retry_after_ms)
-    .bind(record.response_excerpt)
+    .bind(&attempt_ids)
+    .bind(&delivery_ids)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&latencies)
+    .bind(&responses)
+    .bind(&errors)
+    .bind(&triggers)
+    .bind(&requested_by)
+    .bind(&requested_roles)
+    .bind(&replay_ids)
+    .bind(&retry_after_ms)
+    .bind(&excerpts)
+    .bind(&statuses)
+    .bind(&next_attempts)
     .execute(&mut *connection)
     .await?;
     Ok(())
 }
 
-/// Ends an endpoint's failure streak after a success.
+/// Ends the failure streaks of endpoints that just succeeded.
 pub async fn clear_failing(
     connection: &mut PgConnection,
-    endpoint_id: Uuid,
+    endpoint_ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE webhook_endpoints SET failing_since = NULL
-         WHERE endpoint_id = $1 AND failing_since IS NOT NULL",
+         WHERE endpoint_id = ANY($1) AND failing_since IS NOT NULL",
     )
-    .bind(endpoint_id)
+    .bind(endpoint_ids)
     .execute(connection)
     .await?;
     Ok(())

@@ -1,5 +1,7 @@
-//! The delivery worker: claims due deliveries, signs and sends each (Standard Webhooks headers, the
-//! same `webhook-id` on every attempt), records every attempt, and schedules retries with jitter.
+//! The delivery worker: takes the deliveries routing hands it and claims those that fall due
+//! (retries, redeliveries, and any a crashed worker left), signs and sends each (Standard Webhooks
+//! headers, the same `webhook-id` on every attempt), records the attempts in batches, and schedules
+//! retries with jitter.
 //! 2xx succeeds; 410 disables the endpoint, and so does failing without a break for
 //! `disable_after_failing` (5 days), each telling partners with EndpointDisabled; 429 and 503 honour
 //! `Retry-After`; after the last retry the delivery is dead. A crash mid-attempt leaves the claim to
@@ -9,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use picket_platform::EventFactory;
 use picket_platform::db::{notify, outbox};
 use picket_platform::time::to_timestamp;
 use picket_proto::notifications::v1 as notifications;
 use rand::Rng;
 use sqlx::PgPool;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,6 +27,10 @@ use crate::signing::{WebhookSecret, signature_header};
 use crate::store::{self, AttemptRecord, DueDelivery, EndpointRow};
 
 const CLAIM_BATCH: i64 = 64;
+/// Deliveries waiting to be sent, and attempts waiting to be recorded.
+const QUEUE: usize = 4096;
+/// Attempts recorded per transaction at most.
+const RECORD_BATCH: usize = 512;
 /// Bytes of a failed response's body kept for diagnosis.
 const EXCERPT_BYTES: usize = 1024;
 
@@ -35,6 +41,55 @@ pub struct DeliveryWorker {
     policy: Arc<EgressPolicy>,
     events: EventFactory,
     settings: NotifierSettings,
+}
+
+/// A delivery ready to attempt, with its endpoint as it was when taken (`None`: deleted).
+pub struct Dispatch {
+    pub delivery: DueDelivery,
+    pub endpoint: Option<Arc<EndpointRow>>,
+}
+
+/// Hands deliveries to the worker.
+#[derive(Clone)]
+pub struct Dispatcher {
+    sender: mpsc::Sender<Dispatch>,
+}
+
+impl Dispatcher {
+    /// Queues a delivery, waiting while the worker is full. Once the worker has stopped, the
+    /// delivery keeps its lease and is claimed again when it expires.
+    pub async fn dispatch(&self, dispatch: Dispatch) {
+        let _stopped = self.sender.send(dispatch).await;
+    }
+}
+
+/// The worker's end of the dispatcher.
+pub struct Queue {
+    receiver: mpsc::Receiver<Dispatch>,
+}
+
+/// A dispatcher and the queue it fills.
+pub fn queue() -> (Dispatcher, Queue) {
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    (Dispatcher { sender }, Queue { receiver })
+}
+
+/// An attempt made, to record.
+struct Made {
+    dispatch: Dispatch,
+    started_at: DateTime<Utc>,
+    latency_ms: i32,
+    attempted: Attempted,
+}
+
+/// What an attempt means for its delivery.
+struct Conclusion {
+    attempt_number: i32,
+    status: &'static str,
+    error: String,
+    retry_after: Option<Duration>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    disable: Option<notifications::EndpointDisableCause>,
 }
 
 /// An attempt as sent: what it came to and what the endpoint answered.
@@ -112,29 +167,40 @@ impl DeliveryWorker {
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`: claims due deliveries into `dispatcher`, sends what `queue` holds
+    /// (at most `delivery_concurrency` at once), and records attempts as they end.
+    pub async fn run(self, dispatcher: Dispatcher, queue: Queue, shutdown: CancellationToken) {
+        let worker = Arc::new(self);
+        let (made, records) = mpsc::channel(QUEUE);
+        tokio::join!(
+            worker.clone().claim(dispatcher, shutdown.clone()),
+            worker.clone().send(queue, made, shutdown),
+            worker.record_all(records),
+        );
+        tracing::info!("delivery worker stopped");
+    }
+
+    async fn claim(self: Arc<Self>, dispatcher: Dispatcher, shutdown: CancellationToken) {
         let mut listener = notify::listen(
             &self.pool,
             &notify::channel(&self.schema, store::DELIVERIES_TOPIC),
         )
         .await;
         while !shutdown.is_cancelled() {
-            let claimed = match store::claim_due(
-                &self.pool,
-                CLAIM_BATCH,
-                self.settings.attempt_lease,
-            )
-            .await
-            {
+            let claimed = match self.claim_batch().await {
                 Ok(claimed) => claimed,
                 Err(error) => {
+                    // The claims expire and the deliveries are taken again.
                     tracing::warn!(%error, "cannot claim deliveries, retrying");
                     Vec::new()
                 }
             };
             let full_batch = claimed.len() as i64 == CLAIM_BATCH;
-            if !claimed.is_empty() {
-                self.deliver_all(claimed).await;
+            for dispatch in claimed {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = dispatcher.dispatch(dispatch) => {}
+                }
             }
             if full_batch {
                 continue;
@@ -145,38 +211,98 @@ impl DeliveryWorker {
                 () = notify::next(&mut listener) => {}
             }
         }
-        tracing::info!("delivery worker stopped");
     }
 
-    async fn deliver_all(&self, claimed: Vec<DueDelivery>) {
+    async fn claim_batch(&self) -> Result<Vec<Dispatch>, sqlx::Error> {
+        let claimed =
+            store::claim_due(&self.pool, CLAIM_BATCH, self.settings.attempt_lease).await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
         let endpoint_ids: Vec<Uuid> = claimed
             .iter()
             .map(|delivery| delivery.endpoint_id)
             .collect();
-        let endpoints = match store::get_endpoints(&self.pool, &endpoint_ids).await {
-            Ok(endpoints) => endpoints,
-            Err(error) => {
-                // The claims expire and the deliveries are picked up again.
-                tracing::warn!(%error, "cannot load endpoints");
-                return;
-            }
-        };
-        futures::stream::iter(claimed)
-            .for_each_concurrent(self.settings.delivery_concurrency, |delivery| {
-                let endpoint = endpoints
+        let endpoints: Vec<Arc<EndpointRow>> = store::get_endpoints(&self.pool, &endpoint_ids)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        Ok(claimed
+            .into_iter()
+            .map(|delivery| Dispatch {
+                endpoint: endpoints
                     .iter()
-                    .find(|endpoint| endpoint.endpoint_id == delivery.endpoint_id);
-                self.deliver(delivery, endpoint)
+                    .find(|endpoint| endpoint.endpoint_id == delivery.endpoint_id)
+                    .cloned(),
+                delivery,
             })
+            .collect())
+    }
+
+    async fn send(
+        self: Arc<Self>,
+        mut queue: Queue,
+        made: mpsc::Sender<Made>,
+        shutdown: CancellationToken,
+    ) {
+        let concurrency = self.settings.delivery_concurrency;
+        let permits = Arc::new(Semaphore::new(concurrency));
+        loop {
+            let dispatch = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                next = queue.receiver.recv() => match next {
+                    Some(dispatch) => dispatch,
+                    None => break,
+                },
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            // A delivery that waited here so long that its lease would end mid-attempt is left
+            // for the claim that follows the lease, or it could be sent twice at once.
+            let timeout = chrono::Duration::from_std(self.settings.webhook_timeout)
+                .unwrap_or(chrono::Duration::MAX);
+            if dispatch
+                .delivery
+                .next_attempt_at
+                .is_some_and(|lease_ends| Utc::now() + timeout > lease_ends)
+            {
+                tracing::debug!(delivery_id = %dispatch.delivery.delivery_id, "lease too short to attempt, left for the next claim");
+                continue;
+            }
+            let worker = self.clone();
+            let made = made.clone();
+            tokio::spawn(async move {
+                let attempt = worker.deliver(dispatch).await;
+                // The recorder stops last: it is there while any attempt is.
+                let _stopped = made.send(attempt).await;
+                drop(permit);
+            });
+        }
+        // Deliveries still queued keep their leases and are claimed again once those expire.
+        let _all = permits
+            .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
             .await;
     }
 
-    async fn deliver(&self, delivery: DueDelivery, endpoint: Option<&EndpointRow>) {
+    async fn record_all(self: Arc<Self>, mut records: mpsc::Receiver<Made>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            if let Err(error) = self.record(&batch).await {
+                tracing::warn!(%error, attempts = batch.len(), "cannot record attempts; their deliveries will be retried");
+            }
+            batch.clear();
+        }
+    }
+
+    async fn deliver(&self, dispatch: Dispatch) -> Made {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let attempted = match endpoint {
+        let attempted = match dispatch.endpoint.as_deref() {
             Some(endpoint) if endpoint.enabled => {
-                self.attempt(&delivery, endpoint, started_at).await
+                self.attempt(&dispatch.delivery, endpoint, started_at).await
             }
             Some(_) => Attempted::from(AttemptOutcome::Fatal {
                 error: "endpoint is disabled".into(),
@@ -187,12 +313,11 @@ impl DeliveryWorker {
                 disable: None,
             }),
         };
-        let latency_ms = i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX);
-        if let Err(error) = self
-            .record(&delivery, endpoint, started_at, latency_ms, attempted)
-            .await
-        {
-            tracing::warn!(%error, delivery_id = %delivery.delivery_id, "cannot record attempt; the delivery will be retried");
+        Made {
+            dispatch,
+            started_at,
+            latency_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
+            attempted,
         }
     }
 
@@ -286,64 +411,122 @@ impl DeliveryWorker {
         }
     }
 
-    async fn record(
-        &self,
-        delivery: &DueDelivery,
-        endpoint: Option<&EndpointRow>,
-        started_at: DateTime<Utc>,
-        latency_ms: i32,
-        attempted: Attempted,
-    ) -> Result<(), sqlx::Error> {
-        let attempt_number = delivery.attempt_count + 1;
-        let attempt_index = usize::try_from(attempt_number).unwrap_or(usize::MAX);
-        let mut asked_to_wait = None;
-        let (status, error, next_attempt_at, mut disable) = match attempted.outcome {
-            AttemptOutcome::Delivered => ("succeeded", String::new(), None, None),
-            AttemptOutcome::Fatal { error, disable } => ("dead", error, None, disable),
+    /// What an attempt means for its delivery: its new status, error, next attempt, and whether
+    /// it disables the endpoint outright.
+    fn conclude(&self, made: &Made) -> Conclusion {
+        let attempt_number = made.dispatch.delivery.attempt_count + 1;
+        match &made.attempted.outcome {
+            AttemptOutcome::Delivered => Conclusion {
+                attempt_number,
+                status: "succeeded",
+                error: String::new(),
+                retry_after: None,
+                next_attempt_at: None,
+                disable: None,
+            },
+            AttemptOutcome::Fatal { error, disable } => Conclusion {
+                attempt_number,
+                status: "dead",
+                error: error.clone(),
+                retry_after: None,
+                next_attempt_at: None,
+                disable: *disable,
+            },
             AttemptOutcome::Failed { error, retry_after } => {
-                asked_to_wait = retry_after;
-                match retry_delay(
+                let next_attempt_at = retry_delay(
                     &self.settings.retry_schedule,
                     self.settings.retry_jitter,
-                    attempt_index,
-                ) {
-                    Some(delay) => {
-                        let delay = retry_after.map_or(delay, |asked| asked.max(delay));
-                        let next = started_at
-                            + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                        ("failed", error, Some(next), None)
-                    }
-                    None => ("dead", error, None, None),
+                    usize::try_from(attempt_number).unwrap_or(usize::MAX),
+                )
+                .map(|delay| {
+                    let delay = retry_after.map_or(delay, |asked| asked.max(delay));
+                    made.started_at
+                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+                });
+                Conclusion {
+                    attempt_number,
+                    status: if next_attempt_at.is_some() {
+                        "failed"
+                    } else {
+                        "dead"
+                    },
+                    error: error.clone(),
+                    retry_after: *retry_after,
+                    next_attempt_at,
+                    disable: None,
                 }
             }
-        };
+        }
+    }
+
+    /// Records a batch of attempts in one transaction, with what they mean for their endpoints:
+    /// a success ends a failure streak, a failure starts or extends one, and a streak as long as
+    /// `disable_after_failing` (or a 410) disables the endpoint.
+    async fn record(&self, batch: &[Made]) -> Result<(), sqlx::Error> {
+        let conclusions: Vec<Conclusion> = batch.iter().map(|made| self.conclude(made)).collect();
+        let records: Vec<AttemptRecord> = batch
+            .iter()
+            .zip(&conclusions)
+            .map(|(made, conclusion)| AttemptRecord {
+                delivery: &made.dispatch.delivery,
+                attempt_number: conclusion.attempt_number,
+                started_at: made.started_at,
+                latency_ms: made.latency_ms,
+                response_status: made.attempted.response_status,
+                error: &conclusion.error,
+                retry_after: conclusion.retry_after,
+                response_excerpt: &made.attempted.response_excerpt,
+                status: conclusion.status,
+                next_attempt_at: conclusion.next_attempt_at,
+            })
+            .collect();
         let mut transaction = self.pool.begin().await?;
-        store::record_attempt(
-            &mut transaction,
-            &AttemptRecord {
-                delivery,
-                attempt_number,
-                started_at,
-                latency_ms,
-                response_status: attempted.response_status,
-                error: &error,
-                retry_after: asked_to_wait,
-                response_excerpt: &attempted.response_excerpt,
-                status,
-                next_attempt_at,
-            },
-        )
-        .await?;
-        let mut failing_since = None;
-        if let Some(endpoint) = endpoint.filter(|endpoint| endpoint.enabled) {
-            if status == "succeeded" {
-                store::clear_failing(&mut transaction, endpoint.endpoint_id).await?;
-            } else if disable.is_none() {
+        store::record_attempts(&mut transaction, &records).await?;
+        // Endpoints that only succeeded end their streaks together; the others, rarer, go
+        // attempt by attempt in the order they were made.
+        let enabled = |made: &&Made| made.dispatch.endpoint.as_ref().is_some_and(|e| e.enabled);
+        let failing: Vec<Uuid> = batch
+            .iter()
+            .zip(&conclusions)
+            .filter(|(made, conclusion)| enabled(made) && conclusion.status != "succeeded")
+            .map(|(made, _)| made.dispatch.delivery.endpoint_id)
+            .collect();
+        let mut succeeded: Vec<Uuid> = batch
+            .iter()
+            .filter(enabled)
+            .map(|made| made.dispatch.delivery.endpoint_id)
+            .filter(|endpoint_id| !failing.contains(endpoint_id))
+            .collect();
+        succeeded.sort();
+        succeeded.dedup();
+        if !succeeded.is_empty() {
+            store::clear_failing(&mut transaction, &succeeded).await?;
+        }
+        let mut mixed: Vec<(&Made, &Conclusion)> = batch
+            .iter()
+            .zip(&conclusions)
+            .filter(|(made, _)| {
+                enabled(made) && failing.contains(&made.dispatch.delivery.endpoint_id)
+            })
+            .collect();
+        mixed.sort_by_key(|(made, _)| made.started_at);
+        for (made, conclusion) in mixed {
+            let Some(endpoint) = made.dispatch.endpoint.as_deref() else {
+                continue;
+            };
+            if conclusion.status == "succeeded" {
+                store::clear_failing(&mut transaction, &[endpoint.endpoint_id]).await?;
+                continue;
+            }
+            let mut disable = conclusion.disable;
+            let mut failing_since = None;
+            if disable.is_none() {
                 failing_since =
-                    store::mark_failing(&mut transaction, endpoint.endpoint_id, started_at).await?;
+                    store::mark_failing(&mut transaction, endpoint.endpoint_id, made.started_at)
+                        .await?;
                 let limit = chrono::Duration::from_std(self.settings.disable_after_failing)
                     .unwrap_or(chrono::Duration::MAX);
-                if failing_since.is_some_and(|since| started_at - since >= limit) {
+                if failing_since.is_some_and(|since| made.started_at - since >= limit) {
                     disable = Some(notifications::EndpointDisableCause::Failing);
                 }
             }
@@ -352,20 +535,23 @@ impl DeliveryWorker {
                     &mut transaction,
                     endpoint,
                     cause,
-                    &error,
+                    &conclusion.error,
                     failing_since,
-                    attempted.response_status,
+                    made.attempted.response_status,
                 )
                 .await?;
             }
         }
         transaction.commit().await?;
-        match status {
-            "succeeded" => {
-                tracing::debug!(delivery_id = %delivery.delivery_id, attempt_number, "webhook delivered")
-            }
-            _ => {
-                tracing::info!(delivery_id = %delivery.delivery_id, attempt_number, status, %error, "webhook attempt failed")
+        for (made, conclusion) in batch.iter().zip(&conclusions) {
+            if conclusion.status != "succeeded" {
+                tracing::info!(
+                    delivery_id = %made.dispatch.delivery.delivery_id,
+                    attempt_number = conclusion.attempt_number,
+                    status = conclusion.status,
+                    error = %conclusion.error,
+                    "webhook attempt failed"
+                );
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! An event that can never be applied is dead-lettered with the reason; a valid event that no
 //! longer applies (a stale fix result) is acknowledged and logged.
 
+use picket_platform::db::group_commit::GroupCommit;
 use picket_platform::nats::{EventHandler, HandlerError, InboundEvent};
 use picket_platform::time::from_timestamp;
 use picket_proto::findings::v1::{FindingCleared, FindingObserved};
@@ -11,9 +12,11 @@ use picket_proto::tenants::v1::TenantOnboarded;
 use prost::Name;
 use uuid::Uuid;
 
-use crate::intake::Intake;
 use crate::model::{Kind, Severity};
-use crate::processor::{Command, Finding, Job, Outcome};
+use crate::processor::{Command, Finding, Job, Outcome, Processor};
+
+/// Consumed events are applied in batches, one transaction for many tenants' events.
+pub type Intake = GroupCommit<Processor>;
 use crate::store::TenantKey;
 use crate::themes::Themes;
 

@@ -6,7 +6,6 @@ pub mod clock;
 pub mod consumers;
 pub mod engine;
 pub mod escalation;
-pub mod intake;
 pub mod model;
 pub mod policy_api;
 pub mod processor;
@@ -17,6 +16,7 @@ pub mod themes;
 
 use std::sync::Arc;
 
+use picket_platform::db::group_commit::GroupCommit;
 use picket_platform::nats::ConsumerSpec;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
@@ -73,7 +73,7 @@ pub async fn build_with_clock(
     platform
         .connect(Some(sqlx::migrate!("./migrations")))
         .await?;
-    let intake = intake::Intake::start(processor.clone(), batch_size, platform.shutdown_token());
+    let intake = GroupCommit::start(processor.clone(), batch_size, platform.shutdown_token());
     let spec = |durable_name: &str, area| ConsumerSpec {
         durable_name: durable_name.to_owned(),
         area,

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use picket_platform::EventFactory;
+use picket_platform::db::group_commit::BatchApplier;
 use picket_platform::db::{inbox, outbox};
 use picket_platform::nats::OutgoingEvent;
 use picket_platform::time::{to_duration, to_timestamp};
@@ -1952,4 +1953,14 @@ fn done(result: Result<(), Refusal>) -> Outcome {
 /// Ignoring applies to configuration recommendations only.
 fn input_is_configuration_only(input: &Input) -> bool {
     matches!(input, Input::Ignored { .. } | Input::Unignored { .. })
+}
+
+impl BatchApplier for Processor {
+    type Job = Job;
+    type Outcome = Outcome;
+    type Error = ProcessError;
+
+    async fn apply(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, ProcessError> {
+        self.run(jobs).await
+    }
 }

@@ -2,6 +2,7 @@
 //! tables, then the service's) under sqlx's advisory lock so replicas migrate once, the
 //! transactional outbox and the inbox.
 
+pub mod group_commit;
 pub mod inbox;
 pub mod notify;
 pub mod outbox;
