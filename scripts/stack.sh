@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local dependency stack for Picket: NATS (with JetStream) and PostgreSQL.
+# Local dependency stack for Picket: NATS (with JetStream) and PostgreSQL, and the tests' SMTP
+# server (aiosmtpd, in a virtualenv under the dev dir).
 #
 #   scripts/stack.sh up              ensure NATS + Postgres are reachable, start what is not
 #   scripts/stack.sh down            stop only what `up` started (pid file / marker in the dev dir)
@@ -475,6 +476,25 @@ pg_down() {
 	fi
 }
 
+# ---------------------------------------------------------------- smtp test server
+
+# The tests' SMTP server is aiosmtpd (PyPI), a real server each test starts on its own port; it
+# lives in a virtualenv under the dev dir, created on first use.
+SMTP_VENV=$DEV_DIR/smtp-venv
+AIOSMTPD_VERSION=1.4.6
+
+smtp_tools_up() {
+	if "$SMTP_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+		say "smtp: aiosmtpd ready in $SMTP_VENV"
+		return 0
+	fi
+	command -v python3 >/dev/null || die "smtp: python3 is needed for the tests' SMTP server (aiosmtpd)"
+	python3 -m venv "$SMTP_VENV" >&2 || die "smtp: cannot create a virtualenv in $SMTP_VENV"
+	"$SMTP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+		"aiosmtpd==$AIOSMTPD_VERSION" >&2 || die "smtp: cannot install aiosmtpd from PyPI"
+	say "smtp: aiosmtpd $AIOSMTPD_VERSION installed in $SMTP_VENV"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -482,6 +502,7 @@ cmd_up() {
 	take_lock
 	nats_up
 	pg_up
+	smtp_tools_up
 	release_lock
 }
 
@@ -611,6 +632,7 @@ cmd_run() {
 	# undo both so CMD behaves as if run in the foreground.
 	(
 		trap - INT QUIT
+		export PICKET_SMTP_PYTHON=$SMTP_VENV/bin/python
 		exec "$@"
 	) <&0 &
 	CHILD_PID=$!

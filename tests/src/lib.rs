@@ -28,8 +28,11 @@ pub async fn start_prioritizer(env: &TestEnv, extra_toml: &str) -> Application {
 }
 
 pub async fn start_notifier(env: &TestEnv, extra_toml: &str) -> Application {
-    let toml = format!("{NOTIFIER_TEST_TOML}\n{extra_toml}");
-    let (platform, own) = env.settings(notifier::SERVICE, notifier::DEFAULTS, &toml);
+    let (platform, own) = env.settings_layered(
+        notifier::SERVICE,
+        notifier::DEFAULTS,
+        &[NOTIFIER_TEST_TOML, extra_toml],
+    );
     notifier::build(platform, own, CancellationToken::new())
         .await
         .expect("notifier starts")

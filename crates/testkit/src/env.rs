@@ -96,8 +96,8 @@ impl TestEnv {
     }
 
     /// A settings source for one service: embedded defaults, the service's defaults, then this
-    /// test's database, namespace, free ports and fast timings, then `extra_toml`.
-    pub fn config(&self, service_defaults: &str, extra_toml: &str) -> Config {
+    /// test's database, namespace, free ports and fast timings, then each of `layers` in turn.
+    pub fn config(&self, service_defaults: &str, layers: &[&str]) -> Config {
         let test_toml = format!(
             r#"
 [grpc]
@@ -125,14 +125,18 @@ grace_period = "5s"
             nats_url = nats_url(),
             namespace = self.namespace,
         );
-        Config::builder()
-            .add_source(File::from_str(
-                settings::platform_defaults(),
-                FileFormat::Toml,
-            ))
-            .add_source(File::from_str(service_defaults, FileFormat::Toml))
-            .add_source(File::from_str(&test_toml, FileFormat::Toml))
-            .add_source(File::from_str(extra_toml, FileFormat::Toml))
+        layers
+            .iter()
+            .fold(
+                Config::builder()
+                    .add_source(File::from_str(
+                        settings::platform_defaults(),
+                        FileFormat::Toml,
+                    ))
+                    .add_source(File::from_str(service_defaults, FileFormat::Toml))
+                    .add_source(File::from_str(&test_toml, FileFormat::Toml)),
+                |builder, layer| builder.add_source(File::from_str(layer, FileFormat::Toml)),
+            )
             .build()
             .expect("test settings build")
     }
@@ -144,7 +148,18 @@ grace_period = "5s"
         service_defaults: &str,
         extra_toml: &str,
     ) -> (PlatformSettings, S) {
-        settings::from_config(service, &self.config(service_defaults, extra_toml))
+        self.settings_layered(service, service_defaults, &[extra_toml])
+    }
+
+    /// Validated settings for `service` with several layers over the test's own, later ones
+    /// winning (a test's settings over a helper's).
+    pub fn settings_layered<S: ServiceSettings>(
+        &self,
+        service: &str,
+        service_defaults: &str,
+        layers: &[&str],
+    ) -> (PlatformSettings, S) {
+        settings::from_config(service, &self.config(service_defaults, layers))
             .expect("test settings are valid")
     }
 

@@ -1,12 +1,15 @@
 //! Test helpers shared by every crate's tests and the benchmark: [`TestEnv`] gives each test its own
 //! PostgreSQL database and NATS subject namespace on the real servers, settings pointing at them,
-//! and bearer tokens; [`WebhookReceiver`] is a real HTTP endpoint that records what it receives.
+//! and bearer tokens; [`WebhookReceiver`] is a real HTTP endpoint that records what it receives;
+//! [`SmtpServer`] is a real SMTP server that stores what it receives.
 
 mod env;
 mod receiver;
+mod smtp;
 
 pub use env::{TestEnv, init_test_tracing, service_settings};
 pub use receiver::{ReceivedWebhook, WebhookReceiver, verify_standard_webhook};
+pub use smtp::{ReceivedMail, SmtpServer};
 
 /// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T

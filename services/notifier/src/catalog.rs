@@ -9,13 +9,24 @@ use picket_proto::incidents::v1 as incidents;
 use picket_proto::notifications::v1 as notifications;
 use prost::Name;
 
-/// A webhook ready to deliver.
+/// A webhook ready to deliver (its body is also what an e-mail is written from).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
     pub event_type: &'static str,
     pub partner_id: String,
     pub tenant_id: String,
     pub body: String,
+    /// The incident's `picket.common.v1.Severity`, 0 for events that have none.
+    pub severity: i32,
+}
+
+/// The severity an event's data carries (its incident's, or its own), 0 when none.
+fn severity_of(data: &serde_json::Value) -> i32 {
+    [&data["incident"]["severity"], &data["severity"]]
+        .into_iter()
+        .find_map(|value| value.as_str())
+        .and_then(picket_proto::common::v1::Severity::from_str_name)
+        .map_or(0, i32::from)
 }
 
 fn webhook<E: Event + serde::Serialize>(
@@ -32,14 +43,31 @@ fn webhook<E: Event + serde::Serialize>(
         event_type,
         partner_id: message.partner_id().to_owned(),
         tenant_id: message.tenant_id().to_owned(),
+        severity: severity_of(&body["data"]),
         body: body.to_string(),
     })
 }
 
 macro_rules! webhook_catalog {
-    ($($event_type:literal => $message:ty),+ $(,)?) => {
+    ($($event_type:literal => $message:ty, $description:literal;)+) => {
         /// Every webhook event type the notifier delivers today.
         pub const EVENT_TYPES: &[&str] = &[$($event_type),+];
+
+        /// The catalogue as ChannelService.ListEventTypes shows it.
+        pub fn event_types() -> Vec<notifications::EventType> {
+            let channels = vec![
+                notifications::DeliveryChannel::Webhook.into(),
+                notifications::DeliveryChannel::Email.into(),
+            ];
+            vec![$(
+                notifications::EventType {
+                    name: $event_type.to_owned(),
+                    description: $description.to_owned(),
+                    message_type: <$message>::full_name(),
+                    channels: channels.clone(),
+                }
+            ),+]
+        }
 
         /// The webhook for an inbound event, `None` for an event partners are not told of.
         pub fn webhook_for(inbound: &InboundEvent) -> Result<Option<Webhook>, EnvelopeError> {
@@ -54,14 +82,14 @@ macro_rules! webhook_catalog {
 }
 
 webhook_catalog! {
-    "incident.opened" => incidents::IncidentOpened,
-    "incident.decided" => incidents::IncidentDecided,
-    "incident.reopened" => incidents::IncidentReopened,
-    "incident.resolved" => incidents::IncidentResolved,
-    "incident.escalated" => incidents::IncidentEscalated,
-    "recommendation.queued" => incidents::RecommendationQueued,
-    "theme.launched" => incidents::ThemeLaunched,
-    "endpoint.disabled" => notifications::EndpointDisabled,
+    "incident.opened" => incidents::IncidentOpened, "An incident was opened: suspicious behaviour, or a recommendation past its theme and the cap.";
+    "incident.decided" => incidents::IncidentDecided, "A decision was recorded on an incident: approve, mute, ignore or unignore.";
+    "incident.reopened" => incidents::IncidentReopened, "An incident was reopened, for example after its fix failed.";
+    "incident.resolved" => incidents::IncidentResolved, "An incident was resolved: fixed, verified, or closed.";
+    "incident.escalated" => incidents::IncidentEscalated, "An incident stayed undecided past the time set for its severity.";
+    "recommendation.queued" => incidents::RecommendationQueued, "A recommendation waits behind the cap of open incidents.";
+    "theme.launched" => incidents::ThemeLaunched, "A theme of recommendations was launched for a tenant (Theme Tuesday).";
+    "endpoint.disabled" => notifications::EndpointDisabled, "A webhook endpoint was disabled: 410 Gone, or failing for 5 days.";
 }
 
 #[cfg(test)]

@@ -78,13 +78,10 @@ impl DeliveryService for DeliveryApi {
                 message.channel
             ))
         })?;
-        if !message.recipient_id.is_empty() {
-            parse_uuid(&message.recipient_id, "recipient_id")?;
-        }
+        let recipient_id = optional(&message.recipient_id)
+            .map(|id| parse_uuid(&id, "recipient_id"))
+            .transpose()?;
         let limit = page_size(message.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-        // Every delivery so far is a webhook: asking for e-mail ones finds none.
-        let webhooks_only =
-            channel == notifications::DeliveryChannel::Email || !message.recipient_id.is_empty();
         let filter = DeliveryFilter {
             partner_id,
             tenant_id: optional(&message.tenant_id),
@@ -92,17 +89,15 @@ impl DeliveryService for DeliveryApi {
             created_from,
             created_before,
             endpoint_id: endpoint_filter(&message.endpoint_id)?,
+            recipient_id,
+            channel: store::channel_name(channel),
             event_type: optional(&message.event_type),
             event_id: optional(&message.event_id),
         };
         let after = parse_keyset_token(&message.page_token)?;
-        let deliveries = if webhooks_only {
-            Vec::new()
-        } else {
-            store::list_deliveries(&self.pool, &filter, after, limit)
-                .await
-                .map_err(internal)?
-        };
+        let deliveries = store::list_deliveries(&self.pool, &filter, after, limit)
+            .await
+            .map_err(internal)?;
         let next_page_token = match deliveries.last() {
             Some(last) if deliveries.len() as i64 == limit => {
                 keyset_token(last.created_at, last.delivery_id)
@@ -154,13 +149,22 @@ impl DeliveryService for DeliveryApi {
                 ));
             }
         }
-        let endpoint = store::get_endpoint(&self.pool, delivery.endpoint_id)
-            .await
-            .map_err(internal)?;
-        if !endpoint.is_some_and(|endpoint| endpoint.enabled) {
+        let enabled = match (delivery.endpoint_id, delivery.recipient_id) {
+            (Some(endpoint_id), _) => store::get_endpoint(&self.pool, endpoint_id)
+                .await
+                .map_err(internal)?
+                .is_some_and(|endpoint| endpoint.enabled),
+            (None, Some(recipient_id)) => store::get_recipients(&self.pool, &[recipient_id])
+                .await
+                .map_err(internal)?
+                .first()
+                .is_some_and(|recipient| recipient.enabled),
+            (None, None) => false,
+        };
+        if !enabled {
             return Err(Status::failed_precondition(format!(
-                "endpoint {} is disabled; enable it before redelivering",
-                delivery.endpoint_id
+                "{} is disabled; enable it before redelivering",
+                delivery.destination
             )));
         }
         let requested_by = principal.to_proto();
@@ -210,6 +214,8 @@ impl DeliveryService for DeliveryApi {
             created_from,
             created_before,
             endpoint_id: endpoint_filter(&message.endpoint_id)?,
+            recipient_id: None,
+            channel: None,
             event_type: optional(&message.event_type),
             event_id: None,
         };

@@ -5,6 +5,7 @@ pub mod api;
 pub mod catalog;
 pub mod delivery_api;
 pub mod egress;
+pub mod email;
 pub mod routing;
 pub mod settings;
 pub mod signing;
@@ -94,11 +95,14 @@ pub async fn build(
     let client = egress::http_client(policy.clone(), settings.webhook_timeout)
         .map_err(|error| StartError::Client(error.to_string()))?;
     let schema = platform.settings().database.schema.clone();
+    let mailer =
+        email::Mailer::new(&settings).map_err(|error| StartError::Client(error.to_string()))?;
     let worker = worker::DeliveryWorker::new(
         platform.pool().clone(),
         schema,
         client,
         policy,
+        mailer,
         platform.events(),
         settings,
     );

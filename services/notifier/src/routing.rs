@@ -3,8 +3,6 @@
 //! batches (one transaction for many), and the deliveries a batch creates go straight to the
 //! delivery worker, leased to this process so that no other worker claims them meanwhile.
 
-use std::sync::Arc;
-
 use chrono::Utc;
 use picket_platform::db::group_commit::{BatchApplier, GroupCommit};
 use picket_platform::db::inbox;
@@ -13,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::catalog::{self, Webhook};
 use crate::store;
-use crate::worker::{Dispatch, Dispatcher};
+use crate::worker::{Dispatcher, dispatches};
 
 /// Durable consumer names, also the inbox keys.
 pub const CONSUMER: &str = "notifier-incidents";
@@ -77,34 +75,17 @@ impl BatchApplier for Router {
             .map(|route| (route.event_id.as_str(), &route.webhook))
             .collect();
         let created = store::fan_out(&mut transaction, &webhooks, now, leased_until).await?;
-        let mut endpoint_ids: Vec<uuid::Uuid> = created
-            .iter()
-            .map(|delivery| delivery.endpoint_id)
-            .collect();
-        endpoint_ids.sort();
-        endpoint_ids.dedup();
-        let endpoints = if endpoint_ids.is_empty() {
-            Vec::new()
-        } else {
-            store::get_endpoints(&mut *transaction, &endpoint_ids).await?
-        };
+        let dispatches = dispatches(&mut transaction, created).await?;
         transaction.commit().await?;
-        if !created.is_empty() {
+        if !dispatches.is_empty() {
             tracing::debug!(
                 events = fresh.len(),
-                deliveries = created.len(),
+                deliveries = dispatches.len(),
                 "events routed"
             );
         }
-        let endpoints: Vec<Arc<store::EndpointRow>> = endpoints.into_iter().map(Arc::new).collect();
-        for delivery in created {
-            let endpoint = endpoints
-                .iter()
-                .find(|endpoint| endpoint.endpoint_id == delivery.endpoint_id)
-                .cloned();
-            self.dispatcher
-                .dispatch(Dispatch { delivery, endpoint })
-                .await;
+        for dispatch in dispatches {
+            self.dispatcher.dispatch(dispatch).await;
         }
         Ok(vec![(); routes.len()])
     }

@@ -4,7 +4,20 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use picket_platform::settings::{ServiceSettings, SettingsError};
+use secrecy::SecretString;
 use serde::Deserialize;
+
+/// How the notifier's SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS, required (submission, port 587).
+    Starttls,
+    /// TLS from the first byte (submissions, port 465).
+    Tls,
+    /// Plain text: only for a relay on loopback or a trusted network.
+    None,
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct NotifierSettings {
@@ -23,10 +36,27 @@ pub struct NotifierSettings {
     /// An endpoint whose every attempt failed for this long is disabled.
     #[serde(with = "humantime_serde")]
     pub disable_after_failing: Duration,
+    /// The SMTP server e-mail goes through; empty turns e-mail off.
+    #[serde(default)]
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_tls: SmtpTls,
+    #[serde(default)]
+    pub smtp_username: String,
+    #[serde(default = "no_password")]
+    pub smtp_password: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub smtp_timeout: Duration,
+    /// The sender of every e-mail, such as `Picket <alerts@picket.example>`.
+    pub mail_from: String,
     #[serde(default)]
     pub allowed_networks: Vec<IpNet>,
     #[serde(default)]
     pub allow_insecure_http: bool,
+}
+
+fn no_password() -> SecretString {
+    SecretString::from(String::new())
 }
 
 impl ServiceSettings for NotifierSettings {
@@ -54,6 +84,12 @@ impl ServiceSettings for NotifierSettings {
             return Err(SettingsError::invalid(
                 &key("disable_after_failing"),
                 "must be positive",
+            ));
+        }
+        if self.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(SettingsError::invalid(
+                &key("mail_from"),
+                "must be an address such as Picket <alerts@picket.example>",
             ));
         }
         if self.route_batch_size == 0 {

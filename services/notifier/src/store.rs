@@ -134,9 +134,162 @@ pub async fn list_endpoints(
     .await
 }
 
-/// Creates one delivery of each webhook (with its event id) per enabled endpoint that subscribes
-/// to it, leased until `leased_until` to the caller's worker; returns them. A redelivered event
-/// creates none twice.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecipientRow {
+    pub recipient_id: Uuid,
+    pub partner_id: String,
+    pub tenant_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub minimum_severity: i32,
+    pub authority_owner_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RecipientRow {
+    pub fn to_proto(&self) -> notifications::EmailRecipient {
+        notifications::EmailRecipient {
+            recipient_id: self.recipient_id.to_string(),
+            partner_id: self.partner_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            email: self.email.clone(),
+            display_name: self.display_name.clone(),
+            event_types: self.event_types.clone(),
+            enabled: self.enabled,
+            minimum_severity: self.minimum_severity,
+            authority_owner_id: self.authority_owner_id.clone(),
+            created_at: Some(to_timestamp(self.created_at)),
+            updated_at: Some(to_timestamp(self.updated_at)),
+        }
+    }
+}
+
+const RECIPIENT_COLUMNS: &str =
+    "recipient_id, partner_id, tenant_id, email, display_name, event_types,
+    enabled, minimum_severity, authority_owner_id, created_at, updated_at";
+
+/// A recipient's fields as a partner sets them.
+pub struct RecipientFields<'a> {
+    pub email: &'a str,
+    pub display_name: &'a str,
+    pub event_types: &'a [String],
+    pub enabled: bool,
+    pub minimum_severity: i32,
+    pub authority_owner_id: &'a str,
+}
+
+/// Adds a recipient; `None` when the partner has this address for this tenant already.
+pub async fn insert_recipient(
+    pool: &PgPool,
+    partner_id: &str,
+    tenant_id: &str,
+    fields: &RecipientFields<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<RecipientRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "INSERT INTO email_recipients (recipient_id, partner_id, tenant_id, email, display_name, event_types,
+             enabled, minimum_severity, authority_owner_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+         ON CONFLICT (partner_id, tenant_id, lower(email)) DO NOTHING
+         RETURNING {RECIPIENT_COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(partner_id)
+    .bind(tenant_id)
+    .bind(fields.email)
+    .bind(fields.display_name)
+    .bind(fields.event_types)
+    .bind(fields.enabled)
+    .bind(fields.minimum_severity)
+    .bind(fields.authority_owner_id)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Replaces a recipient's fields; `None` when it is gone.
+pub async fn update_recipient(
+    pool: &PgPool,
+    recipient_id: Uuid,
+    fields: &RecipientFields<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<RecipientRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE email_recipients SET email = $2, display_name = $3, event_types = $4, enabled = $5,
+             minimum_severity = $6, authority_owner_id = $7, updated_at = $8
+         WHERE recipient_id = $1 RETURNING {RECIPIENT_COLUMNS}"
+    )))
+    .bind(recipient_id)
+    .bind(fields.email)
+    .bind(fields.display_name)
+    .bind(fields.event_types)
+    .bind(fields.enabled)
+    .bind(fields.minimum_severity)
+    .bind(fields.authority_owner_id)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn get_recipients<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    recipient_ids: &[Uuid],
+) -> Result<Vec<RecipientRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {RECIPIENT_COLUMNS} FROM email_recipients WHERE recipient_id = ANY($1)"
+    )))
+    .bind(recipient_ids)
+    .fetch_all(executor)
+    .await
+}
+
+/// A page of a partner's recipients (of one tenant when `tenant_id` is set), by address.
+pub async fn list_recipients(
+    pool: &PgPool,
+    partner_id: &str,
+    tenant_id: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<RecipientRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {RECIPIENT_COLUMNS} FROM email_recipients
+         WHERE partner_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
+         ORDER BY lower(email), tenant_id, recipient_id OFFSET $3 LIMIT $4"
+    )))
+    .bind(partner_id)
+    .bind(tenant_id)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Removes a recipient with its deliveries; returns it as it was.
+pub async fn delete_recipient(
+    pool: &PgPool,
+    recipient_id: Uuid,
+) -> Result<Option<RecipientRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "DELETE FROM email_recipients WHERE recipient_id = $1 RETURNING {RECIPIENT_COLUMNS}"
+    )))
+    .bind(recipient_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The columns a worker needs to attempt a delivery.
+const DUE_COLUMNS: &str =
+    "delivery_id, partner_id, tenant_id, channel, endpoint_id, recipient_id, destination, event_id,
+             event_type, body, attempt_count, next_attempt_at, next_trigger, next_requested_by,
+             next_requested_role, next_replay_id";
+
+/// Creates one delivery of each event (webhook body with its event id) per enabled endpoint and
+/// per enabled e-mail recipient that subscribes to it (e-mail recipients also by severity), leased
+/// until `leased_until` to the caller's worker; returns them. A redelivered event creates none
+/// twice.
 pub async fn fan_out(
     connection: &mut PgConnection,
     webhooks: &[(&str, &Webhook)],
@@ -154,27 +307,40 @@ pub async fn fan_out(
     let tenant_ids: Vec<&str> = webhooks.iter().map(|(_, w)| w.tenant_id.as_str()).collect();
     let event_types: Vec<&str> = webhooks.iter().map(|(_, w)| w.event_type).collect();
     let bodies: Vec<&str> = webhooks.iter().map(|(_, w)| w.body.as_str()).collect();
-    sqlx::query_as(
+    let severities: Vec<i32> = webhooks.iter().map(|(_, w)| w.severity).collect();
+    sqlx::query_as(AssertSqlSafe(format!(
         "WITH events AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                 AS e(event_id, partner_id, tenant_id, event_type, body))
-         INSERT INTO deliveries (delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body,
-             status, created_at, next_attempt_at, destination)
-         SELECT gen_random_uuid(), e.partner_id, e.tenant_id, w.endpoint_id, e.event_id, e.event_type, e.body,
-             'pending', $6, $7, w.url
-         FROM events e JOIN webhook_endpoints w
-             ON w.partner_id = e.partner_id AND (w.tenant_id = '' OR w.tenant_id = e.tenant_id) AND w.enabled
-                AND (cardinality(w.event_types) = 0 OR e.event_type = ANY(w.event_types))
-         ON CONFLICT (endpoint_id, event_id) DO NOTHING
-         RETURNING delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body,
-             attempt_count, next_attempt_at, next_trigger, next_requested_by, next_requested_role,
-             next_replay_id",
-    )
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[])
+                 AS e(event_id, partner_id, tenant_id, event_type, body, severity)),
+         webhooks AS (
+             INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, endpoint_id, event_id,
+                 event_type, body, status, created_at, next_attempt_at, destination)
+             SELECT gen_random_uuid(), e.partner_id, e.tenant_id, 'webhook', w.endpoint_id, e.event_id,
+                 e.event_type, e.body, 'pending', $7, $8, w.url
+             FROM events e JOIN webhook_endpoints w
+                 ON w.partner_id = e.partner_id AND (w.tenant_id = '' OR w.tenant_id = e.tenant_id)
+                    AND w.enabled AND (cardinality(w.event_types) = 0 OR e.event_type = ANY(w.event_types))
+             ON CONFLICT (endpoint_id, event_id) DO NOTHING
+             RETURNING {DUE_COLUMNS}),
+         emails AS (
+             INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, recipient_id, event_id,
+                 event_type, body, status, created_at, next_attempt_at, destination)
+             SELECT gen_random_uuid(), e.partner_id, e.tenant_id, 'email', r.recipient_id, e.event_id,
+                 e.event_type, e.body, 'pending', $7, $8, r.email
+             FROM events e JOIN email_recipients r
+                 ON r.partner_id = e.partner_id AND (r.tenant_id = '' OR r.tenant_id = e.tenant_id)
+                    AND r.enabled AND (cardinality(r.event_types) = 0 OR e.event_type = ANY(r.event_types))
+                    AND (e.severity = 0 OR e.severity >= r.minimum_severity)
+             ON CONFLICT (recipient_id, event_id) WHERE recipient_id IS NOT NULL DO NOTHING
+             RETURNING {DUE_COLUMNS})
+         SELECT * FROM webhooks UNION ALL SELECT * FROM emails"
+    )))
     .bind(&event_ids)
     .bind(&partner_ids)
     .bind(&tenant_ids)
     .bind(&event_types)
     .bind(&bodies)
+    .bind(&severities)
     .bind(now)
     .bind(leased_until)
     .fetch_all(connection)
@@ -189,7 +355,12 @@ pub struct DueDelivery {
     pub delivery_id: Uuid,
     pub partner_id: String,
     pub tenant_id: String,
-    pub endpoint_id: Uuid,
+    /// `webhook` (to `endpoint_id`) or `email` (to `recipient_id`).
+    pub channel: String,
+    pub endpoint_id: Option<Uuid>,
+    pub recipient_id: Option<Uuid>,
+    /// The endpoint URL or e-mail address, as at creation.
+    pub destination: String,
     pub event_id: String,
     pub event_type: String,
     pub body: String,
@@ -210,16 +381,14 @@ pub async fn claim_due(
     lease: std::time::Duration,
 ) -> Result<Vec<DueDelivery>, sqlx::Error> {
     let lease_seconds = lease.as_secs_f64();
-    sqlx::query_as(
+    sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)
          WHERE delivery_id IN (
              SELECT delivery_id FROM deliveries
              WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()
              ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING delivery_id, partner_id, tenant_id, endpoint_id, event_id, event_type, body,
-             attempt_count, next_attempt_at, next_trigger, next_requested_by, next_requested_role,
-             next_replay_id",
-    )
+         RETURNING {DUE_COLUMNS}"
+    )))
     .bind(limit)
     .bind(lease_seconds)
     .fetch_all(pool)
@@ -363,7 +532,9 @@ pub struct DeliveryRow {
     pub delivery_id: Uuid,
     pub partner_id: String,
     pub tenant_id: String,
-    pub endpoint_id: Uuid,
+    pub channel: String,
+    pub endpoint_id: Option<Uuid>,
+    pub recipient_id: Option<Uuid>,
     pub event_id: String,
     pub event_type: String,
     pub status: String,
@@ -377,7 +548,8 @@ pub struct DeliveryRow {
     pub succeeded_at: Option<DateTime<Utc>>,
 }
 
-const DELIVERY_COLUMNS: &str = "d.delivery_id, d.partner_id, d.tenant_id, d.endpoint_id, d.event_id,
+const DELIVERY_COLUMNS: &str = "d.delivery_id, d.partner_id, d.tenant_id, d.channel, d.endpoint_id,
+    d.recipient_id, d.event_id,
     d.event_type, d.status, d.attempt_count, d.created_at, d.next_attempt_at, d.last_attempt_at, d.last_error,
     d.destination, d.last_response_status, d.succeeded_at";
 
@@ -402,6 +574,22 @@ fn status_of(name: &str) -> notifications::DeliveryStatus {
     }
 }
 
+/// A delivery channel as stored.
+pub fn channel_name(channel: notifications::DeliveryChannel) -> Option<&'static str> {
+    match channel {
+        notifications::DeliveryChannel::Webhook => Some("webhook"),
+        notifications::DeliveryChannel::Email => Some("email"),
+        notifications::DeliveryChannel::Unspecified => None,
+    }
+}
+
+fn channel_of(name: &str) -> notifications::DeliveryChannel {
+    match name {
+        "email" => notifications::DeliveryChannel::Email,
+        _ => notifications::DeliveryChannel::Webhook,
+    }
+}
+
 impl DeliveryRow {
     pub fn to_proto(&self) -> notifications::Delivery {
         let status = status_of(&self.status);
@@ -413,7 +601,14 @@ impl DeliveryRow {
             delivery_id: self.delivery_id.to_string(),
             partner_id: self.partner_id.clone(),
             tenant_id: self.tenant_id.clone(),
-            endpoint_id: self.endpoint_id.to_string(),
+            endpoint_id: self
+                .endpoint_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            recipient_id: self
+                .recipient_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             event_id: self.event_id.clone(),
             event_type: self.event_type.clone(),
             status: status.into(),
@@ -422,7 +617,7 @@ impl DeliveryRow {
             next_attempt_at: self.next_attempt_at.filter(|_| waiting).map(to_timestamp),
             last_attempt_at: self.last_attempt_at.map(to_timestamp),
             last_error: self.last_error.clone(),
-            channel: notifications::DeliveryChannel::Webhook.into(),
+            channel: channel_of(&self.channel).into(),
             destination: self.destination.clone(),
             last_response_status: u32::try_from(self.last_response_status).unwrap_or_default(),
             succeeded_at: self.succeeded_at.map(to_timestamp),
@@ -490,11 +685,13 @@ pub struct DeliveryFilter {
     pub created_from: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub endpoint_id: Option<Uuid>,
+    pub recipient_id: Option<Uuid>,
+    pub channel: Option<&'static str>,
     pub event_type: Option<String>,
     pub event_id: Option<String>,
 }
 
-/// The filter's condition on `deliveries d`, over parameters $1 to $8 bound by [`bind_filter`].
+/// The filter's condition on `deliveries d`, over parameters $1 to $10 bound by [`bind_filter`].
 const FILTER_SQL: &str = "($1::text IS NULL OR d.partner_id = $1)
     AND ($2::text IS NULL OR d.tenant_id = $2)
     AND (cardinality($3::text[]) = 0 OR d.status = ANY($3))
@@ -502,7 +699,9 @@ const FILTER_SQL: &str = "($1::text IS NULL OR d.partner_id = $1)
     AND ($5::timestamptz IS NULL OR d.created_at < $5)
     AND ($6::uuid IS NULL OR d.endpoint_id = $6)
     AND ($7::text IS NULL OR d.event_type = $7)
-    AND ($8::text IS NULL OR d.event_id = $8)";
+    AND ($8::text IS NULL OR d.event_id = $8)
+    AND ($9::uuid IS NULL OR d.recipient_id = $9)
+    AND ($10::text IS NULL OR d.channel = $10)";
 
 fn bind_filter<'q, O>(
     query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
@@ -517,6 +716,8 @@ fn bind_filter<'q, O>(
         .bind(filter.endpoint_id)
         .bind(filter.event_type.as_deref())
         .bind(filter.event_id.as_deref())
+        .bind(filter.recipient_id)
+        .bind(filter.channel)
 }
 
 /// A page of deliveries, newest first, after the `(created_at, delivery_id)` of `after`.
@@ -529,8 +730,8 @@ pub async fn list_deliveries(
     let query = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d
          WHERE {FILTER_SQL}
-           AND ($9::timestamptz IS NULL OR (d.created_at, d.delivery_id) < ($9, $10))
-         ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT $11"
+           AND ($11::timestamptz IS NULL OR (d.created_at, d.delivery_id) < ($11, $12))
+         ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT $13"
     )));
     bind_filter(query, filter)
         .bind(after.map(|(at, _)| at))
@@ -600,7 +801,7 @@ pub async fn redeliver(
 pub struct Replayed {
     /// Made due (or that would be, in a dry run).
     pub replayed: i64,
-    /// Left alone: their endpoint is disabled.
+    /// Left alone: their endpoint or recipient is disabled (or gone).
     pub skipped: i64,
 }
 
@@ -614,13 +815,16 @@ pub async fn replay(
     let mut transaction = pool.begin().await?;
     let query = sqlx::query_as(AssertSqlSafe(format!(
         "WITH matched AS (
-             SELECT d.delivery_id, e.enabled FROM deliveries d JOIN webhook_endpoints e USING (endpoint_id)
+             SELECT d.delivery_id, COALESCE(e.enabled, r.enabled, false) AS enabled
+             FROM deliveries d
+                 LEFT JOIN webhook_endpoints e ON e.endpoint_id = d.endpoint_id
+                 LEFT JOIN email_recipients r ON r.recipient_id = d.recipient_id
              WHERE {FILTER_SQL}
              FOR UPDATE OF d),
          replayed AS (
-             UPDATE deliveries d SET status = 'pending', next_attempt_at = now(), next_trigger = $9,
-                 next_requested_by = $10, next_requested_role = $11, next_replay_id = $12
-             FROM matched m WHERE d.delivery_id = m.delivery_id AND m.enabled AND NOT $13
+             UPDATE deliveries d SET status = 'pending', next_attempt_at = now(), next_trigger = $11,
+                 next_requested_by = $12, next_requested_role = $13, next_replay_id = $14
+             FROM matched m WHERE d.delivery_id = m.delivery_id AND m.enabled AND NOT $15
              RETURNING 1)
          SELECT count(*) FILTER (WHERE enabled) AS replayed, count(*) FILTER (WHERE NOT enabled) AS skipped
          FROM matched"

@@ -7,6 +7,7 @@
 //! `Retry-After`; after the last retry the delivery is dead. A crash mid-attempt leaves the claim to
 //! expire, and the delivery is sent again: at least once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::egress::EgressPolicy;
+use crate::email::Mailer;
 use crate::settings::NotifierSettings;
 use crate::signing::{WebhookSecret, signature_header};
-use crate::store::{self, AttemptRecord, DueDelivery, EndpointRow};
+use crate::store::{self, AttemptRecord, DueDelivery, EndpointRow, RecipientRow};
 
 const CLAIM_BATCH: i64 = 64;
 /// Deliveries waiting to be sent, and attempts waiting to be recorded.
@@ -39,14 +41,60 @@ pub struct DeliveryWorker {
     schema: String,
     client: reqwest::Client,
     policy: Arc<EgressPolicy>,
+    mailer: Mailer,
     events: EventFactory,
     settings: NotifierSettings,
 }
 
-/// A delivery ready to attempt, with its endpoint as it was when taken (`None`: deleted).
+/// A delivery ready to attempt, with its endpoint (webhook) or recipient (e-mail) as it was when
+/// taken (`None`: deleted).
 pub struct Dispatch {
     pub delivery: DueDelivery,
     pub endpoint: Option<Arc<EndpointRow>>,
+    pub recipient: Option<Arc<RecipientRow>>,
+}
+
+/// The deliveries with their endpoints and recipients, read in two queries.
+pub async fn dispatches(
+    connection: &mut sqlx::PgConnection,
+    deliveries: Vec<DueDelivery>,
+) -> Result<Vec<Dispatch>, sqlx::Error> {
+    let mut endpoint_ids: Vec<Uuid> = deliveries.iter().filter_map(|d| d.endpoint_id).collect();
+    endpoint_ids.sort();
+    endpoint_ids.dedup();
+    let mut recipient_ids: Vec<Uuid> = deliveries.iter().filter_map(|d| d.recipient_id).collect();
+    recipient_ids.sort();
+    recipient_ids.dedup();
+    let endpoints: HashMap<Uuid, Arc<EndpointRow>> = if endpoint_ids.is_empty() {
+        HashMap::new()
+    } else {
+        store::get_endpoints(&mut *connection, &endpoint_ids)
+            .await?
+            .into_iter()
+            .map(|endpoint| (endpoint.endpoint_id, Arc::new(endpoint)))
+            .collect()
+    };
+    let recipients: HashMap<Uuid, Arc<RecipientRow>> = if recipient_ids.is_empty() {
+        HashMap::new()
+    } else {
+        store::get_recipients(&mut *connection, &recipient_ids)
+            .await?
+            .into_iter()
+            .map(|recipient| (recipient.recipient_id, Arc::new(recipient)))
+            .collect()
+    };
+    Ok(deliveries
+        .into_iter()
+        .map(|delivery| Dispatch {
+            endpoint: delivery
+                .endpoint_id
+                .and_then(|id| endpoints.get(&id).cloned()),
+            recipient: delivery
+                .recipient_id
+                .and_then(|id| recipients.get(&id).cloned()),
+            delivery,
+        })
+        .collect())
 }
 
 /// Hands deliveries to the worker.
@@ -154,6 +202,7 @@ impl DeliveryWorker {
         schema: String,
         client: reqwest::Client,
         policy: Arc<EgressPolicy>,
+        mailer: Mailer,
         events: EventFactory,
         settings: NotifierSettings,
     ) -> DeliveryWorker {
@@ -162,6 +211,7 @@ impl DeliveryWorker {
             schema,
             client,
             policy,
+            mailer,
             events,
             settings,
         }
@@ -219,25 +269,8 @@ impl DeliveryWorker {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let endpoint_ids: Vec<Uuid> = claimed
-            .iter()
-            .map(|delivery| delivery.endpoint_id)
-            .collect();
-        let endpoints: Vec<Arc<EndpointRow>> = store::get_endpoints(&self.pool, &endpoint_ids)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        Ok(claimed
-            .into_iter()
-            .map(|delivery| Dispatch {
-                endpoint: endpoints
-                    .iter()
-                    .find(|endpoint| endpoint.endpoint_id == delivery.endpoint_id)
-                    .cloned(),
-                delivery,
-            })
-            .collect())
+        let mut connection = self.pool.acquire().await?;
+        dispatches(&mut connection, claimed).await
     }
 
     async fn send(
@@ -300,15 +333,30 @@ impl DeliveryWorker {
     async fn deliver(&self, dispatch: Dispatch) -> Made {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let attempted = match dispatch.endpoint.as_deref() {
-            Some(endpoint) if endpoint.enabled => {
+        let attempted = match (
+            dispatch.delivery.channel.as_str(),
+            dispatch.endpoint.as_deref(),
+            dispatch.recipient.as_deref(),
+        ) {
+            ("email", _, Some(recipient)) if recipient.enabled => {
+                self.mail(recipient, &dispatch.delivery).await
+            }
+            ("email", _, Some(_)) => Attempted::from(AttemptOutcome::Fatal {
+                error: "recipient is paused".into(),
+                disable: None,
+            }),
+            ("email", _, None) => Attempted::from(AttemptOutcome::Fatal {
+                error: "recipient was removed".into(),
+                disable: None,
+            }),
+            (_, Some(endpoint), _) if endpoint.enabled => {
                 self.attempt(&dispatch.delivery, endpoint, started_at).await
             }
-            Some(_) => Attempted::from(AttemptOutcome::Fatal {
+            (_, Some(_), _) => Attempted::from(AttemptOutcome::Fatal {
                 error: "endpoint is disabled".into(),
                 disable: None,
             }),
-            None => Attempted::from(AttemptOutcome::Fatal {
+            (_, None, _) => Attempted::from(AttemptOutcome::Fatal {
                 error: "endpoint was deleted".into(),
                 disable: None,
             }),
@@ -319,6 +367,26 @@ impl DeliveryWorker {
             latency_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
             attempted,
         }
+    }
+
+    /// Sends the e-mail of a delivery; a refusal for good (5xx) is not retried.
+    async fn mail(&self, recipient: &RecipientRow, delivery: &DueDelivery) -> Attempted {
+        let outcome = match self
+            .mailer
+            .send(&recipient.email, &recipient.display_name, &delivery.body)
+            .await
+        {
+            Ok(()) => AttemptOutcome::Delivered,
+            Err(error) if error.permanent => AttemptOutcome::Fatal {
+                error: error.message,
+                disable: None,
+            },
+            Err(error) => AttemptOutcome::Failed {
+                error: error.message,
+                retry_after: None,
+            },
+        };
+        Attempted::from(outcome)
     }
 
     async fn attempt(
@@ -489,12 +557,12 @@ impl DeliveryWorker {
             .iter()
             .zip(&conclusions)
             .filter(|(made, conclusion)| enabled(made) && conclusion.status != "succeeded")
-            .map(|(made, _)| made.dispatch.delivery.endpoint_id)
+            .filter_map(|(made, _)| made.dispatch.delivery.endpoint_id)
             .collect();
         let mut succeeded: Vec<Uuid> = batch
             .iter()
             .filter(enabled)
-            .map(|made| made.dispatch.delivery.endpoint_id)
+            .filter_map(|made| made.dispatch.delivery.endpoint_id)
             .filter(|endpoint_id| !failing.contains(endpoint_id))
             .collect();
         succeeded.sort();
@@ -506,7 +574,12 @@ impl DeliveryWorker {
             .iter()
             .zip(&conclusions)
             .filter(|(made, _)| {
-                enabled(made) && failing.contains(&made.dispatch.delivery.endpoint_id)
+                enabled(made)
+                    && made
+                        .dispatch
+                        .delivery
+                        .endpoint_id
+                        .is_some_and(|id| failing.contains(&id))
             })
             .collect();
         mixed.sort_by_key(|(made, _)| made.started_at);

@@ -1,0 +1,33 @@
+-- E-mail recipients a partner configured, for all its tenants (tenant_id '') or one, and
+-- deliveries by e-mail beside those by webhook.
+
+CREATE TABLE email_recipients (
+    recipient_id UUID PRIMARY KEY,
+    partner_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL DEFAULT '',
+    email TEXT NOT NULL,
+    display_name TEXT NOT NULL DEFAULT '',
+    -- Event types to e-mail, such as `incident.opened`; empty means all.
+    event_types TEXT[] NOT NULL DEFAULT '{}',
+    enabled BOOLEAN NOT NULL DEFAULT true,
+    -- picket.common.v1.Severity: incident events below it are not e-mailed (0 = all).
+    minimum_severity INTEGER NOT NULL DEFAULT 0,
+    authority_owner_id TEXT NOT NULL DEFAULT '',
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE INDEX email_recipients_by_partner ON email_recipients (partner_id, tenant_id);
+CREATE UNIQUE INDEX email_recipients_once ON email_recipients (partner_id, tenant_id, lower(email));
+
+ALTER TABLE deliveries
+    ALTER COLUMN endpoint_id DROP NOT NULL,
+    ADD COLUMN channel TEXT NOT NULL DEFAULT 'webhook' CHECK (channel IN ('webhook', 'email')),
+    ADD COLUMN recipient_id UUID REFERENCES email_recipients (recipient_id) ON DELETE CASCADE,
+    ADD CONSTRAINT deliveries_one_destination CHECK (
+        (channel = 'webhook' AND endpoint_id IS NOT NULL AND recipient_id IS NULL)
+        OR (channel = 'email' AND recipient_id IS NOT NULL AND endpoint_id IS NULL));
+
+-- A recipient hears of each event once, as an endpoint does (UNIQUE (endpoint_id, event_id)).
+CREATE UNIQUE INDEX deliveries_once_per_recipient ON deliveries (recipient_id, event_id)
+    WHERE recipient_id IS NOT NULL;

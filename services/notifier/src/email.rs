@@ -1,0 +1,301 @@
+//! E-mail over SMTP (lettre): each delivery by e-mail is one message, plain text and HTML, written
+//! from the same event data a webhook carries: the tenant, the severity, what was found, the
+//! recommended fix and the incident id to act on.
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::settings::{NotifierSettings, SmtpTls};
+
+/// Why a message was not sent: `permanent` when the server refused it for good (a 5xx reply), so
+/// retrying cannot help.
+#[derive(Debug)]
+pub struct SendError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+pub struct Mailer {
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Mailbox,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailerError {
+    #[error("notifier.mail_from: {0}")]
+    From(lettre::address::AddressError),
+    #[error("notifier.smtp_host: {0}")]
+    Transport(#[from] lettre::transport::smtp::Error),
+}
+
+impl Mailer {
+    /// The SMTP transport the settings describe; without `smtp_host` e-mail is off and every
+    /// e-mail delivery fails saying so.
+    pub fn new(settings: &NotifierSettings) -> Result<Mailer, MailerError> {
+        let from: Mailbox = settings.mail_from.parse().map_err(MailerError::From)?;
+        if settings.smtp_host.is_empty() {
+            return Ok(Mailer {
+                transport: None,
+                from,
+            });
+        }
+        let host = settings.smtp_host.as_str();
+        let tls = match settings.smtp_tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::Starttls => Tls::Required(TlsParameters::new(host.to_owned())?),
+            SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.to_owned())?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(settings.smtp_port)
+            .tls(tls)
+            .timeout(Some(settings.smtp_timeout));
+        if !settings.smtp_username.is_empty() {
+            builder = builder.credentials(Credentials::new(
+                settings.smtp_username.clone(),
+                settings.smtp_password.expose_secret().to_owned(),
+            ));
+        }
+        Ok(Mailer {
+            transport: Some(builder.build()),
+            from,
+        })
+    }
+
+    /// Sends the message for an event (`body`, the webhook body) to `to`.
+    pub async fn send(&self, to: &str, display_name: &str, body: &str) -> Result<(), SendError> {
+        let Some(transport) = &self.transport else {
+            return Err(SendError {
+                message: "e-mail is not configured (notifier.smtp_host)".into(),
+                permanent: false,
+            });
+        };
+        let refused = |message: String| SendError {
+            message,
+            permanent: true,
+        };
+        let address = to
+            .parse()
+            .map_err(|error| refused(format!("recipient address: {error}")))?;
+        let name = (!display_name.is_empty()).then(|| display_name.to_owned());
+        let rendered = render(body, display_name);
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(name, address))
+            .subject(rendered.subject)
+            .multipart(MultiPart::alternative_plain_html(
+                rendered.text,
+                rendered.html,
+            ))
+            .map_err(|error| refused(format!("message: {error}")))?;
+        match transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(SendError {
+                permanent: error.is_permanent(),
+                message: format!("smtp: {error}"),
+            }),
+        }
+    }
+}
+
+/// An e-mail's subject and bodies.
+#[derive(Debug)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+fn text<'v>(value: &'v Value, field: &str) -> &'v str {
+    value[field].as_str().unwrap_or_default()
+}
+
+/// `SEVERITY_HIGH` as "High", `INCIDENT_STATE_OPEN` as "Open".
+fn readable(enum_name: &str, prefix: &str) -> String {
+    let words = enum_name
+        .strip_prefix(prefix)
+        .unwrap_or(enum_name)
+        .to_lowercase();
+    let mut characters = words.replace('_', " ").chars().collect::<Vec<_>>();
+    if let Some(first) = characters.first_mut() {
+        *first = first.to_ascii_uppercase();
+    }
+    characters.into_iter().collect()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The lines of a message: a sentence, then labelled facts.
+struct Letter {
+    subject: String,
+    lead: String,
+    facts: Vec<(&'static str, String)>,
+    closing: String,
+}
+
+impl Letter {
+    fn render(self, display_name: &str) -> Rendered {
+        let greeting = if display_name.is_empty() {
+            "Hello,".to_owned()
+        } else {
+            format!("Hello {display_name},")
+        };
+        let facts: Vec<&(&str, String)> = self
+            .facts
+            .iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        let mut text = format!("{greeting}\n\n{}\n\n", self.lead);
+        for (label, value) in &facts {
+            text.push_str(&format!("{label}: {value}\n"));
+        }
+        text.push_str(&format!("\n{}\n\n-- \nPicket\n", self.closing));
+        let rows: String = facts
+            .iter()
+            .map(|(label, value)| {
+                format!(
+                    "<tr><th align=\"left\" valign=\"top\">{}</th><td>{}</td></tr>",
+                    escape(label),
+                    escape(value).replace('\n', "<br>")
+                )
+            })
+            .collect();
+        let html = format!(
+            "<!DOCTYPE html><html><body><p>{}</p><p>{}</p><table cellpadding=\"4\">{rows}</table><p>{}</p><p>&mdash; Picket</p></body></html>",
+            escape(&greeting),
+            escape(&self.lead),
+            escape(&self.closing),
+        );
+        Rendered {
+            subject: self.subject,
+            text,
+            html,
+        }
+    }
+}
+
+/// The message for an event, from its webhook body (`{type, timestamp, data}`).
+pub fn render(body: &str, display_name: &str) -> Rendered {
+    let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let event_type = text(&body, "type");
+    let data = &body["data"];
+    let tenant = text(data, "tenantId");
+    let letter = match event_type.strip_prefix("incident.") {
+        Some(change) => {
+            let incident = &data["incident"];
+            let severity = readable(text(incident, "severity"), "SEVERITY_");
+            let title = text(incident, "title");
+            let incident_id = text(incident, "incidentId");
+            Letter {
+                subject: format!(
+                    "[Picket] {severity} incident {change} for tenant {tenant}: {title}"
+                ),
+                lead: format!("An incident was {change} for tenant {tenant}."),
+                facts: vec![
+                    ("Tenant", tenant.to_owned()),
+                    ("Severity", severity),
+                    ("What was found", title.to_owned()),
+                    ("Details", text(incident, "description").to_owned()),
+                    ("Affected", text(incident, "target").to_owned()),
+                    (
+                        "Recommended fix",
+                        text(incident, "recommendedFix").to_owned(),
+                    ),
+                    (
+                        "State",
+                        readable(text(incident, "state"), "INCIDENT_STATE_"),
+                    ),
+                    ("Incident id", incident_id.to_owned()),
+                ],
+                closing: format!(
+                    "Approve the fix, mute or ignore it with the incident id: picketctl incidents approve {incident_id}"
+                ),
+            }
+        }
+        None if event_type == "endpoint.disabled" => Letter {
+            subject: format!("[Picket] Webhook endpoint disabled: {}", text(data, "url")),
+            lead: "Picket stopped sending webhooks to one of your endpoints.".into(),
+            facts: vec![
+                ("Endpoint", text(data, "url").to_owned()),
+                ("Endpoint id", text(data, "endpointId").to_owned()),
+                ("Why", text(data, "reason").to_owned()),
+                (
+                    "Deliveries abandoned",
+                    data["deliveriesAbandoned"]
+                        .as_u64()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            ],
+            closing: "Fix the endpoint, enable it again, then replay its failed deliveries.".into(),
+        },
+        None => Letter {
+            subject: if tenant.is_empty() {
+                format!("[Picket] {event_type}")
+            } else {
+                format!("[Picket] {event_type} for tenant {tenant}")
+            },
+            lead: format!("Picket tells you of {event_type}."),
+            facts: vec![
+                ("Tenant", tenant.to_owned()),
+                (
+                    "Details",
+                    serde_json::to_string_pretty(data).unwrap_or_default(),
+                ),
+            ],
+            closing: String::new(),
+        },
+    };
+    letter.render(display_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_email_names_tenant_severity_finding_fix_and_id() {
+        let body = serde_json::json!({
+            "type": "incident.opened",
+            "timestamp": "2026-12-02T09:00:00.000Z",
+            "data": {
+                "partnerId": "p1",
+                "tenantId": "contoso",
+                "incident": {
+                    "incidentId": "0193-abc",
+                    "severity": "SEVERITY_HIGH",
+                    "title": "Sign-in from a new country",
+                    "description": "adele@contoso signed in from <Brazil>",
+                    "recommendedFix": "Revoke the user's sessions",
+                    "state": "INCIDENT_STATE_OPEN"
+                }
+            }
+        })
+        .to_string();
+        let rendered = render(&body, "Ada");
+        assert_eq!(
+            rendered.subject,
+            "[Picket] High incident opened for tenant contoso: Sign-in from a new country"
+        );
+        for expected in [
+            "Hello Ada,",
+            "Tenant: contoso",
+            "Severity: High",
+            "What was found: Sign-in from a new country",
+            "Recommended fix: Revoke the user's sessions",
+            "Incident id: 0193-abc",
+        ] {
+            assert!(rendered.text.contains(expected), "{expected} missing");
+        }
+        assert!(rendered.html.contains("&lt;Brazil&gt;"), "HTML is escaped");
+        assert!(!rendered.html.contains("<Brazil>"));
+    }
+}

@@ -1,0 +1,369 @@
+//! E-mail delivery against a real SMTP server (aiosmtpd) on loopback, real NATS and PostgreSQL:
+//! who is mailed (tenant, event type and severity filters), what the message says, retries while
+//! the server is down, redelivery, and the recipients' API.
+
+use std::time::Duration;
+
+use picket_e2e::{channel, start_notifier};
+use picket_proto::common::v1::Severity;
+use picket_proto::incidents::v1::{Incident, IncidentOpened};
+use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
+use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
+use picket_proto::notifications::v1::{
+    CreateEmailRecipientRequest, DeleteEmailRecipientRequest, Delivery, DeliveryAttempt,
+    DeliveryChannel, DeliveryStatus, EmailRecipient, GetDeliveryRequest, GetEmailRecipientRequest,
+    ListDeliveriesRequest, ListEmailRecipientsRequest, ListEventTypesRequest,
+    RedeliverDeliveryRequest, UpdateEmailRecipientRequest,
+};
+use picket_testkit::{SmtpServer, TestEnv, eventually};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn smtp_toml(port: u16) -> String {
+    format!(
+        "[notifier]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsmtp_tls = \"none\"\nmail_from = \"Picket <alerts@picket.test>\"\n"
+    )
+}
+
+struct Notifier {
+    env: TestEnv,
+    _application: picket_platform::Application,
+    channels: ChannelServiceClient<Channel>,
+    deliveries: DeliveryServiceClient<Channel>,
+}
+
+impl Notifier {
+    async fn start(smtp_port: u16) -> Notifier {
+        let env = TestEnv::new().await;
+        let application = start_notifier(&env, &smtp_toml(smtp_port)).await;
+        let grpc = channel(&application).await;
+        Notifier {
+            env,
+            _application: application,
+            channels: ChannelServiceClient::new(grpc.clone()),
+            deliveries: DeliveryServiceClient::new(grpc),
+        }
+    }
+
+    fn request<T>(&self, partner_id: &str, message: T) -> tonic::Request<T> {
+        self.env
+            .request(&self.env.partner_token(partner_id), message)
+    }
+
+    async fn recipient(
+        &mut self,
+        request: CreateEmailRecipientRequest,
+    ) -> Result<EmailRecipient, tonic::Status> {
+        let partner_id = request.partner_id.clone();
+        let request = self.request(&partner_id, request);
+        Ok(self
+            .channels
+            .create_email_recipient(request)
+            .await?
+            .into_inner()
+            .recipient
+            .expect("recipient"))
+    }
+
+    async fn open_incident(&self, incident_id: &str, tenant_id: &str, severity: Severity) {
+        let opened = IncidentOpened {
+            partner_id: "p1".into(),
+            tenant_id: tenant_id.into(),
+            incident: Some(Incident {
+                incident_id: incident_id.into(),
+                severity: severity.into(),
+                title: "Sign-in from a new country".into(),
+                description: "adele@contoso.example signed in from Brazil, never seen before"
+                    .into(),
+                recommended_fix: "Revoke the user's sessions and reset the password".into(),
+                ..Default::default()
+            }),
+        };
+        self.env.publish("prioritizer", &opened).await;
+    }
+
+    async fn email_deliveries(&self, status: DeliveryStatus) -> Vec<Delivery> {
+        let request = self.request(
+            "p1",
+            ListDeliveriesRequest {
+                partner_id: "p1".into(),
+                channel: DeliveryChannel::Email.into(),
+                statuses: vec![status.into()],
+                ..Default::default()
+            },
+        );
+        self.deliveries
+            .clone()
+            .list_deliveries(request)
+            .await
+            .expect("deliveries listed")
+            .into_inner()
+            .deliveries
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> Vec<DeliveryAttempt> {
+        let request = self.request(
+            "p1",
+            GetDeliveryRequest {
+                delivery_id: delivery_id.into(),
+            },
+        );
+        self.deliveries
+            .clone()
+            .get_delivery(request)
+            .await
+            .expect("delivery read")
+            .into_inner()
+            .attempts
+    }
+}
+
+fn ada() -> CreateEmailRecipientRequest {
+    CreateEmailRecipientRequest {
+        partner_id: "p1".into(),
+        email: "ada@msp.example".into(),
+        display_name: "Ada".into(),
+        minimum_severity: Severity::High.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_incident_is_emailed_to_the_recipients_it_concerns() {
+    let smtp = SmtpServer::start().await;
+    let mut notifier = Notifier::start(smtp.port()).await;
+    notifier.recipient(ada()).await.expect("ada");
+    // Only critical incidents for this one, only tenant t2 for the other, only resolutions for a
+    // third: none of them hears of a high incident of t1 being opened.
+    notifier
+        .recipient(CreateEmailRecipientRequest {
+            email: "oncall@msp.example".into(),
+            minimum_severity: Severity::Critical.into(),
+            ..ada()
+        })
+        .await
+        .expect("oncall");
+    notifier
+        .recipient(CreateEmailRecipientRequest {
+            email: "t2-admin@msp.example".into(),
+            tenant_id: "t2".into(),
+            minimum_severity: Severity::Unspecified.into(),
+            ..ada()
+        })
+        .await
+        .expect("t2 admin");
+    notifier
+        .recipient(CreateEmailRecipientRequest {
+            email: "reports@msp.example".into(),
+            event_types: vec!["incident.resolved".into()],
+            minimum_severity: Severity::Unspecified.into(),
+            ..ada()
+        })
+        .await
+        .expect("reports");
+
+    notifier.open_incident("i-1", "t1", Severity::High).await;
+
+    let mail = eventually(WAIT, "the incident e-mail", || async {
+        smtp.received().into_iter().next()
+    })
+    .await;
+    assert_eq!(mail.header("To").as_deref(), Some("Ada <ada@msp.example>"));
+    assert_eq!(
+        mail.header("From").as_deref(),
+        Some("Picket <alerts@picket.test>")
+    );
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("[Picket] High incident opened for tenant t1: Sign-in from a new country")
+    );
+    let text = mail.decoded();
+    for expected in [
+        "Hello Ada,",
+        "Tenant: t1",
+        "Severity: High",
+        "What was found: Sign-in from a new country",
+        "Details: adele@contoso.example signed in from Brazil, never seen before",
+        "Recommended fix: Revoke the user's sessions and reset the password",
+        "Incident id: i-1",
+        "Content-Type: text/html",
+        "<th align=\"left\" valign=\"top\">Severity</th><td>High</td>",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+
+    let succeeded = eventually(WAIT, "the e-mail delivery recorded", || async {
+        Some(notifier.email_deliveries(DeliveryStatus::Succeeded).await)
+            .filter(|listed| !listed.is_empty())
+    })
+    .await;
+    assert_eq!(succeeded.len(), 1);
+    assert_eq!(succeeded[0].destination, "ada@msp.example");
+    assert_eq!(succeeded[0].channel(), DeliveryChannel::Email);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.received().len(), 1, "one e-mail, to Ada only");
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mail_is_retried_while_the_server_is_down_and_redelivered_by_hand() {
+    let smtp = SmtpServer::start().await;
+    let port = smtp.port();
+    drop(smtp);
+    let mut notifier = Notifier::start(port).await;
+    notifier.recipient(ada()).await.expect("ada");
+
+    notifier
+        .open_incident("i-1", "t1", Severity::Critical)
+        .await;
+
+    // Four attempts (the first and three retries) find no server: the delivery is dead.
+    let dead = eventually(WAIT, "the e-mail delivery to die", || async {
+        notifier
+            .email_deliveries(DeliveryStatus::Dead)
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(dead.attempt_count, 4);
+    assert!(dead.last_error.starts_with("smtp:"), "{}", dead.last_error);
+
+    let smtp = SmtpServer::start_on(port).await;
+    let request = notifier.request(
+        "p1",
+        RedeliverDeliveryRequest {
+            delivery_id: dead.delivery_id.clone(),
+            force: false,
+        },
+    );
+    notifier
+        .deliveries
+        .redeliver_delivery(request)
+        .await
+        .expect("redelivered");
+    let mail = eventually(WAIT, "the redelivered e-mail", || async {
+        smtp.received().into_iter().next()
+    })
+    .await;
+    assert!(mail.decoded().contains("Incident id: i-1"));
+    let attempts = eventually(WAIT, "the fifth attempt recorded", || async {
+        Some(notifier.attempts(&dead.delivery_id).await).filter(|attempts| attempts.len() == 5)
+    })
+    .await;
+    assert!(attempts[4].succeeded);
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recipients_are_managed_by_their_partner_only() {
+    let smtp = SmtpServer::start().await;
+    let mut notifier = Notifier::start(smtp.port()).await;
+
+    let bad = notifier
+        .recipient(CreateEmailRecipientRequest {
+            email: "not an address".into(),
+            ..ada()
+        })
+        .await
+        .expect_err("not an address");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("email:"), "{}", bad.message());
+    let bad_type = notifier
+        .recipient(CreateEmailRecipientRequest {
+            event_types: vec!["incident.exploded".into()],
+            ..ada()
+        })
+        .await
+        .expect_err("no such event type");
+    assert!(bad_type.message().starts_with("event_types:"));
+
+    let ada = notifier.recipient(ada()).await.expect("ada");
+    let again = notifier.recipient(self::ada()).await.expect_err("twice");
+    assert_eq!(again.code(), Code::AlreadyExists);
+
+    let request = notifier.request(
+        "p2",
+        GetEmailRecipientRequest {
+            recipient_id: ada.recipient_id.clone(),
+        },
+    );
+    let other = notifier
+        .channels
+        .get_email_recipient(request)
+        .await
+        .expect_err("p2 may not see it");
+    assert_eq!(other.code(), Code::NotFound);
+
+    let request = notifier.request(
+        "p1",
+        UpdateEmailRecipientRequest {
+            recipient_id: ada.recipient_id.clone(),
+            enabled: Some(false),
+            display_name: Some("Ada L.".into()),
+            ..Default::default()
+        },
+    );
+    let paused = notifier
+        .channels
+        .update_email_recipient(request)
+        .await
+        .expect("paused")
+        .into_inner()
+        .recipient
+        .expect("recipient");
+    assert!(!paused.enabled);
+    assert_eq!(paused.display_name, "Ada L.");
+    assert_eq!(paused.email, "ada@msp.example");
+
+    // A paused recipient is not mailed.
+    notifier
+        .open_incident("i-1", "t1", Severity::Critical)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(smtp.received().is_empty());
+
+    let request = notifier.request(
+        "p1",
+        ListEmailRecipientsRequest {
+            partner_id: "p1".into(),
+            ..Default::default()
+        },
+    );
+    let listed = notifier
+        .channels
+        .list_email_recipients(request)
+        .await
+        .expect("listed")
+        .into_inner()
+        .recipients;
+    assert_eq!(listed.len(), 1);
+    let request = notifier.request(
+        "p1",
+        DeleteEmailRecipientRequest {
+            recipient_id: ada.recipient_id.clone(),
+        },
+    );
+    notifier
+        .channels
+        .delete_email_recipient(request)
+        .await
+        .expect("deleted");
+
+    let request = notifier.request("p1", ListEventTypesRequest {});
+    let catalogue = notifier
+        .channels
+        .list_event_types(request)
+        .await
+        .expect("catalogue")
+        .into_inner()
+        .event_types;
+    let opened = catalogue
+        .iter()
+        .find(|event_type| event_type.name == "incident.opened")
+        .expect("incident.opened");
+    assert_eq!(opened.message_type, "picket.incidents.v1.IncidentOpened");
+    notifier.env.teardown().await;
+}
