@@ -1,6 +1,6 @@
 //! E-mail delivery against a real SMTP server (aiosmtpd) on loopback, real NATS and PostgreSQL:
 //! who is mailed (tenant, event type and severity filters), what the message says, retries while
-//! the server is down, redelivery, and the recipients' API.
+//! the server is down, redelivery, the recipients' API, and the notice of a disabled endpoint.
 
 use std::time::Duration;
 
@@ -10,12 +10,12 @@ use picket_proto::incidents::v1::{Incident, IncidentOpened};
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
 use picket_proto::notifications::v1::{
-    CreateEmailRecipientRequest, DeleteEmailRecipientRequest, Delivery, DeliveryAttempt,
-    DeliveryChannel, DeliveryStatus, EmailRecipient, GetDeliveryRequest, GetEmailRecipientRequest,
-    ListDeliveriesRequest, ListEmailRecipientsRequest, ListEventTypesRequest,
-    RedeliverDeliveryRequest, UpdateEmailRecipientRequest,
+    CreateEmailRecipientRequest, CreateWebhookEndpointRequest, DeleteEmailRecipientRequest,
+    Delivery, DeliveryAttempt, DeliveryChannel, DeliveryStatus, EmailRecipient, GetDeliveryRequest,
+    GetEmailRecipientRequest, ListDeliveriesRequest, ListEmailRecipientsRequest,
+    ListEventTypesRequest, RedeliverDeliveryRequest, UpdateEmailRecipientRequest,
 };
-use picket_testkit::{SmtpServer, TestEnv, eventually};
+use picket_testkit::{SmtpServer, TestEnv, WebhookReceiver, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -365,5 +365,52 @@ async fn recipients_are_managed_by_their_partner_only() {
         .find(|event_type| event_type.name == "incident.opened")
         .expect("incident.opened");
     assert_eq!(opened.message_type, "picket.incidents.v1.IncidentOpened");
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_partner_is_emailed_when_an_endpoint_is_disabled() {
+    let smtp = SmtpServer::start().await;
+    let mut notifier = Notifier::start(smtp.port()).await;
+    notifier
+        .recipient(CreateEmailRecipientRequest {
+            event_types: vec!["endpoint.disabled".into()],
+            minimum_severity: Severity::Unspecified.into(),
+            ..ada()
+        })
+        .await
+        .expect("ada");
+    let gone = WebhookReceiver::start().await;
+    gone.answer_next_with(&[410]);
+    let request = notifier.request(
+        "p1",
+        CreateWebhookEndpointRequest {
+            partner_id: "p1".into(),
+            url: gone.url(),
+            event_types: vec!["incident.opened".into()],
+            ..Default::default()
+        },
+    );
+    notifier
+        .channels
+        .create_webhook_endpoint(request)
+        .await
+        .expect("endpoint");
+
+    notifier.open_incident("i-1", "t1", Severity::High).await;
+
+    let mail = eventually(WAIT, "the endpoint.disabled e-mail", || async {
+        smtp.received().into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        mail.header("Subject"),
+        Some(format!(
+            "[Picket] Webhook endpoint disabled: {}",
+            gone.url()
+        ))
+    );
+    let text = mail.decoded();
+    assert!(text.contains("Why: endpoint answered 410 gone"), "{text}");
     notifier.env.teardown().await;
 }

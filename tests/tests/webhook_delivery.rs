@@ -1,6 +1,7 @@
 //! The notifier's delivery rules against a real receiver, NATS and PostgreSQL: Retry-After, 410,
-//! an endpoint disabled after failing without a break, the delivery log, redelivery by hand and
-//! bulk replay. Incident events are published as the prioritizer would.
+//! an endpoint disabled after failing without a break, the delivery log, redelivery by hand, bulk
+//! replay, and the endpoints' own API (test sends, secret rotation, disabling, deletion).
+//! Incident events are published as the prioritizer would.
 
 use std::time::Duration;
 
@@ -10,9 +11,11 @@ use picket_proto::incidents::v1::{Incident, IncidentOpened};
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
 use picket_proto::notifications::v1::{
-    AttemptTrigger, CreateWebhookEndpointRequest, Delivery, DeliveryAttempt, DeliveryStatus,
-    GetDeliveryRequest, GetWebhookEndpointRequest, ListDeliveriesRequest, RedeliverDeliveryRequest,
-    ReplayFailedDeliveriesRequest, WebhookEndpoint,
+    AttemptTrigger, CreateWebhookEndpointRequest, DeleteWebhookEndpointRequest, Delivery,
+    DeliveryAttempt, DeliveryStatus, GetDeliveryRequest, GetWebhookEndpointRequest,
+    ListDeliveriesRequest, RedeliverDeliveryRequest, ReplayFailedDeliveriesRequest,
+    RotateWebhookSecretRequest, SendTestWebhookRequest, UpdateWebhookEndpointRequest,
+    WebhookEndpoint,
 };
 use picket_testkit::{TestEnv, WebhookReceiver, eventually, verify_standard_webhook};
 use tonic::Code;
@@ -487,5 +490,179 @@ async fn delivery_requests_name_their_bad_fields() {
         .expect_err("not a UUID");
     assert_eq!(bad_id.code(), Code::InvalidArgument);
     assert!(bad_id.message().starts_with("delivery_id:"));
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoints_are_tested_rotated_disabled_and_deleted_by_their_partner() {
+    let mut notifier = Notifier::start().await;
+    let receiver = WebhookReceiver::start().await;
+    let (endpoint, first_secret) = notifier.endpoint(&receiver, &["incident.opened"]).await;
+    let endpoint_id = endpoint.endpoint_id.clone();
+    let id_request = || SendTestWebhookRequest {
+        endpoint_id: endpoint_id.clone(),
+    };
+
+    // A test send is signed, and reported.
+    let request = notifier.request("p1", id_request());
+    let attempt = notifier
+        .channels
+        .send_test_webhook(request)
+        .await
+        .expect("test sent")
+        .into_inner()
+        .attempt
+        .expect("attempt");
+    assert!(attempt.succeeded, "{}", attempt.error);
+    assert_eq!(attempt.response_status, 200);
+    let test = receiver.received().pop().expect("the test webhook");
+    assert_eq!(test.json()["type"], "webhook.test");
+    assert!(verify_standard_webhook(&first_secret, &test));
+
+    // While a rotation overlaps, both secrets sign; after one without overlap, only the new one.
+    let request = notifier.request(
+        "p1",
+        RotateWebhookSecretRequest {
+            endpoint_id: endpoint_id.clone(),
+            ..Default::default()
+        },
+    );
+    let rotated = notifier
+        .channels
+        .rotate_webhook_secret(request)
+        .await
+        .expect("rotated")
+        .into_inner();
+    assert!(rotated.previous_secret_expires_at.is_some());
+    let request = notifier.request("p1", id_request());
+    notifier
+        .channels
+        .send_test_webhook(request)
+        .await
+        .expect("test sent");
+    let overlapping = receiver.received().pop().expect("second test");
+    assert_eq!(overlapping.signature.split(' ').count(), 2);
+    assert!(verify_standard_webhook(&first_secret, &overlapping));
+    assert!(verify_standard_webhook(&rotated.secret, &overlapping));
+    let request = notifier.request(
+        "p1",
+        RotateWebhookSecretRequest {
+            endpoint_id: endpoint_id.clone(),
+            overlap: Some(picket_platform::time::to_duration(Duration::ZERO)),
+            ..Default::default()
+        },
+    );
+    let third = notifier
+        .channels
+        .rotate_webhook_secret(request)
+        .await
+        .expect("rotated again")
+        .into_inner();
+    assert!(third.previous_secret_expires_at.is_none());
+    let request = notifier.request("p1", id_request());
+    notifier
+        .channels
+        .send_test_webhook(request)
+        .await
+        .expect("test sent");
+    let alone = receiver.received().pop().expect("third test");
+    assert!(verify_standard_webhook(&third.secret, &alone));
+    assert!(!verify_standard_webhook(&rotated.secret, &alone));
+
+    // A URL the egress policy refuses is refused, naming the field.
+    let request = notifier.request(
+        "p1",
+        UpdateWebhookEndpointRequest {
+            endpoint_id: endpoint_id.clone(),
+            url: Some("https://10.1.2.3/hook".into()),
+            ..Default::default()
+        },
+    );
+    let refused = notifier
+        .channels
+        .update_webhook_endpoint(request)
+        .await
+        .expect_err("a private address");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("url:"),
+        "{}",
+        refused.message()
+    );
+
+    // Disabled by the partner: nothing is sent; enabled again: delivered.
+    let update = |enabled| UpdateWebhookEndpointRequest {
+        endpoint_id: endpoint_id.clone(),
+        enabled: Some(enabled),
+        ..Default::default()
+    };
+    let request = notifier.request("p1", update(false));
+    let disabled = notifier
+        .channels
+        .update_webhook_endpoint(request)
+        .await
+        .expect("disabled")
+        .into_inner()
+        .endpoint
+        .expect("endpoint");
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.disabled_reason, "disabled by staff@p1");
+    assert!(disabled.disabled_at.is_some());
+    let before = receiver.received_count();
+    notifier.open_incident("i-1").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.received_count(), before);
+    let request = notifier.request("p1", update(true));
+    let enabled = notifier
+        .channels
+        .update_webhook_endpoint(request)
+        .await
+        .expect("enabled")
+        .into_inner()
+        .endpoint
+        .expect("endpoint");
+    assert!(enabled.enabled);
+    assert!(enabled.disabled_reason.is_empty());
+    notifier.open_incident("i-2").await;
+    notifier.wait_for(DeliveryStatus::Succeeded, 1).await;
+
+    // Deleted: gone for good, its delivery log kept.
+    let request = notifier.request(
+        "p2",
+        DeleteWebhookEndpointRequest {
+            endpoint_id: endpoint_id.clone(),
+        },
+    );
+    let not_theirs = notifier
+        .channels
+        .delete_webhook_endpoint(request)
+        .await
+        .expect_err("p2 may not");
+    assert_eq!(not_theirs.code(), Code::NotFound);
+    let request = notifier.request(
+        "p1",
+        DeleteWebhookEndpointRequest {
+            endpoint_id: endpoint_id.clone(),
+        },
+    );
+    notifier
+        .channels
+        .delete_webhook_endpoint(request)
+        .await
+        .expect("deleted");
+    let request = notifier.request(
+        "p1",
+        GetWebhookEndpointRequest {
+            endpoint_id: endpoint_id.clone(),
+        },
+    );
+    let gone = notifier
+        .channels
+        .get_webhook_endpoint(request)
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+    let logged = notifier.wait_for(DeliveryStatus::Succeeded, 1).await;
+    assert_eq!(logged[0].destination, receiver.url());
     notifier.env.teardown().await;
 }

@@ -20,13 +20,17 @@ CREATE TABLE email_recipients (
 CREATE INDEX email_recipients_by_partner ON email_recipients (partner_id, tenant_id);
 CREATE UNIQUE INDEX email_recipients_once ON email_recipients (partner_id, tenant_id, lower(email));
 
+-- A delivery outlives the endpoint or recipient it went to: the log keeps its destination, and
+-- deleting an endpoint or recipient makes its waiting deliveries dead rather than erasing them.
 ALTER TABLE deliveries
     ALTER COLUMN endpoint_id DROP NOT NULL,
+    DROP CONSTRAINT deliveries_endpoint_id_fkey,
+    ADD CONSTRAINT deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id)
+        REFERENCES webhook_endpoints (endpoint_id) ON DELETE SET NULL,
     ADD COLUMN channel TEXT NOT NULL DEFAULT 'webhook' CHECK (channel IN ('webhook', 'email')),
-    ADD COLUMN recipient_id UUID REFERENCES email_recipients (recipient_id) ON DELETE CASCADE,
-    ADD CONSTRAINT deliveries_one_destination CHECK (
-        (channel = 'webhook' AND endpoint_id IS NOT NULL AND recipient_id IS NULL)
-        OR (channel = 'email' AND recipient_id IS NOT NULL AND endpoint_id IS NULL));
+    ADD COLUMN recipient_id UUID REFERENCES email_recipients (recipient_id) ON DELETE SET NULL,
+    ADD CONSTRAINT deliveries_one_channel CHECK (
+        (channel = 'webhook' AND recipient_id IS NULL) OR (channel = 'email' AND endpoint_id IS NULL));
 
 -- A recipient hears of each event once, as an endpoint does (UNIQUE (endpoint_id, event_id)).
 CREATE UNIQUE INDEX deliveries_once_per_recipient ON deliveries (recipient_id, event_id)

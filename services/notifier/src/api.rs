@@ -1,15 +1,16 @@
-//! ChannelService: partners manage their webhook endpoints and e-mail recipients, and read the
-//! catalogue of event types. Endpoint updates (rotation, test sends) answer UNIMPLEMENTED so far.
+//! ChannelService: partners manage their webhook endpoints (with secret rotation and test sends)
+//! and e-mail recipients, and read the catalogue of event types.
 
 use std::sync::Arc;
 
 use chrono::Utc;
-use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::grpc::{
     internal, next_offset_token, page_size, parse_offset_token, parse_uuid,
 };
 use picket_platform::nats::subjects::validate_token;
+use picket_platform::time::{from_duration, to_timestamp};
+use picket_platform::{EventFactory, Principal};
 use picket_proto::common::v1 as common;
 use picket_proto::notifications::v1 as notifications;
 use picket_proto::notifications::v1::channel_service_server::ChannelService;
@@ -20,18 +21,60 @@ use uuid::Uuid;
 use crate::catalog::{self, EVENT_TYPES};
 use crate::egress::EgressPolicy;
 use crate::signing::WebhookSecret;
-use crate::store::{self, NewEndpoint, RecipientFields, RecipientRow};
+use crate::store::{self, EndpointRow, NewEndpoint, RecipientFields, RecipientRow};
+use crate::webhook::{AttemptOutcome, Disabling, WebhookSender, disable_and_tell};
 
 pub struct ChannelApi {
     pool: PgPool,
     policy: Arc<EgressPolicy>,
+    events: EventFactory,
+    webhooks: WebhookSender,
 }
 
 impl ChannelApi {
-    pub fn new(pool: PgPool, policy: Arc<EgressPolicy>) -> ChannelApi {
-        ChannelApi { pool, policy }
+    pub fn new(
+        pool: PgPool,
+        policy: Arc<EgressPolicy>,
+        events: EventFactory,
+        webhooks: WebhookSender,
+    ) -> ChannelApi {
+        ChannelApi {
+            pool,
+            policy,
+            events,
+            webhooks,
+        }
+    }
+
+    /// The endpoint, if the principal manages its partner; another partner's is as good as
+    /// missing.
+    async fn managed_endpoint(
+        &self,
+        principal: &Principal,
+        endpoint_id: Uuid,
+    ) -> Result<EndpointRow, Status> {
+        let endpoint = store::get_endpoint(&self.pool, endpoint_id)
+            .await
+            .map_err(internal)?
+            .filter(|endpoint| principal.can_access_partner(&endpoint.partner_id))
+            .ok_or_else(|| Status::not_found(format!("endpoint {endpoint_id} not found")))?;
+        principal.require_partner_manager(&endpoint.partner_id)?;
+        Ok(endpoint)
     }
 }
+
+/// A secret from a request (checked), or a new one when it is empty.
+fn secret_or_generated(secret: &str) -> Result<String, Status> {
+    if secret.is_empty() {
+        return Ok(WebhookSecret::generate());
+    }
+    WebhookSecret::parse(secret)
+        .map_err(|error| Status::invalid_argument(format!("secret: {error}")))?;
+    Ok(secret.to_owned())
+}
+
+/// How long a rotated secret keeps signing when the request does not say.
+const DEFAULT_ROTATION_OVERLAP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn check_event_types(event_types: &[String]) -> Result<(), Status> {
     match event_types
@@ -104,13 +147,7 @@ impl ChannelService for ChannelApi {
             .check_url(&message.url)
             .map_err(|error| Status::invalid_argument(format!("url: {error}")))?;
         check_event_types(&message.event_types)?;
-        let secret = if message.secret.is_empty() {
-            WebhookSecret::generate()
-        } else {
-            WebhookSecret::parse(&message.secret)
-                .map_err(|error| Status::invalid_argument(format!("secret: {error}")))?;
-            message.secret.clone()
-        };
+        let secret = secret_or_generated(&message.secret)?;
         let endpoint = store::insert_endpoint(
             &self.pool,
             &NewEndpoint {
@@ -322,6 +359,167 @@ impl ChannelService for ChannelApi {
     ) -> Result<Response<notifications::ListEventTypesResponse>, Status> {
         Ok(Response::new(notifications::ListEventTypesResponse {
             event_types: catalog::event_types(),
+        }))
+    }
+
+    async fn update_webhook_endpoint(
+        &self,
+        request: Request<notifications::UpdateWebhookEndpointRequest>,
+    ) -> Result<Response<notifications::UpdateWebhookEndpointResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        let endpoint_id = parse_uuid(&message.endpoint_id, "endpoint_id")?;
+        let current = self.managed_endpoint(&principal, endpoint_id).await?;
+        if let Some(url) = &message.url {
+            self.policy
+                .check_url(url)
+                .map_err(|error| Status::invalid_argument(format!("url: {error}")))?;
+        }
+        if let Some(filter) = &message.event_types {
+            check_event_types(&filter.event_types)?;
+        }
+        let now = Utc::now();
+        let event_types = message
+            .event_types
+            .map_or(current.event_types.clone(), |filter| filter.event_types);
+        let mut transaction = self.pool.begin().await.map_err(internal)?;
+        let mut endpoint = store::update_endpoint(
+            &mut transaction,
+            endpoint_id,
+            message.url.as_deref().unwrap_or(&current.url),
+            &event_types,
+            message
+                .description
+                .as_deref()
+                .unwrap_or(&current.description),
+            now,
+        )
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found(format!("endpoint {endpoint_id} not found")))?;
+        match message.enabled {
+            Some(true) if !endpoint.enabled => {
+                endpoint = store::enable_endpoint(&mut transaction, endpoint_id, now)
+                    .await
+                    .map_err(internal)?
+                    .unwrap_or(endpoint);
+            }
+            Some(false) if endpoint.enabled => {
+                let reason = format!("disabled by {}", principal.subject);
+                let disabling = Disabling {
+                    cause: notifications::EndpointDisableCause::Manual,
+                    reason: &reason,
+                    failing_since: endpoint.failing_since,
+                    last_response_status: 0,
+                };
+                endpoint =
+                    disable_and_tell(&mut transaction, &self.events, endpoint_id, &disabling)
+                        .await
+                        .map_err(internal)?
+                        .unwrap_or(endpoint);
+            }
+            _ => {}
+        }
+        transaction.commit().await.map_err(internal)?;
+        Ok(Response::new(
+            notifications::UpdateWebhookEndpointResponse {
+                endpoint: Some(endpoint.to_proto()),
+            },
+        ))
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        request: Request<notifications::DeleteWebhookEndpointRequest>,
+    ) -> Result<Response<notifications::DeleteWebhookEndpointResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let endpoint_id = parse_uuid(&request.get_ref().endpoint_id, "endpoint_id")?;
+        self.managed_endpoint(&principal, endpoint_id).await?;
+        let (endpoint, abandoned) = store::delete_endpoint(&self.pool, endpoint_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("endpoint {endpoint_id} not found")))?;
+        tracing::info!(%endpoint_id, abandoned, "webhook endpoint deleted");
+        Ok(Response::new(
+            notifications::DeleteWebhookEndpointResponse {
+                endpoint: Some(endpoint.to_proto()),
+                deliveries_abandoned: u32::try_from(abandoned).unwrap_or(u32::MAX),
+            },
+        ))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<notifications::RotateWebhookSecretRequest>,
+    ) -> Result<Response<notifications::RotateWebhookSecretResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        let endpoint_id = parse_uuid(&message.endpoint_id, "endpoint_id")?;
+        self.managed_endpoint(&principal, endpoint_id).await?;
+        let secret = secret_or_generated(&message.secret)?;
+        let overlap = match &message.overlap {
+            None => DEFAULT_ROTATION_OVERLAP,
+            Some(overlap) => from_duration(overlap).ok_or_else(|| {
+                Status::invalid_argument("overlap: must be a non-negative duration")
+            })?,
+        };
+        let now = Utc::now();
+        let previous_expires_at = (!overlap.is_zero())
+            .then(|| chrono::Duration::from_std(overlap).ok())
+            .flatten()
+            .map(|overlap| now + overlap);
+        let endpoint =
+            store::rotate_secret(&self.pool, endpoint_id, &secret, previous_expires_at, now)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| Status::not_found(format!("endpoint {endpoint_id} not found")))?;
+        tracing::info!(%endpoint_id, "webhook secret rotated");
+        Ok(Response::new(notifications::RotateWebhookSecretResponse {
+            endpoint: Some(endpoint.to_proto()),
+            secret,
+            previous_secret_expires_at: previous_expires_at.map(to_timestamp),
+        }))
+    }
+
+    async fn send_test_webhook(
+        &self,
+        request: Request<notifications::SendTestWebhookRequest>,
+    ) -> Result<Response<notifications::SendTestWebhookResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let endpoint_id = parse_uuid(&request.get_ref().endpoint_id, "endpoint_id")?;
+        let endpoint = self.managed_endpoint(&principal, endpoint_id).await?;
+        let now = Utc::now();
+        let webhook_id = Uuid::now_v7().to_string();
+        let body = serde_json::json!({
+            "type": "webhook.test",
+            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "data": {
+                "partnerId": endpoint.partner_id,
+                "endpointId": endpoint.endpoint_id.to_string(),
+                "message": "A test message from Picket: this endpoint receives signed webhooks.",
+            },
+        })
+        .to_string();
+        let clock = std::time::Instant::now();
+        let attempted = self.webhooks.send(&endpoint, &webhook_id, &body, now).await;
+        let error = match attempted.outcome {
+            AttemptOutcome::Delivered => String::new(),
+            AttemptOutcome::Failed { error, .. } | AttemptOutcome::Fatal { error, .. } => error,
+        };
+        Ok(Response::new(notifications::SendTestWebhookResponse {
+            attempt: Some(notifications::DeliveryAttempt {
+                attempt_id: webhook_id.clone(),
+                delivery_id: webhook_id,
+                attempt_number: 1,
+                started_at: Some(to_timestamp(now)),
+                latency_ms: u32::try_from(clock.elapsed().as_millis()).unwrap_or(u32::MAX),
+                response_status: u32::try_from(attempted.response_status).unwrap_or_default(),
+                succeeded: error.is_empty(),
+                error,
+                response_excerpt: attempted.response_excerpt,
+                requested_by: Some(principal.to_proto()),
+                ..Default::default()
+            }),
         }))
     }
 }

@@ -10,6 +10,7 @@ pub mod routing;
 pub mod settings;
 pub mod signing;
 pub mod store;
+pub mod webhook;
 pub mod worker;
 
 use std::sync::Arc;
@@ -45,9 +46,14 @@ pub async fn build(
         settings.allowed_networks.clone(),
         settings.allow_insecure_http,
     ));
+    let client = egress::http_client(policy.clone(), settings.webhook_timeout)
+        .map_err(|error| StartError::Client(error.to_string()))?;
+    let webhooks = webhook::WebhookSender::new(client, policy.clone());
     let channels = ChannelServiceServer::new(api::ChannelApi::new(
         platform.pool().clone(),
-        policy.clone(),
+        policy,
+        platform.events(),
+        webhooks.clone(),
     ));
     let deliveries =
         DeliveryServiceServer::new(delivery_api::DeliveryApi::new(platform.pool().clone()));
@@ -92,16 +98,13 @@ pub async fn build(
             routing::RoutingHandler::new(routes, routing::NOTICES_CONSUMER),
         )
         .await?;
-    let client = egress::http_client(policy.clone(), settings.webhook_timeout)
-        .map_err(|error| StartError::Client(error.to_string()))?;
     let schema = platform.settings().database.schema.clone();
     let mailer =
         email::Mailer::new(&settings).map_err(|error| StartError::Client(error.to_string()))?;
     let worker = worker::DeliveryWorker::new(
         platform.pool().clone(),
         schema,
-        client,
-        policy,
+        webhooks,
         mailer,
         platform.events(),
         settings,

@@ -23,6 +23,8 @@ pub struct EndpointRow {
     pub description: String,
     pub enabled: bool,
     pub disabled_reason: String,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -52,13 +54,15 @@ impl EndpointRow {
             updated_at: Some(to_timestamp(self.updated_at)),
             secret_hint,
             previous_secret_expires_at: self.previous_secret_expires_at.map(to_timestamp),
-            ..Default::default()
+            disabled_at: self.disabled_at.map(to_timestamp),
+            failing_since: self.failing_since.map(to_timestamp),
         }
     }
 }
 
 const ENDPOINT_COLUMNS: &str = "endpoint_id, partner_id, tenant_id, url, secret, previous_secret,
-    previous_secret_expires_at, event_types, description, enabled, disabled_reason, created_at, updated_at";
+    previous_secret_expires_at, event_types, description, enabled, disabled_reason, disabled_at,
+    failing_since, created_at, updated_at";
 
 pub struct NewEndpoint<'a> {
     pub partner_id: &'a str,
@@ -272,10 +276,135 @@ pub async fn delete_recipient(
     pool: &PgPool,
     recipient_id: Uuid,
 ) -> Result<Option<RecipientRow>, sqlx::Error> {
-    sqlx::query_as(AssertSqlSafe(format!(
+    let mut transaction = pool.begin().await?;
+    abandon(
+        &mut transaction,
+        Destination::Recipient(recipient_id),
+        "recipient was removed",
+    )
+    .await?;
+    let recipient = sqlx::query_as(AssertSqlSafe(format!(
         "DELETE FROM email_recipients WHERE recipient_id = $1 RETURNING {RECIPIENT_COLUMNS}"
     )))
     .bind(recipient_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(recipient)
+}
+
+/// Where deliveries go.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination {
+    Endpoint(Uuid),
+    Recipient(Uuid),
+}
+
+/// Makes the waiting (pending or failed) deliveries to `destination` dead, saying why; returns
+/// how many.
+pub async fn abandon(
+    connection: &mut PgConnection,
+    destination: Destination,
+    reason: &str,
+) -> Result<i64, sqlx::Error> {
+    let (endpoint_id, recipient_id) = match destination {
+        Destination::Endpoint(id) => (Some(id), None),
+        Destination::Recipient(id) => (None, Some(id)),
+    };
+    let abandoned = sqlx::query(
+        "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, last_error = $3
+         WHERE (endpoint_id = $1 OR recipient_id = $2) AND status IN ('pending', 'failed')",
+    )
+    .bind(endpoint_id)
+    .bind(recipient_id)
+    .bind(reason)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(i64::try_from(abandoned).unwrap_or(i64::MAX))
+}
+
+/// Changes an endpoint's URL, event types and description; `None` when it is gone.
+pub async fn update_endpoint(
+    connection: &mut PgConnection,
+    endpoint_id: Uuid,
+    url: &str,
+    event_types: &[String],
+    description: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<EndpointRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE webhook_endpoints SET url = $2, event_types = $3, description = $4, updated_at = $5
+         WHERE endpoint_id = $1 RETURNING {ENDPOINT_COLUMNS}"
+    )))
+    .bind(endpoint_id)
+    .bind(url)
+    .bind(event_types)
+    .bind(description)
+    .bind(now)
+    .fetch_optional(connection)
+    .await
+}
+
+/// Enables an endpoint again, clearing why it was disabled and its failure streak.
+pub async fn enable_endpoint(
+    connection: &mut PgConnection,
+    endpoint_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<EndpointRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE webhook_endpoints SET enabled = true, disabled_reason = '', disabled_at = NULL,
+             failing_since = NULL, updated_at = $2
+         WHERE endpoint_id = $1 RETURNING {ENDPOINT_COLUMNS}"
+    )))
+    .bind(endpoint_id)
+    .bind(now)
+    .fetch_optional(connection)
+    .await
+}
+
+/// Deletes an endpoint; its waiting deliveries become dead and its log stays. Returns it as it
+/// was and how many deliveries it abandoned.
+pub async fn delete_endpoint(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+) -> Result<Option<(EndpointRow, i64)>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let abandoned = abandon(
+        &mut transaction,
+        Destination::Endpoint(endpoint_id),
+        "endpoint was deleted",
+    )
+    .await?;
+    let endpoint: Option<EndpointRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "DELETE FROM webhook_endpoints WHERE endpoint_id = $1 RETURNING {ENDPOINT_COLUMNS}"
+    )))
+    .bind(endpoint_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(endpoint.map(|endpoint| (endpoint, abandoned)))
+}
+
+/// Replaces an endpoint's secret; the current one keeps signing until `previous_expires_at`
+/// (`None`: it stops at once).
+pub async fn rotate_secret(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+    secret: &str,
+    previous_expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<EndpointRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE webhook_endpoints SET
+             previous_secret = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret END,
+             previous_secret_expires_at = $3, secret = $2, updated_at = $4
+         WHERE endpoint_id = $1 RETURNING {ENDPOINT_COLUMNS}"
+    )))
+    .bind(endpoint_id)
+    .bind(secret)
+    .bind(previous_expires_at)
+    .bind(now)
     .fetch_optional(pool)
     .await
 }
@@ -871,18 +1000,11 @@ pub async fn disable_endpoint(
     let Some(endpoint) = endpoint else {
         return Ok(None);
     };
-    let abandoned = sqlx::query(
-        "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL,
-             last_error = CASE WHEN last_error = '' THEN 'endpoint disabled: ' || $2 ELSE last_error END
-         WHERE endpoint_id = $1 AND status IN ('pending', 'failed')",
+    let abandoned = abandon(
+        connection,
+        Destination::Endpoint(endpoint_id),
+        &format!("endpoint disabled: {reason}"),
     )
-    .bind(endpoint_id)
-    .bind(reason)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
-    Ok(Some((
-        endpoint,
-        i64::try_from(abandoned).unwrap_or(i64::MAX),
-    )))
+    .await?;
+    Ok(Some((endpoint, abandoned)))
 }

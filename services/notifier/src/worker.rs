@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use picket_platform::EventFactory;
-use picket_platform::db::{notify, outbox};
-use picket_platform::time::to_timestamp;
+use picket_platform::db::notify;
 use picket_proto::notifications::v1 as notifications;
 use rand::Rng;
 use sqlx::PgPool;
@@ -22,25 +21,21 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::egress::EgressPolicy;
 use crate::email::Mailer;
 use crate::settings::NotifierSettings;
-use crate::signing::{WebhookSecret, signature_header};
 use crate::store::{self, AttemptRecord, DueDelivery, EndpointRow, RecipientRow};
+use crate::webhook::{AttemptOutcome, Attempted, Disabling, WebhookSender, disable_and_tell};
 
 const CLAIM_BATCH: i64 = 64;
 /// Deliveries waiting to be sent, and attempts waiting to be recorded.
 const QUEUE: usize = 4096;
 /// Attempts recorded per transaction at most.
 const RECORD_BATCH: usize = 512;
-/// Bytes of a failed response's body kept for diagnosis.
-const EXCERPT_BYTES: usize = 1024;
 
 pub struct DeliveryWorker {
     pool: PgPool,
     schema: String,
-    client: reqwest::Client,
-    policy: Arc<EgressPolicy>,
+    webhooks: WebhookSender,
     mailer: Mailer,
     events: EventFactory,
     settings: NotifierSettings,
@@ -140,40 +135,6 @@ struct Conclusion {
     disable: Option<notifications::EndpointDisableCause>,
 }
 
-/// An attempt as sent: what it came to and what the endpoint answered.
-struct Attempted {
-    outcome: AttemptOutcome,
-    response_status: i32,
-    response_excerpt: String,
-}
-
-impl From<AttemptOutcome> for Attempted {
-    /// An attempt that got no response.
-    fn from(outcome: AttemptOutcome) -> Attempted {
-        Attempted {
-            outcome,
-            response_status: 0,
-            response_excerpt: String::new(),
-        }
-    }
-}
-
-/// What an attempt came to.
-#[derive(Debug, PartialEq)]
-enum AttemptOutcome {
-    Delivered,
-    /// Retry later, no sooner than the endpoint asked (`Retry-After`).
-    Failed {
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    /// Never retried: the endpoint is gone (410) or refused by policy.
-    Fatal {
-        error: String,
-        disable: Option<notifications::EndpointDisableCause>,
-    },
-}
-
 /// The delay before retry number `attempt` (1-based), jittered; `None` after the last.
 pub fn retry_delay(schedule: &[Duration], jitter: f64, attempt: usize) -> Option<Duration> {
     let base = schedule.get(attempt.checked_sub(1)?)?;
@@ -185,23 +146,11 @@ pub fn retry_delay(schedule: &[Duration], jitter: f64, attempt: usize) -> Option
     Some(base.mul_f64(factor))
 }
 
-/// `Retry-After` in seconds (fractions allowed); HTTP dates are treated as absent.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let value = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
-    let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
-}
-
 impl DeliveryWorker {
     pub fn new(
         pool: PgPool,
         schema: String,
-        client: reqwest::Client,
-        policy: Arc<EgressPolicy>,
+        webhooks: WebhookSender,
         mailer: Mailer,
         events: EventFactory,
         settings: NotifierSettings,
@@ -209,8 +158,7 @@ impl DeliveryWorker {
         DeliveryWorker {
             pool,
             schema,
-            client,
-            policy,
+            webhooks,
             mailer,
             events,
             settings,
@@ -350,7 +298,14 @@ impl DeliveryWorker {
                 disable: None,
             }),
             (_, Some(endpoint), _) if endpoint.enabled => {
-                self.attempt(&dispatch.delivery, endpoint, started_at).await
+                self.webhooks
+                    .send(
+                        endpoint,
+                        &dispatch.delivery.delivery_id.to_string(),
+                        &dispatch.delivery.body,
+                        started_at,
+                    )
+                    .await
             }
             (_, Some(_), _) => Attempted::from(AttemptOutcome::Fatal {
                 error: "endpoint is disabled".into(),
@@ -387,96 +342,6 @@ impl DeliveryWorker {
             },
         };
         Attempted::from(outcome)
-    }
-
-    async fn attempt(
-        &self,
-        delivery: &DueDelivery,
-        endpoint: &EndpointRow,
-        now: DateTime<Utc>,
-    ) -> Attempted {
-        let url = match self.policy.check_url(&endpoint.url) {
-            Ok(url) => url,
-            Err(error) => {
-                return Attempted::from(AttemptOutcome::Fatal {
-                    error: format!("endpoint url {error}"),
-                    disable: None,
-                });
-            }
-        };
-        let mut secrets = Vec::with_capacity(2);
-        for (secret, still_valid) in [
-            (Some(&endpoint.secret), true),
-            (
-                endpoint.previous_secret.as_ref(),
-                endpoint
-                    .previous_secret_expires_at
-                    .is_some_and(|expiry| expiry > now),
-            ),
-        ] {
-            match secret
-                .filter(|_| still_valid)
-                .map(|secret| WebhookSecret::parse(secret))
-            {
-                Some(Ok(parsed)) => secrets.push(parsed),
-                Some(Err(error)) => {
-                    return Attempted::from(AttemptOutcome::Fatal {
-                        error: format!("endpoint secret {error}"),
-                        disable: None,
-                    });
-                }
-                None => {}
-            }
-        }
-        let webhook_id = delivery.delivery_id.to_string();
-        let timestamp = now.timestamp();
-        let signature =
-            signature_header(&secrets, &webhook_id, timestamp, delivery.body.as_bytes());
-        let sent = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", &webhook_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(delivery.body.clone())
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => {
-                return Attempted::from(AttemptOutcome::Failed {
-                    error: format!("request failed: {}", error_chain(&error)),
-                    retry_after: None,
-                });
-            }
-        };
-        let status = response.status();
-        let outcome = match status.as_u16() {
-            200..=299 => AttemptOutcome::Delivered,
-            410 => AttemptOutcome::Fatal {
-                error: "endpoint answered 410 gone".into(),
-                disable: Some(notifications::EndpointDisableCause::Gone),
-            },
-            429 | 503 => AttemptOutcome::Failed {
-                error: format!("endpoint answered {status}"),
-                retry_after: retry_after(&response),
-            },
-            _ => AttemptOutcome::Failed {
-                error: format!("endpoint answered {status}"),
-                retry_after: None,
-            },
-        };
-        let response_excerpt = if outcome == AttemptOutcome::Delivered {
-            String::new()
-        } else {
-            excerpt(response).await
-        };
-        Attempted {
-            outcome,
-            response_status: i32::from(status.as_u16()),
-            response_excerpt,
-        }
     }
 
     /// What an attempt means for its delivery: its new status, error, next attempt, and whether
@@ -604,13 +469,24 @@ impl DeliveryWorker {
                 }
             }
             if let Some(cause) = disable {
-                self.disable(
+                let reason = match (cause, failing_since) {
+                    (notifications::EndpointDisableCause::Failing, Some(since)) => format!(
+                        "every attempt failed since {} (last: {})",
+                        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        conclusion.error
+                    ),
+                    _ => format!("{} from {}", conclusion.error, endpoint.url),
+                };
+                disable_and_tell(
                     &mut transaction,
-                    endpoint,
-                    cause,
-                    &conclusion.error,
-                    failing_since,
-                    made.attempted.response_status,
+                    &self.events,
+                    endpoint.endpoint_id,
+                    &Disabling {
+                        cause,
+                        reason: &reason,
+                        failing_since,
+                        last_response_status: made.attempted.response_status,
+                    },
                 )
                 .await?;
             }
@@ -629,76 +505,6 @@ impl DeliveryWorker {
         }
         Ok(())
     }
-
-    /// Disables `endpoint`, makes its waiting deliveries dead and tells partners (EndpointDisabled,
-    /// which the catalogue delivers as `endpoint.disabled`).
-    async fn disable(
-        &self,
-        connection: &mut sqlx::PgConnection,
-        endpoint: &EndpointRow,
-        cause: notifications::EndpointDisableCause,
-        error: &str,
-        failing_since: Option<DateTime<Utc>>,
-        response_status: i32,
-    ) -> Result<(), sqlx::Error> {
-        let now = Utc::now();
-        let reason = match (cause, failing_since) {
-            (notifications::EndpointDisableCause::Failing, Some(since)) => format!(
-                "every attempt failed since {} (last: {error})",
-                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
-            _ => format!("{error} from {}", endpoint.url),
-        };
-        let Some((disabled, abandoned)) =
-            store::disable_endpoint(connection, endpoint.endpoint_id, &reason, now).await?
-        else {
-            return Ok(());
-        };
-        let event = notifications::EndpointDisabled {
-            partner_id: disabled.partner_id.clone(),
-            tenant_id: disabled.tenant_id.clone(),
-            endpoint_id: disabled.endpoint_id.to_string(),
-            url: disabled.url.clone(),
-            cause: cause.into(),
-            reason: reason.clone(),
-            failing_since: failing_since.map(to_timestamp),
-            disabled_at: Some(to_timestamp(now)),
-            last_response_status: u32::try_from(response_status).unwrap_or_default(),
-            deliveries_abandoned: u32::try_from(abandoned).unwrap_or(u32::MAX),
-        };
-        let outgoing = self
-            .events
-            .event(&event, now)
-            .map_err(|error| sqlx::Error::Protocol(format!("EndpointDisabled: {error}")))?;
-        outbox::enqueue(connection, &outgoing).await?;
-        tracing::warn!(endpoint_id = %disabled.endpoint_id, %reason, abandoned, "endpoint disabled");
-        Ok(())
-    }
-}
-
-/// The first bytes of a response body, as text, for the attempt log.
-async fn excerpt(mut response: reqwest::Response) -> String {
-    let mut kept = Vec::new();
-    while kept.len() < EXCERPT_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    kept.truncate(EXCERPT_BYTES);
-    String::from_utf8_lossy(&kept).into_owned()
-}
-
-/// The error and its sources on one line: reqwest's own message omits the cause.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
