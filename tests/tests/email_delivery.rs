@@ -1,12 +1,14 @@
 //! E-mail delivery against a real SMTP server (aiosmtpd) on loopback, real NATS and PostgreSQL:
 //! who is mailed (tenant, event type and severity filters), what the message says, retries while
-//! the server is down, redelivery, the recipients' API, and the notice of a disabled endpoint.
+//! the server is down, redelivery, the recipients' API, and the other notices: a disabled endpoint,
+//! a consent request forwarded to a customer's administrator, a low credit balance.
 
 use std::time::Duration;
 
 use picket_e2e::{channel, start_notifier};
 use picket_proto::common::v1::Severity;
 use picket_proto::incidents::v1::{Incident, IncidentOpened};
+use picket_proto::ledger::v1::BalanceLow;
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
 use picket_proto::notifications::v1::{
@@ -15,6 +17,7 @@ use picket_proto::notifications::v1::{
     GetEmailRecipientRequest, ListDeliveriesRequest, ListEmailRecipientsRequest,
     ListEventTypesRequest, RedeliverDeliveryRequest, UpdateEmailRecipientRequest,
 };
+use picket_proto::tenants::v1::ConsentRequestForwarded;
 use picket_testkit::{SmtpServer, TestEnv, WebhookReceiver, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -412,5 +415,86 @@ async fn the_partner_is_emailed_when_an_endpoint_is_disabled() {
     );
     let text = mail.decoded();
     assert!(text.contains("Why: endpoint answered 410 gone"), "{text}");
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_consent_request_is_emailed_to_the_customers_administrator_once() {
+    let smtp = SmtpServer::start().await;
+    let notifier = Notifier::start(smtp.port()).await;
+    let forwarded = ConsentRequestForwarded {
+        partner_id: "p1".into(),
+        tenant_id: "t1".into(),
+        tenant_display_name: "Contoso".into(),
+        consent_url:
+            "https://login.microsoftonline.com/common/adminconsent?client_id=picket&state=s1".into(),
+        recipient_email: "it-admin@contoso.example".into(),
+        recipient_name: "Grace".into(),
+        message: "Grace, this is the security service we talked about.".into(),
+        ..Default::default()
+    };
+    // Published twice with one event id: a redelivery.
+    let event = notifier.env.publish("scanner", &forwarded).await;
+    notifier.env.publish_outgoing(&event).await;
+
+    let mail = eventually(WAIT, "the consent e-mail", || async {
+        smtp.received().into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        mail.header("To").as_deref(),
+        Some("Grace <it-admin@contoso.example>")
+    );
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Please connect Contoso to Picket")
+    );
+    let text = mail.decoded();
+    for expected in [
+        "Hello Grace,",
+        "Message from your partner: Grace, this is the security service we talked about.",
+        "Consent link: https://login.microsoftonline.com/common/adminconsent?client_id=picket&state=s1",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        smtp.received().len(),
+        1,
+        "one e-mail whatever the redeliveries"
+    );
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_low_credit_balance_is_emailed_to_the_partner() {
+    let smtp = SmtpServer::start().await;
+    let mut notifier = Notifier::start(smtp.port()).await;
+    notifier
+        .recipient(CreateEmailRecipientRequest {
+            event_types: vec!["credits.balance_low".into()],
+            minimum_severity: Severity::Unspecified.into(),
+            ..ada()
+        })
+        .await
+        .expect("ada");
+    let low = BalanceLow {
+        partner_id: "p1".into(),
+        available_minutes: 90,
+        threshold_minutes: 120,
+        ..Default::default()
+    };
+    notifier.env.publish("ledger", &low).await;
+
+    let mail = eventually(WAIT, "the low balance e-mail", || async {
+        smtp.received().into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("[Picket] Incident-response credits running low: 90 minutes left")
+    );
+    let text = mail.decoded();
+    assert!(text.contains("Threshold: 120 minutes"), "{text}");
     notifier.env.teardown().await;
 }

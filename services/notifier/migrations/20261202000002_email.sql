@@ -29,9 +29,13 @@ ALTER TABLE deliveries
         REFERENCES webhook_endpoints (endpoint_id) ON DELETE SET NULL,
     ADD COLUMN channel TEXT NOT NULL DEFAULT 'webhook' CHECK (channel IN ('webhook', 'email')),
     ADD COLUMN recipient_id UUID REFERENCES email_recipients (recipient_id) ON DELETE SET NULL,
+    -- An e-mail to an address named by the event itself (a consent request forwarded to a
+    -- customer's administrator) rather than to a recipient of the partner.
+    ADD COLUMN direct BOOLEAN NOT NULL DEFAULT false,
     ADD CONSTRAINT deliveries_one_channel CHECK (
         (channel = 'webhook' AND recipient_id IS NULL) OR (channel = 'email' AND endpoint_id IS NULL));
 
 -- A recipient hears of each event once, as an endpoint does (UNIQUE (endpoint_id, event_id)).
 CREATE UNIQUE INDEX deliveries_once_per_recipient ON deliveries (recipient_id, event_id)
     WHERE recipient_id IS NOT NULL;
+CREATE UNIQUE INDEX deliveries_once_per_address ON deliveries (event_id, destination) WHERE direct;

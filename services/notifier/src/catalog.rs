@@ -6,7 +6,10 @@ use picket_platform::nats::InboundEvent;
 use picket_platform::nats::envelope::EnvelopeError;
 use picket_proto::Event;
 use picket_proto::incidents::v1 as incidents;
+use picket_proto::ledger::v1 as ledger;
 use picket_proto::notifications::v1 as notifications;
+use picket_proto::offboarding::v1 as offboarding;
+use picket_proto::tenants::v1 as tenants;
 use prost::Name;
 
 /// A webhook ready to deliver (its body is also what an e-mail is written from).
@@ -18,6 +21,9 @@ pub struct Webhook {
     pub body: String,
     /// The incident's `picket.common.v1.Severity`, 0 for events that have none.
     pub severity: i32,
+    /// An address the event itself asks to e-mail (a consent request forwarded to a customer's
+    /// administrator), beside the partner's own channels.
+    pub direct_email: Option<String>,
 }
 
 /// The severity an event's data carries (its incident's, or its own), 0 when none.
@@ -44,6 +50,9 @@ fn webhook<E: Event + serde::Serialize>(
         partner_id: message.partner_id().to_owned(),
         tenant_id: message.tenant_id().to_owned(),
         severity: severity_of(&body["data"]),
+        direct_email: (event_type == "tenant.consent_forwarded")
+            .then(|| body["data"]["recipientEmail"].as_str().map(str::to_owned))
+            .flatten(),
         body: body.to_string(),
     })
 }
@@ -82,6 +91,9 @@ macro_rules! webhook_catalog {
 }
 
 webhook_catalog! {
+    "tenant.onboarded" => tenants::TenantOnboarded, "A tenant was onboarded and consented.";
+    "tenant.consent_forwarded" => tenants::ConsentRequestForwarded, "A consent request was forwarded to a customer's administrator (who is e-mailed it).";
+    "tenant.disconnected" => tenants::TenantDisconnected, "A tenant was disconnected from Picket.";
     "incident.opened" => incidents::IncidentOpened, "An incident was opened: suspicious behaviour, or a recommendation past its theme and the cap.";
     "incident.decided" => incidents::IncidentDecided, "A decision was recorded on an incident: approve, mute, ignore or unignore.";
     "incident.reopened" => incidents::IncidentReopened, "An incident was reopened, for example after its fix failed.";
@@ -89,7 +101,16 @@ webhook_catalog! {
     "incident.escalated" => incidents::IncidentEscalated, "An incident stayed undecided past the time set for its severity.";
     "recommendation.queued" => incidents::RecommendationQueued, "A recommendation waits behind the cap of open incidents.";
     "theme.launched" => incidents::ThemeLaunched, "A theme of recommendations was launched for a tenant (Theme Tuesday).";
-    "endpoint.disabled" => notifications::EndpointDisabled, "A webhook endpoint was disabled: 410 Gone, or failing for 5 days.";
+    "endpoint.disabled" => notifications::EndpointDisabled, "A webhook endpoint was disabled: 410 Gone, failing for 5 days, or by the partner.";
+    "credits.purchased" => ledger::CreditsPurchased, "A pack of incident-response credits was bought.";
+    "credits.debited" => ledger::CreditsDebited, "Investigation work was paid from the credits.";
+    "credits.balance_low" => ledger::BalanceLow, "The credits available fell below the partner's threshold.";
+    "credits.expired" => ledger::CreditsExpired, "Unused credits of a pack expired.";
+    "engagement.opened" => ledger::EngagementOpened, "An incident-response engagement was opened.";
+    "engagement.closed" => ledger::EngagementClosed, "An incident-response engagement was closed.";
+    "offboarding.scheduled" => offboarding::OffboardingRequested, "A tenant is being offboarded; its data removal is scheduled.";
+    "offboarding.completed" => offboarding::OffboardingCompleted, "A tenant's data was removed, with a deletion certificate.";
+    "offboarding.cancelled" => offboarding::OffboardingCancelled, "A tenant's offboarding was cancelled before the purge.";
 }
 
 #[cfg(test)]

@@ -159,7 +159,8 @@ impl DeliveryService for DeliveryApi {
                 .map_err(internal)?
                 .first()
                 .is_some_and(|recipient| recipient.enabled),
-            (None, None) => false,
+            // An e-mail to the address its event named has nothing to disable.
+            (None, None) => delivery.direct,
         };
         if !enabled {
             return Err(Status::failed_precondition(format!(

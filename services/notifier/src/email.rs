@@ -126,6 +126,15 @@ fn readable(enum_name: &str, prefix: &str) -> String {
     characters.into_iter().collect()
 }
 
+/// A count of minutes as canonical protobuf JSON writes an int64: a string.
+fn minutes(value: &Value) -> i64 {
+    value
+        .as_str()
+        .and_then(|minutes| minutes.parse().ok())
+        .or_else(|| value.as_i64())
+        .unwrap_or_default()
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -220,6 +229,72 @@ pub fn render(body: &str, display_name: &str) -> Rendered {
                 ),
             }
         }
+        None if event_type == "tenant.consent_forwarded" => {
+            let organisation = match text(data, "tenantDisplayName") {
+                "" => tenant,
+                name => name,
+            };
+            Letter {
+                subject: format!("Please connect {organisation} to Picket"),
+                lead: format!(
+                    "Your IT partner asks you, as an administrator of {organisation}'s Microsoft 365, to let Picket check its security settings and watch for suspicious sign-ins. Open the link below and sign in to grant consent; nothing in your tenant is changed by granting it."
+                ),
+                facts: vec![
+                    ("Message from your partner", text(data, "message").to_owned()),
+                    ("Consent link", text(data, "consentUrl").to_owned()),
+                    ("Link valid until", text(data, "consentExpiresAt").to_owned()),
+                ],
+                closing: "If you did not expect this request, ask your IT partner before opening the link.".into(),
+            }
+        }
+        None if event_type == "credits.balance_low" => Letter {
+            subject: format!(
+                "[Picket] Incident-response credits running low: {} minutes left",
+                minutes(&data["availableMinutes"])
+            ),
+            lead: "The incident-response credits of your retainer fell below your threshold."
+                .into(),
+            facts: vec![
+                (
+                    "Available",
+                    format!("{} minutes", minutes(&data["availableMinutes"])),
+                ),
+                (
+                    "Threshold",
+                    format!("{} minutes", minutes(&data["thresholdMinutes"])),
+                ),
+                (
+                    "Held for open engagements",
+                    format!("{} minutes", minutes(&data["heldMinutes"])),
+                ),
+                ("Next expiry", text(data, "nextExpiryAt").to_owned()),
+            ],
+            closing: "Buy a new pack of credits to keep investigations going without a pause."
+                .into(),
+        },
+        None if event_type == "offboarding.scheduled" => Letter {
+            subject: format!("[Picket] Offboarding of tenant {tenant}: data removal scheduled"),
+            lead: format!(
+                "Picket disconnected tenant {tenant}; nothing was changed in its Microsoft 365."
+            ),
+            facts: vec![
+                ("Tenant", tenant.to_owned()),
+                ("Reason", text(data, "reason").to_owned()),
+                ("Data removal due", text(data, "purgeDueAt").to_owned()),
+                ("Offboarding id", text(data, "offboardingId").to_owned()),
+            ],
+            closing: "Cancel the offboarding before the removal is due to keep the tenant.".into(),
+        },
+        None if event_type == "offboarding.completed" => Letter {
+            subject: format!("[Picket] Offboarding of tenant {tenant} completed: data removed"),
+            lead: format!("Every Picket service removed the data of tenant {tenant}."),
+            facts: vec![
+                ("Tenant", tenant.to_owned()),
+                ("Completed", text(data, "completedAt").to_owned()),
+                ("Offboarding id", text(data, "offboardingId").to_owned()),
+            ],
+            closing: "The deletion certificate is kept; ask for it with the offboarding id.".into(),
+        },
         None if event_type == "endpoint.disabled" => Letter {
             subject: format!("[Picket] Webhook endpoint disabled: {}", text(data, "url")),
             lead: "Picket stopped sending webhooks to one of your endpoints.".into(),

@@ -19,7 +19,6 @@ use picket_platform::db::group_commit::GroupCommit;
 use picket_platform::nats::ConsumerSpec;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
-use picket_proto::Area;
 use picket_proto::notifications::v1::channel_service_server::{
     ChannelServiceServer, SERVICE_NAME as CHANNEL_SERVICE,
 };
@@ -77,27 +76,19 @@ pub async fn build(
         settings.route_batch_size,
         platform.shutdown_token(),
     );
-    platform
-        .consume(
-            ConsumerSpec {
-                durable_name: routing::CONSUMER.to_owned(),
-                area: Area::Incidents,
-                filter_subjects: Vec::new(),
-            },
-            routing::RoutingHandler::new(routes.clone(), routing::CONSUMER),
-        )
-        .await?;
-    // The notifier's own notices (an endpoint disabled) reach the partner's other channels.
-    platform
-        .consume(
-            ConsumerSpec {
-                durable_name: routing::NOTICES_CONSUMER.to_owned(),
-                area: Area::Notifications,
-                filter_subjects: Vec::new(),
-            },
-            routing::RoutingHandler::new(routes, routing::NOTICES_CONSUMER),
-        )
-        .await?;
+    // Every area partners hear of, its own notices (an endpoint disabled) included.
+    for (consumer, area) in routing::CONSUMERS {
+        platform
+            .consume(
+                ConsumerSpec {
+                    durable_name: consumer.to_owned(),
+                    area,
+                    filter_subjects: Vec::new(),
+                },
+                routing::RoutingHandler::new(routes.clone(), consumer),
+            )
+            .await?;
+    }
     let schema = platform.settings().database.schema.clone();
     let mailer =
         email::Mailer::new(&settings).map_err(|error| StartError::Client(error.to_string()))?;

@@ -7,15 +7,21 @@ use chrono::Utc;
 use picket_platform::db::group_commit::{BatchApplier, GroupCommit};
 use picket_platform::db::inbox;
 use picket_platform::nats::{EventHandler, HandlerError, InboundEvent};
+use picket_proto::Area;
 use sqlx::PgPool;
 
 use crate::catalog::{self, Webhook};
 use crate::store;
 use crate::worker::{Dispatcher, dispatches};
 
-/// Durable consumer names, also the inbox keys.
-pub const CONSUMER: &str = "notifier-incidents";
-pub const NOTICES_CONSUMER: &str = "notifier-notices";
+/// The durable consumer of each area partners hear of (its name is also its inbox key).
+pub const CONSUMERS: [(&str, Area); 5] = [
+    ("notifier-tenants", Area::Tenants),
+    ("notifier-incidents", Area::Incidents),
+    ("notifier-notices", Area::Notifications),
+    ("notifier-ledger", Area::Ledger),
+    ("notifier-offboarding", Area::Offboarding),
+];
 
 /// One consumed event to route.
 #[derive(Debug, Clone)]
@@ -52,7 +58,7 @@ impl BatchApplier for Router {
         let now = Utc::now();
         let mut transaction = self.pool.begin().await?;
         let mut fresh = Vec::with_capacity(routes.len());
-        for consumer in [CONSUMER, NOTICES_CONSUMER] {
+        for (consumer, _) in CONSUMERS {
             let event_ids: Vec<String> = routes
                 .iter()
                 .filter(|route| route.consumer == consumer)

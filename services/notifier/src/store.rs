@@ -412,7 +412,7 @@ pub async fn rotate_secret(
 /// The columns a worker needs to attempt a delivery.
 const DUE_COLUMNS: &str =
     "delivery_id, partner_id, tenant_id, channel, endpoint_id, recipient_id, destination, event_id,
-             event_type, body, attempt_count, next_attempt_at, next_trigger, next_requested_by,
+             event_type, body, direct, attempt_count, next_attempt_at, next_trigger, next_requested_by,
              next_requested_role, next_replay_id";
 
 /// Creates one delivery of each event (webhook body with its event id) per enabled endpoint and
@@ -437,10 +437,15 @@ pub async fn fan_out(
     let event_types: Vec<&str> = webhooks.iter().map(|(_, w)| w.event_type).collect();
     let bodies: Vec<&str> = webhooks.iter().map(|(_, w)| w.body.as_str()).collect();
     let severities: Vec<i32> = webhooks.iter().map(|(_, w)| w.severity).collect();
+    let direct_emails: Vec<&str> = webhooks
+        .iter()
+        .map(|(_, w)| w.direct_email.as_deref().unwrap_or_default())
+        .collect();
     sqlx::query_as(AssertSqlSafe(format!(
         "WITH events AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[])
-                 AS e(event_id, partner_id, tenant_id, event_type, body, severity)),
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
+                 $9::text[])
+                 AS e(event_id, partner_id, tenant_id, event_type, body, severity, direct_email)),
          webhooks AS (
              INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, endpoint_id, event_id,
                  event_type, body, status, created_at, next_attempt_at, destination)
@@ -461,8 +466,16 @@ pub async fn fan_out(
                     AND r.enabled AND (cardinality(r.event_types) = 0 OR e.event_type = ANY(r.event_types))
                     AND (e.severity = 0 OR e.severity >= r.minimum_severity)
              ON CONFLICT (recipient_id, event_id) WHERE recipient_id IS NOT NULL DO NOTHING
+             RETURNING {DUE_COLUMNS}),
+         directs AS (
+             INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, direct, event_id,
+                 event_type, body, status, created_at, next_attempt_at, destination)
+             SELECT gen_random_uuid(), e.partner_id, e.tenant_id, 'email', true, e.event_id,
+                 e.event_type, e.body, 'pending', $7, $8, e.direct_email
+             FROM events e WHERE e.direct_email <> ''
+             ON CONFLICT (event_id, destination) WHERE direct DO NOTHING
              RETURNING {DUE_COLUMNS})
-         SELECT * FROM webhooks UNION ALL SELECT * FROM emails"
+         SELECT * FROM webhooks UNION ALL SELECT * FROM emails UNION ALL SELECT * FROM directs"
     )))
     .bind(&event_ids)
     .bind(&partner_ids)
@@ -472,6 +485,7 @@ pub async fn fan_out(
     .bind(&severities)
     .bind(now)
     .bind(leased_until)
+    .bind(&direct_emails)
     .fetch_all(connection)
     .await
 }
@@ -490,6 +504,8 @@ pub struct DueDelivery {
     pub recipient_id: Option<Uuid>,
     /// The endpoint URL or e-mail address, as at creation.
     pub destination: String,
+    /// An e-mail to the address the event named, not to a recipient.
+    pub direct: bool,
     pub event_id: String,
     pub event_type: String,
     pub body: String,
@@ -664,6 +680,7 @@ pub struct DeliveryRow {
     pub channel: String,
     pub endpoint_id: Option<Uuid>,
     pub recipient_id: Option<Uuid>,
+    pub direct: bool,
     pub event_id: String,
     pub event_type: String,
     pub status: String,
@@ -678,7 +695,7 @@ pub struct DeliveryRow {
 }
 
 const DELIVERY_COLUMNS: &str = "d.delivery_id, d.partner_id, d.tenant_id, d.channel, d.endpoint_id,
-    d.recipient_id, d.event_id,
+    d.recipient_id, d.direct, d.event_id,
     d.event_type, d.status, d.attempt_count, d.created_at, d.next_attempt_at, d.last_attempt_at, d.last_error,
     d.destination, d.last_response_status, d.succeeded_at";
 

@@ -293,6 +293,9 @@ impl DeliveryWorker {
                 error: "recipient is paused".into(),
                 disable: None,
             }),
+            ("email", _, None) if dispatch.delivery.direct => {
+                self.mail_direct(&dispatch.delivery).await
+            }
             ("email", _, None) => Attempted::from(AttemptOutcome::Fatal {
                 error: "recipient was removed".into(),
                 disable: None,
@@ -324,13 +327,23 @@ impl DeliveryWorker {
         }
     }
 
-    /// Sends the e-mail of a delivery; a refusal for good (5xx) is not retried.
+    /// Sends the e-mail of a delivery to a recipient of the partner.
     async fn mail(&self, recipient: &RecipientRow, delivery: &DueDelivery) -> Attempted {
-        let outcome = match self
-            .mailer
-            .send(&recipient.email, &recipient.display_name, &delivery.body)
+        self.mail_to(&recipient.email, &recipient.display_name, &delivery.body)
             .await
-        {
+    }
+
+    /// Sends the e-mail of a delivery to the address its event named (greeting the name it gave).
+    async fn mail_direct(&self, delivery: &DueDelivery) -> Attempted {
+        let body: serde_json::Value = serde_json::from_str(&delivery.body).unwrap_or_default();
+        let name = body["data"]["recipientName"].as_str().unwrap_or_default();
+        self.mail_to(&delivery.destination, name, &delivery.body)
+            .await
+    }
+
+    /// Sends an e-mail; a refusal for good (5xx) is not retried.
+    async fn mail_to(&self, address: &str, display_name: &str, body: &str) -> Attempted {
+        let outcome = match self.mailer.send(address, display_name, body).await {
             Ok(()) => AttemptOutcome::Delivered,
             Err(error) if error.permanent => AttemptOutcome::Fatal {
                 error: error.message,

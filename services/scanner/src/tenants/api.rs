@@ -315,7 +315,10 @@ impl TenantService for TenantApi {
             consent_url: consent_url.clone(),
             recipient_email: email.to_owned(),
             recipient_name: message.recipient_name.clone(),
-            ..Default::default()
+            message: message.message.clone(),
+            forwarded_at: Some(to_timestamp(now)),
+            consent_expires_at: Some(to_timestamp(tenant.consent_expires_at)),
+            forwarded_by: Some(principal.to_proto()),
         };
         let event = self
             .onboarding
