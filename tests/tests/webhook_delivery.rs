@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use picket_e2e::{channel, start_notifier};
 use picket_proto::common::v1::TimeRange;
-use picket_proto::incidents::v1::{Incident, IncidentOpened};
+use picket_proto::incidents::v1::{Incident, IncidentOpened, IncidentResolved};
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
 use picket_proto::notifications::v1::{
@@ -664,5 +664,57 @@ async fn endpoints_are_tested_rotated_disabled_and_deleted_by_their_partner() {
     assert_eq!(gone.code(), Code::NotFound);
     let logged = notifier.wait_for(DeliveryStatus::Succeeded, 1).await;
     assert_eq!(logged[0].destination, receiver.url());
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_change_told_twice_is_delivered_once() {
+    let mut notifier = Notifier::start().await;
+    let receiver = WebhookReceiver::start().await;
+    notifier
+        .endpoint(&receiver, &["incident.opened", "incident.resolved"])
+        .await;
+    let incident = |version| Incident {
+        incident_id: "i-1".into(),
+        title: "Sign-in from a new country".into(),
+        version,
+        ..Default::default()
+    };
+    let opened = IncidentOpened {
+        partner_id: "p1".into(),
+        tenant_id: "t1".into(),
+        incident: Some(incident(1)),
+    };
+    // The same change under two event ids (as a replayed outbox would tell it), then the next.
+    notifier.env.publish("prioritizer", &opened).await;
+    notifier.env.publish("prioritizer", &opened).await;
+    let resolved = IncidentResolved {
+        partner_id: "p1".into(),
+        tenant_id: "t1".into(),
+        incident: Some(incident(2)),
+        ..Default::default()
+    };
+    notifier.env.publish("prioritizer", &resolved).await;
+
+    let delivered = notifier.wait_for(DeliveryStatus::Succeeded, 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut types: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|webhook| {
+            webhook.json()["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    types.sort();
+    assert_eq!(types, ["incident.opened", "incident.resolved"]);
+    let mut keys: Vec<&str> = delivered
+        .iter()
+        .map(|delivery| delivery.change_key.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["incident.opened:i-1:v1", "incident.resolved:i-1:v2"]);
     notifier.env.teardown().await;
 }

@@ -35,7 +35,12 @@ ALTER TABLE deliveries
     ADD CONSTRAINT deliveries_one_channel CHECK (
         (channel = 'webhook' AND recipient_id IS NULL) OR (channel = 'email' AND endpoint_id IS NULL));
 
--- A recipient hears of each event once, as an endpoint does (UNIQUE (endpoint_id, event_id)).
-CREATE UNIQUE INDEX deliveries_once_per_recipient ON deliveries (recipient_id, event_id)
+-- Each destination hears of each change once: an incident's change is named by its id and
+-- version (`incident.opened:<id>:v1`), whatever event carries it; any other event by its id.
+ALTER TABLE deliveries ADD COLUMN change_key TEXT NOT NULL DEFAULT '';
+UPDATE deliveries SET change_key = 'event:' || event_id;
+CREATE UNIQUE INDEX deliveries_once_per_endpoint ON deliveries (endpoint_id, change_key)
+    WHERE endpoint_id IS NOT NULL;
+CREATE UNIQUE INDEX deliveries_once_per_recipient ON deliveries (recipient_id, change_key)
     WHERE recipient_id IS NOT NULL;
-CREATE UNIQUE INDEX deliveries_once_per_address ON deliveries (event_id, destination) WHERE direct;
+CREATE UNIQUE INDEX deliveries_once_per_address ON deliveries (destination, change_key) WHERE direct;

@@ -24,6 +24,24 @@ pub struct Webhook {
     /// An address the event itself asks to e-mail (a consent request forwarded to a customer's
     /// administrator), beside the partner's own channels.
     pub direct_email: Option<String>,
+    /// The change it tells of; a destination hears of each change once.
+    pub change_key: String,
+}
+
+/// An incident's change is named by the incident and its version (raised on every change), so
+/// the same change told twice, under any event id, is delivered once; other events by their id.
+fn change_key(event_type: &str, event_id: &str, data: &serde_json::Value) -> String {
+    let incident = &data["incident"];
+    match (incident["incidentId"].as_str(), &incident["version"]) {
+        (Some(incident_id), version) if !version.is_null() => {
+            let version = version
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| version.to_string());
+            format!("{event_type}:{incident_id}:v{version}")
+        }
+        _ => format!("event:{event_id}"),
+    }
 }
 
 /// The severity an event's data carries (its incident's, or its own), 0 when none.
@@ -50,6 +68,7 @@ fn webhook<E: Event + serde::Serialize>(
         partner_id: message.partner_id().to_owned(),
         tenant_id: message.tenant_id().to_owned(),
         severity: severity_of(&body["data"]),
+        change_key: change_key(event_type, &inbound.id, &body["data"]),
         direct_email: (event_type == "tenant.consent_forwarded")
             .then(|| body["data"]["recipientEmail"].as_str().map(str::to_owned))
             .flatten(),

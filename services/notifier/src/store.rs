@@ -437,6 +437,10 @@ pub async fn fan_out(
     let event_types: Vec<&str> = webhooks.iter().map(|(_, w)| w.event_type).collect();
     let bodies: Vec<&str> = webhooks.iter().map(|(_, w)| w.body.as_str()).collect();
     let severities: Vec<i32> = webhooks.iter().map(|(_, w)| w.severity).collect();
+    let change_keys: Vec<&str> = webhooks
+        .iter()
+        .map(|(_, w)| w.change_key.as_str())
+        .collect();
     let direct_emails: Vec<&str> = webhooks
         .iter()
         .map(|(_, w)| w.direct_email.as_deref().unwrap_or_default())
@@ -444,36 +448,37 @@ pub async fn fan_out(
     sqlx::query_as(AssertSqlSafe(format!(
         "WITH events AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
-                 $9::text[])
-                 AS e(event_id, partner_id, tenant_id, event_type, body, severity, direct_email)),
+                 $9::text[], $10::text[])
+                 AS e(event_id, partner_id, tenant_id, event_type, body, severity, direct_email,
+                     change_key)),
          webhooks AS (
              INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, endpoint_id, event_id,
-                 event_type, body, status, created_at, next_attempt_at, destination)
+                 event_type, body, status, created_at, next_attempt_at, destination, change_key)
              SELECT gen_random_uuid(), e.partner_id, e.tenant_id, 'webhook', w.endpoint_id, e.event_id,
-                 e.event_type, e.body, 'pending', $7, $8, w.url
+                 e.event_type, e.body, 'pending', $7, $8, w.url, e.change_key
              FROM events e JOIN webhook_endpoints w
                  ON w.partner_id = e.partner_id AND (w.tenant_id = '' OR w.tenant_id = e.tenant_id)
                     AND w.enabled AND (cardinality(w.event_types) = 0 OR e.event_type = ANY(w.event_types))
-             ON CONFLICT (endpoint_id, event_id) DO NOTHING
+             ON CONFLICT DO NOTHING
              RETURNING {DUE_COLUMNS}),
          emails AS (
              INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, recipient_id, event_id,
-                 event_type, body, status, created_at, next_attempt_at, destination)
+                 event_type, body, status, created_at, next_attempt_at, destination, change_key)
              SELECT gen_random_uuid(), e.partner_id, e.tenant_id, 'email', r.recipient_id, e.event_id,
-                 e.event_type, e.body, 'pending', $7, $8, r.email
+                 e.event_type, e.body, 'pending', $7, $8, r.email, e.change_key
              FROM events e JOIN email_recipients r
                  ON r.partner_id = e.partner_id AND (r.tenant_id = '' OR r.tenant_id = e.tenant_id)
                     AND r.enabled AND (cardinality(r.event_types) = 0 OR e.event_type = ANY(r.event_types))
                     AND (e.severity = 0 OR e.severity >= r.minimum_severity)
-             ON CONFLICT (recipient_id, event_id) WHERE recipient_id IS NOT NULL DO NOTHING
+             ON CONFLICT DO NOTHING
              RETURNING {DUE_COLUMNS}),
          directs AS (
              INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, direct, event_id,
-                 event_type, body, status, created_at, next_attempt_at, destination)
+                 event_type, body, status, created_at, next_attempt_at, destination, change_key)
              SELECT gen_random_uuid(), e.partner_id, e.tenant_id, 'email', true, e.event_id,
-                 e.event_type, e.body, 'pending', $7, $8, e.direct_email
+                 e.event_type, e.body, 'pending', $7, $8, e.direct_email, e.change_key
              FROM events e WHERE e.direct_email <> ''
-             ON CONFLICT (event_id, destination) WHERE direct DO NOTHING
+             ON CONFLICT DO NOTHING
              RETURNING {DUE_COLUMNS})
          SELECT * FROM webhooks UNION ALL SELECT * FROM emails UNION ALL SELECT * FROM directs"
     )))
@@ -486,6 +491,7 @@ pub async fn fan_out(
     .bind(now)
     .bind(leased_until)
     .bind(&direct_emails)
+    .bind(&change_keys)
     .fetch_all(connection)
     .await
 }
@@ -683,6 +689,7 @@ pub struct DeliveryRow {
     pub direct: bool,
     pub event_id: String,
     pub event_type: String,
+    pub change_key: String,
     pub status: String,
     pub attempt_count: i32,
     pub created_at: DateTime<Utc>,
@@ -695,7 +702,7 @@ pub struct DeliveryRow {
 }
 
 const DELIVERY_COLUMNS: &str = "d.delivery_id, d.partner_id, d.tenant_id, d.channel, d.endpoint_id,
-    d.recipient_id, d.direct, d.event_id,
+    d.recipient_id, d.direct, d.event_id, d.change_key,
     d.event_type, d.status, d.attempt_count, d.created_at, d.next_attempt_at, d.last_attempt_at, d.last_error,
     d.destination, d.last_response_status, d.succeeded_at";
 
@@ -767,7 +774,7 @@ impl DeliveryRow {
             destination: self.destination.clone(),
             last_response_status: u32::try_from(self.last_response_status).unwrap_or_default(),
             succeeded_at: self.succeeded_at.map(to_timestamp),
-            ..Default::default()
+            change_key: self.change_key.clone(),
         }
     }
 }
