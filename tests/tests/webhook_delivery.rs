@@ -1,6 +1,7 @@
 //! The notifier's delivery rules against a real receiver, NATS and PostgreSQL: Retry-After, 410,
 //! an endpoint disabled after failing without a break, the delivery log, redelivery by hand, bulk
-//! replay, and the endpoints' own API (test sends, secret rotation, disabling, deletion).
+//! replay, the endpoints' own API (test sends, secret rotation, disabling, deletion), one delivery
+//! per change, and private addresses refused.
 //! Incident events are published as the prioritizer would.
 
 use std::time::Duration;
@@ -716,5 +717,92 @@ async fn the_same_change_told_twice_is_delivered_once() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["incident.opened:i-1:v1", "incident.resolved:i-1:v2"]);
+    notifier.env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_addresses_are_refused_unless_allow_listed() {
+    // Loopback is not allow-listed here, as in production.
+    let env = TestEnv::new().await;
+    let application = start_notifier(&env, "[notifier]\nallowed_networks = []\n").await;
+    let grpc = channel(&application).await;
+    let mut notifier = Notifier {
+        env,
+        _application: application,
+        channels: ChannelServiceClient::new(grpc.clone()),
+        deliveries: DeliveryServiceClient::new(grpc),
+    };
+    let receiver = WebhookReceiver::start().await;
+    let port = receiver
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+
+    // An address is checked when the endpoint is created...
+    let request = notifier.request(
+        "p1",
+        CreateWebhookEndpointRequest {
+            partner_id: "p1".into(),
+            url: receiver.url(),
+            ..Default::default()
+        },
+    );
+    let refused = notifier
+        .channels
+        .create_webhook_endpoint(request)
+        .await
+        .expect_err("loopback");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("url: points to a non-public address"),
+        "{}",
+        refused.message()
+    );
+
+    // ...and a name is checked where it is resolved, on every attempt: nothing reaches loopback.
+    let request = notifier.request(
+        "p1",
+        CreateWebhookEndpointRequest {
+            partner_id: "p1".into(),
+            url: format!("http://localhost:{port}"),
+            event_types: vec!["incident.opened".into()],
+            ..Default::default()
+        },
+    );
+    notifier
+        .channels
+        .create_webhook_endpoint(request)
+        .await
+        .expect("a name is resolved when used");
+    notifier.open_incident("i-1").await;
+    let token = notifier.env.partner_token("p1");
+    let failed = eventually(WAIT, "a failed attempt", || {
+        let mut deliveries = notifier.deliveries.clone();
+        let request = notifier.env.request(
+            &token,
+            ListDeliveriesRequest {
+                partner_id: "p1".into(),
+                statuses: vec![DeliveryStatus::Failed.into(), DeliveryStatus::Dead.into()],
+                ..Default::default()
+            },
+        );
+        async move {
+            let listed = deliveries.list_deliveries(request).await.ok()?;
+            listed.into_inner().deliveries.into_iter().next()
+        }
+    })
+    .await;
+    assert!(
+        failed
+            .last_error
+            .contains("resolves only to refused addresses"),
+        "{}",
+        failed.last_error
+    );
+    assert_eq!(receiver.received_count(), 0);
     notifier.env.teardown().await;
 }
