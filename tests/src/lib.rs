@@ -5,8 +5,11 @@ use picket_platform::Application;
 use picket_platform::time::to_timestamp;
 use picket_proto::common::v1::{FindingKind, Severity};
 use picket_proto::findings::v1::FindingObserved;
+use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
+use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
 use picket_testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 /// Notifier settings for tests: loopback receivers allowed, fast retries, short claims.
 pub const NOTIFIER_TEST_TOML: &str = r#"
@@ -82,5 +85,34 @@ pub fn suspicious_sign_in(partner_id: &str, tenant_id: &str, fingerprint: &str) 
         scan_id: "scan-1".into(),
         evidence: [("ip".to_owned(), "203.0.113.7".to_owned())].into(),
         ..Default::default()
+    }
+}
+
+/// A notifier started for a test, with clients of its two APIs.
+pub struct NotifierClient {
+    pub env: TestEnv,
+    pub application: Application,
+    pub channels: ChannelServiceClient<Channel>,
+    pub deliveries: DeliveryServiceClient<Channel>,
+}
+
+impl NotifierClient {
+    /// A notifier on a new [`TestEnv`] with `extra_toml` over the test settings.
+    pub async fn start(extra_toml: &str) -> NotifierClient {
+        let env = TestEnv::new().await;
+        let application = start_notifier(&env, extra_toml).await;
+        let grpc = channel(&application).await;
+        NotifierClient {
+            env,
+            application,
+            channels: ChannelServiceClient::new(grpc.clone()),
+            deliveries: DeliveryServiceClient::new(grpc),
+        }
+    }
+
+    /// `message` as a call by staff of `partner_id`.
+    pub fn request<T>(&self, partner_id: &str, message: T) -> tonic::Request<T> {
+        self.env
+            .request(&self.env.partner_token(partner_id), message)
     }
 }

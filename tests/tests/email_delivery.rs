@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use picket_e2e::{channel, start_notifier};
+use picket_e2e::NotifierClient;
 use picket_proto::common::v1::Severity;
 use picket_proto::incidents::v1::{Incident, IncidentOpened};
 use picket_proto::ledger::v1::BalanceLow;
-use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
-use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
 use picket_proto::notifications::v1::{
     CreateEmailRecipientRequest, CreateWebhookEndpointRequest, DeleteEmailRecipientRequest,
     Delivery, DeliveryAttempt, DeliveryChannel, DeliveryStatus, EmailRecipient, GetDeliveryRequest,
@@ -18,9 +16,8 @@ use picket_proto::notifications::v1::{
     ListEventTypesRequest, RedeliverDeliveryRequest, UpdateEmailRecipientRequest,
 };
 use picket_proto::tenants::v1::ConsentRequestForwarded;
-use picket_testkit::{SmtpServer, TestEnv, WebhookReceiver, eventually};
+use picket_testkit::{SmtpServer, WebhookReceiver, eventually};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -30,31 +27,21 @@ fn smtp_toml(port: u16) -> String {
     )
 }
 
-struct Notifier {
-    env: TestEnv,
-    _application: picket_platform::Application,
-    channels: ChannelServiceClient<Channel>,
-    deliveries: DeliveryServiceClient<Channel>,
+/// The steps these tests take with a notifier.
+trait EmailSteps {
+    async fn recipient(
+        &mut self,
+        request: CreateEmailRecipientRequest,
+    ) -> Result<EmailRecipient, tonic::Status>;
+
+    async fn open_incident(&self, incident_id: &str, tenant_id: &str, severity: Severity);
+
+    async fn email_deliveries(&self, status: DeliveryStatus) -> Vec<Delivery>;
+
+    async fn attempts(&self, delivery_id: &str) -> Vec<DeliveryAttempt>;
 }
 
-impl Notifier {
-    async fn start(smtp_port: u16) -> Notifier {
-        let env = TestEnv::new().await;
-        let application = start_notifier(&env, &smtp_toml(smtp_port)).await;
-        let grpc = channel(&application).await;
-        Notifier {
-            env,
-            _application: application,
-            channels: ChannelServiceClient::new(grpc.clone()),
-            deliveries: DeliveryServiceClient::new(grpc),
-        }
-    }
-
-    fn request<T>(&self, partner_id: &str, message: T) -> tonic::Request<T> {
-        self.env
-            .request(&self.env.partner_token(partner_id), message)
-    }
-
+impl EmailSteps for NotifierClient {
     async fn recipient(
         &mut self,
         request: CreateEmailRecipientRequest,
@@ -136,7 +123,7 @@ fn ada() -> CreateEmailRecipientRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_incident_is_emailed_to_the_recipients_it_concerns() {
     let smtp = SmtpServer::start().await;
-    let mut notifier = Notifier::start(smtp.port()).await;
+    let mut notifier = NotifierClient::start(&smtp_toml(smtp.port())).await;
     notifier.recipient(ada()).await.expect("ada");
     // Only critical incidents for this one, only tenant t2 for the other, only resolutions for a
     // third: none of them hears of a high incident of t1 being opened.
@@ -215,7 +202,7 @@ async fn mail_is_retried_while_the_server_is_down_and_redelivered_by_hand() {
     let smtp = SmtpServer::start().await;
     let port = smtp.port();
     drop(smtp);
-    let mut notifier = Notifier::start(port).await;
+    let mut notifier = NotifierClient::start(&smtp_toml(port)).await;
     notifier.recipient(ada()).await.expect("ada");
 
     notifier
@@ -263,7 +250,7 @@ async fn mail_is_retried_while_the_server_is_down_and_redelivered_by_hand() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recipients_are_managed_by_their_partner_only() {
     let smtp = SmtpServer::start().await;
-    let mut notifier = Notifier::start(smtp.port()).await;
+    let mut notifier = NotifierClient::start(&smtp_toml(smtp.port())).await;
 
     let bad = notifier
         .recipient(CreateEmailRecipientRequest {
@@ -374,7 +361,7 @@ async fn recipients_are_managed_by_their_partner_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_partner_is_emailed_when_an_endpoint_is_disabled() {
     let smtp = SmtpServer::start().await;
-    let mut notifier = Notifier::start(smtp.port()).await;
+    let mut notifier = NotifierClient::start(&smtp_toml(smtp.port())).await;
     notifier
         .recipient(CreateEmailRecipientRequest {
             event_types: vec!["endpoint.disabled".into()],
@@ -421,7 +408,7 @@ async fn the_partner_is_emailed_when_an_endpoint_is_disabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_forwarded_consent_request_is_emailed_to_the_customers_administrator_once() {
     let smtp = SmtpServer::start().await;
-    let notifier = Notifier::start(smtp.port()).await;
+    let notifier = NotifierClient::start(&smtp_toml(smtp.port())).await;
     let forwarded = ConsentRequestForwarded {
         partner_id: "p1".into(),
         tenant_id: "t1".into(),
@@ -469,7 +456,7 @@ async fn a_forwarded_consent_request_is_emailed_to_the_customers_administrator_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_low_credit_balance_is_emailed_to_the_partner() {
     let smtp = SmtpServer::start().await;
-    let mut notifier = Notifier::start(smtp.port()).await;
+    let mut notifier = NotifierClient::start(&smtp_toml(smtp.port())).await;
     notifier
         .recipient(CreateEmailRecipientRequest {
             event_types: vec!["credits.balance_low".into()],

@@ -6,11 +6,9 @@
 
 use std::time::Duration;
 
-use picket_e2e::{channel, start_notifier};
+use picket_e2e::NotifierClient;
 use picket_proto::common::v1::TimeRange;
 use picket_proto::incidents::v1::{Incident, IncidentOpened, IncidentResolved};
-use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
-use picket_proto::notifications::v1::delivery_service_client::DeliveryServiceClient;
 use picket_proto::notifications::v1::{
     AttemptTrigger, CreateWebhookEndpointRequest, DeleteWebhookEndpointRequest, Delivery,
     DeliveryAttempt, DeliveryStatus, GetDeliveryRequest, GetWebhookEndpointRequest,
@@ -18,37 +16,33 @@ use picket_proto::notifications::v1::{
     RotateWebhookSecretRequest, SendTestWebhookRequest, UpdateWebhookEndpointRequest,
     WebhookEndpoint,
 };
-use picket_testkit::{TestEnv, WebhookReceiver, eventually, verify_standard_webhook};
+use picket_testkit::{WebhookReceiver, eventually, verify_standard_webhook};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Notifier {
-    env: TestEnv,
-    _application: picket_platform::Application,
-    channels: ChannelServiceClient<Channel>,
-    deliveries: DeliveryServiceClient<Channel>,
+/// The steps these tests take with a notifier.
+trait WebhookSteps {
+    /// An endpoint of `p1` at `receiver` for `event_types` (empty = all); returns it and its secret.
+    async fn endpoint(
+        &mut self,
+        receiver: &WebhookReceiver,
+        event_types: &[&str],
+    ) -> (WebhookEndpoint, String);
+
+    async fn open_incident(&self, incident_id: &str);
+
+    async fn endpoint_now(&mut self, endpoint_id: &str) -> WebhookEndpoint;
+
+    async fn list(&mut self, message: ListDeliveriesRequest) -> Vec<Delivery>;
+
+    async fn delivery(&mut self, delivery_id: &str) -> (Delivery, Vec<DeliveryAttempt>);
+
+    /// Waits until the listing of `p1`'s deliveries in `status` holds `count` of them.
+    async fn wait_for(&mut self, status: DeliveryStatus, count: usize) -> Vec<Delivery>;
 }
 
-impl Notifier {
-    async fn start() -> Notifier {
-        let env = TestEnv::new().await;
-        let application = start_notifier(&env, "").await;
-        let grpc = channel(&application).await;
-        Notifier {
-            env,
-            _application: application,
-            channels: ChannelServiceClient::new(grpc.clone()),
-            deliveries: DeliveryServiceClient::new(grpc),
-        }
-    }
-
-    fn request<T>(&self, partner_id: &str, message: T) -> tonic::Request<T> {
-        self.env
-            .request(&self.env.partner_token(partner_id), message)
-    }
-
+impl WebhookSteps for NotifierClient {
     /// An endpoint of `p1` at `receiver` for `event_types` (empty = all); returns it and its secret.
     async fn endpoint(
         &mut self,
@@ -154,7 +148,7 @@ impl Notifier {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_is_honoured_and_logged_with_the_same_webhook_id() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let receiver = WebhookReceiver::start().await;
     let (_, secret) = notifier.endpoint(&receiver, &["incident.opened"]).await;
     // The retry schedule here says 200 ms; the endpoint asks for 2 s.
@@ -198,7 +192,7 @@ async fn retry_after_is_honoured_and_logged_with_the_same_webhook_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gone_endpoint_is_disabled_and_the_partner_told_on_its_other_endpoints() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let gone = WebhookReceiver::start().await;
     let watcher = WebhookReceiver::start().await;
     let (gone_endpoint, _) = notifier.endpoint(&gone, &["incident.opened"]).await;
@@ -249,7 +243,7 @@ async fn gone_endpoint_is_disabled_and_the_partner_told_on_its_other_endpoints()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn endpoint_failing_without_a_break_for_five_days_is_disabled() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let failing = WebhookReceiver::start().await;
     let watcher = WebhookReceiver::start().await;
     let (failing_endpoint, _) = notifier.endpoint(&failing, &["incident.opened"]).await;
@@ -300,7 +294,7 @@ async fn endpoint_failing_without_a_break_for_five_days_is_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_success_ends_the_failure_streak() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let receiver = WebhookReceiver::start().await;
     let (endpoint, _) = notifier.endpoint(&receiver, &["incident.opened"]).await;
     receiver.answer_next_with(&[500]);
@@ -321,7 +315,7 @@ async fn a_success_ends_the_failure_streak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dead_deliveries_are_redelivered_by_hand_and_replayed_in_bulk() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let receiver = WebhookReceiver::start().await;
     notifier.endpoint(&receiver, &["incident.opened"]).await;
     // Three incidents, each failing its first attempt and its three retries: all dead.
@@ -435,7 +429,7 @@ async fn dead_deliveries_are_redelivered_by_hand_and_replayed_in_bulk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delivery_requests_name_their_bad_fields() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let bad_status = notifier
         .deliveries
         .list_deliveries(notifier.request(
@@ -496,7 +490,7 @@ async fn delivery_requests_name_their_bad_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn endpoints_are_tested_rotated_disabled_and_deleted_by_their_partner() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let receiver = WebhookReceiver::start().await;
     let (endpoint, first_secret) = notifier.endpoint(&receiver, &["incident.opened"]).await;
     let endpoint_id = endpoint.endpoint_id.clone();
@@ -670,7 +664,7 @@ async fn endpoints_are_tested_rotated_disabled_and_deleted_by_their_partner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_change_told_twice_is_delivered_once() {
-    let mut notifier = Notifier::start().await;
+    let mut notifier = NotifierClient::start("").await;
     let receiver = WebhookReceiver::start().await;
     notifier
         .endpoint(&receiver, &["incident.opened", "incident.resolved"])
@@ -723,15 +717,7 @@ async fn the_same_change_told_twice_is_delivered_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn private_addresses_are_refused_unless_allow_listed() {
     // Loopback is not allow-listed here, as in production.
-    let env = TestEnv::new().await;
-    let application = start_notifier(&env, "[notifier]\nallowed_networks = []\n").await;
-    let grpc = channel(&application).await;
-    let mut notifier = Notifier {
-        env,
-        _application: application,
-        channels: ChannelServiceClient::new(grpc.clone()),
-        deliveries: DeliveryServiceClient::new(grpc),
-    };
+    let mut notifier = NotifierClient::start("[notifier]\nallowed_networks = []\n").await;
     let receiver = WebhookReceiver::start().await;
     let port = receiver
         .url()

@@ -10,12 +10,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use picket_e2e::{channel, start_notifier, start_prioritizer, suspicious_sign_in};
-use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
-use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
+use picket_e2e::{start_notifier, start_prioritizer, suspicious_sign_in};
 use picket_testkit::{TestEnv, WebhookReceiver};
 
-use crate::{BENCH_TOML, argument, millis, percentile};
+use crate::{BENCH_TOML, argument, latency_cells, register_endpoints};
 
 /// Runs the scenario with `FINDINGS TENANTS PARTNERS RATE`.
 pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
@@ -28,19 +26,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let prioritizer = start_prioritizer(&env, BENCH_TOML).await;
     let notifier = start_notifier(&env, BENCH_TOML).await;
     let receiver = WebhookReceiver::start().await;
-    let mut channels = ChannelServiceClient::new(channel(&notifier).await);
-    for partner in 0..partners {
-        let partner_id = format!("p{partner}");
-        let request = CreateWebhookEndpointRequest {
-            partner_id: partner_id.clone(),
-            url: receiver.url(),
-            event_types: vec!["incident.opened".into()],
-            ..Default::default()
-        };
-        channels
-            .create_webhook_endpoint(env.request(&env.partner_token(&partner_id), request))
-            .await?;
-    }
+    register_endpoints(&env, &notifier, partners, &receiver.url()).await?;
 
     let mut published_at = HashMap::with_capacity(findings);
     let mut pace = (rate > 0).then(|| tokio::time::interval(Duration::from_secs(1) / rate as u32));
@@ -107,7 +93,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {findings} | {tenants} | {partners} | {} | {:.2} s | {:.2} s | {:.2} s | {:.0} | {} | {} | {} | {} |",
+        "| {findings} | {tenants} | {partners} | {} | {:.2} s | {:.2} s | {:.2} s | {:.0} | {} |",
         if rate == 0 {
             "max".to_owned()
         } else {
@@ -117,10 +103,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
         prioritized.as_secs_f64(),
         elapsed.as_secs_f64(),
         findings as f64 / elapsed.as_secs_f64(),
-        millis(percentile(&latencies, 0.50)),
-        millis(percentile(&latencies, 0.90)),
-        millis(percentile(&latencies, 0.99)),
-        millis(latencies[latencies.len() - 1]),
+        latency_cells(&latencies),
     );
 
     prioritizer.shutdown().await;

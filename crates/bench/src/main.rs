@@ -93,13 +93,51 @@ impl<'a> Publisher<'a> {
 }
 
 /// The value at `fraction` (0 to 1) of `sorted`.
-pub fn percentile(sorted: &[std::time::Duration], fraction: f64) -> std::time::Duration {
+fn percentile(sorted: &[std::time::Duration], fraction: f64) -> std::time::Duration {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
 }
 
-pub fn millis(duration: std::time::Duration) -> String {
+fn millis(duration: std::time::Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// The Markdown cells `p50 | p90 | p99 | max` of `sorted` latencies.
+pub fn latency_cells(sorted: &[std::time::Duration]) -> String {
+    format!(
+        "{} | {} | {} | {}",
+        millis(percentile(sorted, 0.50)),
+        millis(percentile(sorted, 0.90)),
+        millis(percentile(sorted, 0.99)),
+        millis(sorted[sorted.len() - 1]),
+    )
+}
+
+/// Gives each of `partners` partners (`p0`, `p1`, ...) one webhook endpoint at `url` for
+/// `incident.opened`.
+pub async fn register_endpoints(
+    env: &TestEnv,
+    notifier: &picket_platform::Application,
+    partners: usize,
+    url: &str,
+) -> anyhow::Result<()> {
+    let mut channels =
+        picket_proto::notifications::v1::channel_service_client::ChannelServiceClient::new(
+            picket_e2e::channel(notifier).await,
+        );
+    for partner in 0..partners {
+        let partner_id = format!("p{partner}");
+        let request = picket_proto::notifications::v1::CreateWebhookEndpointRequest {
+            partner_id: partner_id.clone(),
+            url: url.to_owned(),
+            event_types: vec!["incident.opened".into()],
+            ..Default::default()
+        };
+        channels
+            .create_webhook_endpoint(env.request(&env.partner_token(&partner_id), request))
+            .await?;
+    }
+    Ok(())
 }
 
 #[tokio::main]

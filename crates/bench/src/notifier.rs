@@ -11,13 +11,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use picket_e2e::{channel, start_notifier};
+use picket_e2e::start_notifier;
 use picket_proto::incidents::v1::{Incident, IncidentOpened};
-use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
-use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
 use picket_testkit::{TestEnv, WebhookReceiver};
 
-use crate::{Publisher, argument, millis, percentile};
+use crate::{Publisher, argument, latency_cells, register_endpoints};
 
 /// Production settings over the test ones: the notifier's 1024 lanes (one transaction routes many
 /// tenants' events), the platform's ack wait and a pool of 20.
@@ -81,19 +79,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let env = TestEnv::new().await;
     let notifier = start_notifier(&env, NOTIFIER_TOML).await;
     let receiver = WebhookReceiver::start().await;
-    let mut channels = ChannelServiceClient::new(channel(&notifier).await);
-    for partner in 0..PARTNERS {
-        let partner_id = format!("p{partner}");
-        let request = CreateWebhookEndpointRequest {
-            partner_id: partner_id.clone(),
-            url: receiver.url(),
-            event_types: vec!["incident.opened".into()],
-            ..Default::default()
-        };
-        channels
-            .create_webhook_endpoint(env.request(&env.partner_token(&partner_id), request))
-            .await?;
-    }
+    register_endpoints(&env, &notifier, PARTNERS, &receiver.url()).await?;
     let pool = env.pool("notifier").await;
     let timeout = Duration::from_secs(600).max(Duration::from_millis(events as u64 * 10));
 
@@ -164,12 +150,9 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     println!("| events | rate | received | p50 | p90 | p99 | max |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {count} | {LATENCY_RATE}/s | {} | {} | {} | {} | {} |",
+        "| {count} | {LATENCY_RATE}/s | {} | {} |",
         latencies.len(),
-        millis(percentile(&latencies, 0.50)),
-        millis(percentile(&latencies, 0.90)),
-        millis(percentile(&latencies, 0.99)),
-        millis(latencies[latencies.len() - 1]),
+        latency_cells(&latencies),
     );
     println!();
     println!(

@@ -27,7 +27,7 @@ use picket_proto::{Area, Event};
 use picket_testkit::TestEnv;
 use sqlx::PgPool;
 
-use crate::{Publisher, argument, millis, percentile};
+use crate::{Publisher, argument, latency_cells};
 
 /// Production settings over the test ones: the prioritizer's 256 lanes (one transaction carries
 /// many tenants' events), the platform's ack wait and a pool of 20.
@@ -333,13 +333,10 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     println!("| findings | rate | published in | decisions matched | p50 | p90 | p99 | max |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {latency_findings} | {LATENCY_RATE}/s | {:.2} s | {} of {expected} | {} | {} | {} | {} |",
+        "| {latency_findings} | {LATENCY_RATE}/s | {:.2} s | {} of {expected} | {} |",
         latency_published.as_secs_f64(),
         latencies.len(),
-        millis(percentile(&latencies, 0.50)),
-        millis(percentile(&latencies, 0.90)),
-        millis(percentile(&latencies, 0.99)),
-        millis(latencies[latencies.len() - 1]),
+        latency_cells(&latencies),
     );
     println!();
     println!(
