@@ -13,8 +13,8 @@ use picket_proto::notifications::v1::{
     AttemptTrigger, CreateWebhookEndpointRequest, DeleteWebhookEndpointRequest, Delivery,
     DeliveryAttempt, DeliveryStatus, GetDeliveryRequest, GetWebhookEndpointRequest,
     ListDeliveriesRequest, RedeliverDeliveryRequest, ReplayFailedDeliveriesRequest,
-    RotateWebhookSecretRequest, SendTestWebhookRequest, UpdateWebhookEndpointRequest,
-    WebhookEndpoint,
+    RotateWebhookSecretRequest, RotateWebhookSecretResponse, SendTestWebhookRequest,
+    UpdateWebhookEndpointRequest, WebhookEndpoint,
 };
 use picket_testkit::{WebhookReceiver, eventually, verify_standard_webhook};
 use tonic::Code;
@@ -40,6 +40,16 @@ trait WebhookSteps {
 
     /// Waits until the listing of `p1`'s deliveries in `status` holds `count` of them.
     async fn wait_for(&mut self, status: DeliveryStatus, count: usize) -> Vec<Delivery>;
+
+    /// Sends a test webhook to an endpoint of `p1`; returns the attempt.
+    async fn send_test(&mut self, endpoint_id: &str) -> DeliveryAttempt;
+
+    /// Rotates the secret of an endpoint of `p1`, the old one signing for `overlap`.
+    async fn rotate(
+        &mut self,
+        endpoint_id: &str,
+        overlap: Option<Duration>,
+    ) -> RotateWebhookSecretResponse;
 }
 
 impl WebhookSteps for NotifierClient {
@@ -143,6 +153,42 @@ impl WebhookSteps for NotifierClient {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    async fn send_test(&mut self, endpoint_id: &str) -> DeliveryAttempt {
+        let request = self.request(
+            "p1",
+            SendTestWebhookRequest {
+                endpoint_id: endpoint_id.into(),
+            },
+        );
+        self.channels
+            .send_test_webhook(request)
+            .await
+            .expect("test sent")
+            .into_inner()
+            .attempt
+            .expect("attempt")
+    }
+
+    async fn rotate(
+        &mut self,
+        endpoint_id: &str,
+        overlap: Option<Duration>,
+    ) -> RotateWebhookSecretResponse {
+        let request = self.request(
+            "p1",
+            RotateWebhookSecretRequest {
+                endpoint_id: endpoint_id.into(),
+                overlap: overlap.map(picket_platform::time::to_duration),
+                ..Default::default()
+            },
+        );
+        self.channels
+            .rotate_webhook_secret(request)
+            .await
+            .expect("rotated")
+            .into_inner()
     }
 }
 
@@ -494,20 +540,8 @@ async fn endpoints_are_tested_rotated_disabled_and_deleted_by_their_partner() {
     let receiver = WebhookReceiver::start().await;
     let (endpoint, first_secret) = notifier.endpoint(&receiver, &["incident.opened"]).await;
     let endpoint_id = endpoint.endpoint_id.clone();
-    let id_request = || SendTestWebhookRequest {
-        endpoint_id: endpoint_id.clone(),
-    };
-
     // A test send is signed, and reported.
-    let request = notifier.request("p1", id_request());
-    let attempt = notifier
-        .channels
-        .send_test_webhook(request)
-        .await
-        .expect("test sent")
-        .into_inner()
-        .attempt
-        .expect("attempt");
+    let attempt = notifier.send_test(&endpoint_id).await;
     assert!(attempt.succeeded, "{}", attempt.error);
     assert_eq!(attempt.response_status, 200);
     let test = receiver.received().pop().expect("the test webhook");
@@ -515,51 +549,16 @@ async fn endpoints_are_tested_rotated_disabled_and_deleted_by_their_partner() {
     assert!(verify_standard_webhook(&first_secret, &test));
 
     // While a rotation overlaps, both secrets sign; after one without overlap, only the new one.
-    let request = notifier.request(
-        "p1",
-        RotateWebhookSecretRequest {
-            endpoint_id: endpoint_id.clone(),
-            ..Default::default()
-        },
-    );
-    let rotated = notifier
-        .channels
-        .rotate_webhook_secret(request)
-        .await
-        .expect("rotated")
-        .into_inner();
+    let rotated = notifier.rotate(&endpoint_id, None).await;
     assert!(rotated.previous_secret_expires_at.is_some());
-    let request = notifier.request("p1", id_request());
-    notifier
-        .channels
-        .send_test_webhook(request)
-        .await
-        .expect("test sent");
+    notifier.send_test(&endpoint_id).await;
     let overlapping = receiver.received().pop().expect("second test");
     assert_eq!(overlapping.signature.split(' ').count(), 2);
     assert!(verify_standard_webhook(&first_secret, &overlapping));
     assert!(verify_standard_webhook(&rotated.secret, &overlapping));
-    let request = notifier.request(
-        "p1",
-        RotateWebhookSecretRequest {
-            endpoint_id: endpoint_id.clone(),
-            overlap: Some(picket_platform::time::to_duration(Duration::ZERO)),
-            ..Default::default()
-        },
-    );
-    let third = notifier
-        .channels
-        .rotate_webhook_secret(request)
-        .await
-        .expect("rotated again")
-        .into_inner();
+    let third = notifier.rotate(&endpoint_id, Some(Duration::ZERO)).await;
     assert!(third.previous_secret_expires_at.is_none());
-    let request = notifier.request("p1", id_request());
-    notifier
-        .channels
-        .send_test_webhook(request)
-        .await
-        .expect("test sent");
+    notifier.send_test(&endpoint_id).await;
     let alone = receiver.received().pop().expect("third test");
     assert!(verify_standard_webhook(&third.secret, &alone));
     assert!(!verify_standard_webhook(&rotated.secret, &alone));
