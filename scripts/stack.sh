@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Local dependency stack for Picket: NATS (with JetStream) and PostgreSQL, and the tests' SMTP
-# server (aiosmtpd, in a virtualenv under the dev dir).
+# Local dependency stack for Picket: NATS (with JetStream) and PostgreSQL, and the tests' Python
+# tools (a virtualenv under the dev dir with aiosmtpd, a real SMTP server, and standardwebhooks,
+# the Standard Webhooks reference verifier).
 #
 #   scripts/stack.sh up              ensure NATS + Postgres are reachable, start what is not
 #   scripts/stack.sh down            stop only what `up` started (pid file / marker in the dev dir)
@@ -476,23 +477,24 @@ pg_down() {
 	fi
 }
 
-# ---------------------------------------------------------------- smtp test server
+# ---------------------------------------------------------------- test tools
 
-# The tests' SMTP server is aiosmtpd (PyPI), a real server each test starts on its own port; it
-# lives in a virtualenv under the dev dir, created on first use.
-SMTP_VENV=$DEV_DIR/smtp-venv
-AIOSMTPD_VERSION=1.4.6
+# The tests' Python tools from PyPI: aiosmtpd, a real SMTP server each e-mail test starts on its
+# own port, and standardwebhooks, the reference verifier webhooks are checked with. They live in a
+# virtualenv under the dev dir, created on first use.
+TEST_VENV=$DEV_DIR/test-python
+TEST_PACKAGES=("aiosmtpd==1.4.6" "standardwebhooks==1.1.0")
 
-smtp_tools_up() {
-	if "$SMTP_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
-		say "smtp: aiosmtpd ready in $SMTP_VENV"
+test_tools_up() {
+	if "$TEST_VENV/bin/python" -c 'import aiosmtpd, standardwebhooks' 2>/dev/null; then
+		say "test tools: aiosmtpd and standardwebhooks ready in $TEST_VENV"
 		return 0
 	fi
-	command -v python3 >/dev/null || die "smtp: python3 is needed for the tests' SMTP server (aiosmtpd)"
-	python3 -m venv "$SMTP_VENV" >&2 || die "smtp: cannot create a virtualenv in $SMTP_VENV"
-	"$SMTP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-		"aiosmtpd==$AIOSMTPD_VERSION" >&2 || die "smtp: cannot install aiosmtpd from PyPI"
-	say "smtp: aiosmtpd $AIOSMTPD_VERSION installed in $SMTP_VENV"
+	command -v python3 >/dev/null || die "test tools: python3 is needed (aiosmtpd, standardwebhooks)"
+	python3 -m venv "$TEST_VENV" >&2 || die "test tools: cannot create a virtualenv in $TEST_VENV"
+	"$TEST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+		"${TEST_PACKAGES[@]}" >&2 || die "test tools: cannot install ${TEST_PACKAGES[*]} from PyPI"
+	say "test tools: ${TEST_PACKAGES[*]} installed in $TEST_VENV"
 }
 
 # ---------------------------------------------------------------- commands
@@ -502,7 +504,7 @@ cmd_up() {
 	take_lock
 	nats_up
 	pg_up
-	smtp_tools_up
+	test_tools_up
 	release_lock
 }
 
@@ -632,7 +634,7 @@ cmd_run() {
 	# undo both so CMD behaves as if run in the foreground.
 	(
 		trap - INT QUIT
-		export PICKET_SMTP_PYTHON=$SMTP_VENV/bin/python
+		export PICKET_TEST_PYTHON=$TEST_VENV/bin/python
 		exec "$@"
 	) <&0 &
 	CHILD_PID=$!

@@ -9,7 +9,9 @@ use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
 use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
-use picket_testkit::{TestEnv, WebhookReceiver, eventually, verify_standard_webhook};
+use picket_testkit::{
+    TestEnv, WebhookReceiver, eventually, reference_library_accepts, verify_standard_webhook,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -57,6 +59,7 @@ async fn monitoring_finding_reaches_the_partner_as_a_signed_webhook() {
         verify_standard_webhook(&secret, &webhook),
         "signature must verify"
     );
+    reference_library_accepts(&secret, &webhook).expect("the reference verifier accepts it");
     let body = webhook.json();
     assert_eq!(body["type"], "incident.opened");
     assert_eq!(body["data"]["partnerId"], "p1");

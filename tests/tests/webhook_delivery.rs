@@ -16,7 +16,9 @@ use picket_proto::notifications::v1::{
     RotateWebhookSecretRequest, RotateWebhookSecretResponse, SendTestWebhookRequest,
     UpdateWebhookEndpointRequest, WebhookEndpoint,
 };
-use picket_testkit::{WebhookReceiver, eventually, verify_standard_webhook};
+use picket_testkit::{
+    WebhookReceiver, eventually, reference_library_accepts, verify_standard_webhook,
+};
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -556,12 +558,16 @@ async fn endpoints_are_tested_rotated_disabled_and_deleted_by_their_partner() {
     assert_eq!(overlapping.signature.split(' ').count(), 2);
     assert!(verify_standard_webhook(&first_secret, &overlapping));
     assert!(verify_standard_webhook(&rotated.secret, &overlapping));
+    for secret in [&first_secret, &rotated.secret] {
+        reference_library_accepts(secret, &overlapping).expect("the reference verifier accepts it");
+    }
     let third = notifier.rotate(&endpoint_id, Some(Duration::ZERO)).await;
     assert!(third.previous_secret_expires_at.is_none());
     notifier.send_test(&endpoint_id).await;
     let alone = receiver.received().pop().expect("third test");
     assert!(verify_standard_webhook(&third.secret, &alone));
     assert!(!verify_standard_webhook(&rotated.secret, &alone));
+    assert!(reference_library_accepts(&rotated.secret, &alone).is_err());
 
     // A URL the egress policy refuses is refused, naming the field.
     let request = notifier.request(

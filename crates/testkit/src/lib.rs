@@ -8,8 +8,28 @@ mod receiver;
 mod smtp;
 
 pub use env::{TestEnv, init_test_tracing, service_settings};
-pub use receiver::{ReceivedWebhook, WebhookReceiver, verify_standard_webhook};
+pub use receiver::{
+    ReceivedWebhook, WebhookReceiver, reference_library_accepts, verify_standard_webhook,
+};
 pub use smtp::{ReceivedMail, SmtpServer};
+
+/// The Python with the tests' tools (aiosmtpd, standardwebhooks): `PICKET_TEST_PYTHON`, set by
+/// `scripts/stack.sh run`, else the stack's virtualenv under the repository's `.dev`.
+pub fn test_python() -> std::path::PathBuf {
+    let python = std::env::var_os("PICKET_TEST_PYTHON").map_or_else(
+        || {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.dev/test-python/bin/python")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        python.exists(),
+        "{} not found: run `scripts/stack.sh up` once, which installs the tests' Python tools",
+        python.display()
+    );
+    python
+}
 
 /// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T

@@ -175,6 +175,45 @@ impl Drop for WebhookReceiver {
     }
 }
 
+/// Whether the Standard Webhooks reference library (`standardwebhooks` from PyPI, installed by
+/// `scripts/stack.sh up`) accepts a received webhook for `secret`; `Err` says why not.
+pub fn reference_library_accepts(secret: &str, webhook: &ReceivedWebhook) -> Result<(), String> {
+    use std::io::Write;
+    const VERIFY: &str = "import json, sys\n\
+from standardwebhooks.webhooks import Webhook\n\
+message = json.load(sys.stdin)\n\
+Webhook(message['secret']).verify(message['body'], message['headers'])\n";
+    let input = serde_json::json!({
+        "secret": secret,
+        "body": String::from_utf8_lossy(&webhook.body),
+        "headers": {
+            "webhook-id": webhook.id,
+            "webhook-timestamp": webhook.timestamp,
+            "webhook-signature": webhook.signature,
+        },
+    });
+    let mut child = std::process::Command::new(crate::test_python())
+        .args(["-c", VERIFY])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run the reference verifier: {error}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(input.to_string().as_bytes())
+        .map_err(|error| error.to_string())?;
+    let output = child
+        .wait_with_output()
+        .map_err(|error| error.to_string())?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// Checks a webhook against a `whsec_` secret as the Standard Webhooks spec says: some `v1,`
 /// signature must equal base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
 pub fn verify_standard_webhook(secret: &str, webhook: &ReceivedWebhook) -> bool {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::test_python;
+
 /// One message as the server stored it.
 #[derive(Debug, Clone)]
 pub struct ReceivedMail {
@@ -69,15 +71,6 @@ pub struct SmtpServer {
     child: Child,
 }
 
-/// The Python that has aiosmtpd: `PICKET_SMTP_PYTHON` (set by `scripts/stack.sh run`), else the
-/// stack's virtualenv under the repository's `.dev`.
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("PICKET_SMTP_PYTHON") {
-        return PathBuf::from(python);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.dev/smtp-venv/bin/python")
-}
-
 impl SmtpServer {
     /// A server on a free port.
     pub async fn start() -> SmtpServer {
@@ -90,12 +83,7 @@ impl SmtpServer {
 
     /// A server on `port` (to bring one back where a stopped one was).
     pub async fn start_on(port: u16) -> SmtpServer {
-        let python = python();
-        assert!(
-            python.exists(),
-            "{} not found: run `scripts/stack.sh up` once, which installs aiosmtpd",
-            python.display()
-        );
+        let python = test_python();
         let directory = std::env::temp_dir().join(format!("picket-smtp-{}", uuid::Uuid::new_v4()));
         for folder in ["tmp", "new", "cur"] {
             std::fs::create_dir_all(directory.join(folder)).expect("maildir");
