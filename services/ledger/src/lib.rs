@@ -1,6 +1,8 @@
 //! The ledger: incident-response retainer credits. This crate serves its contracts
-//! (CreditLedgerService, EngagementService) on the platform kit; their behaviour arrives with the
-//! ledger issue and answers UNIMPLEMENTED until then.
+//! (CreditLedgerService, EngagementService) on the platform kit; `engine` decides every movement
+//! of credits as a pure function. The calls answer UNIMPLEMENTED until they are built on it.
+
+pub mod engine;
 
 use picket_platform::settings::{NoServiceSettings, PlatformSettings};
 use picket_platform::{Application, Platform, StartError};
