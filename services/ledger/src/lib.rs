@@ -1,14 +1,16 @@
-//! The ledger: incident-response retainer credits. This crate serves its contracts
-//! (CreditLedgerService, EngagementService) on the platform kit; `engine` decides every movement
-//! of credits as a pure function. The calls answer UNIMPLEMENTED until they are built on it.
+//! The ledger: incident-response retainer credits. `engine` decides every movement of credits as
+//! a pure function; `store` keeps accounts, transfers, packs and holds in PostgreSQL; `api`
+//! serves CreditLedgerService. So far the operator issues packs and sets credit terms and everyone
+//! reads balances; holds, work, engagements, statements and expiry calls answer UNIMPLEMENTED
+//! until they are built on the same engine.
 
+pub mod api;
 pub mod engine;
+pub mod store;
 
 use picket_platform::settings::{NoServiceSettings, PlatformSettings};
 use picket_platform::{Application, Platform, StartError};
-use picket_proto::ledger::v1::credit_ledger_service_server::{
-    self, CreditLedgerService, CreditLedgerServiceServer,
-};
+use picket_proto::ledger::v1::credit_ledger_service_server::{self, CreditLedgerServiceServer};
 use picket_proto::ledger::v1::engagement_service_server::{
     self, EngagementService, EngagementServiceServer,
 };
@@ -22,11 +24,10 @@ pub const DEFAULTS: &str = include_str!("../defaults.toml");
 /// The ledger has no settings of its own yet.
 pub type Settings = NoServiceSettings;
 
-pub struct LedgerApi;
+/// EngagementService, not built yet: every call answers UNIMPLEMENTED.
+pub struct EngagementApi;
 
-impl CreditLedgerService for LedgerApi {}
-
-impl EngagementService for LedgerApi {}
+impl EngagementService for EngagementApi {}
 
 /// Builds and starts the ledger; tests call it in-process.
 pub async fn build(
@@ -35,10 +36,10 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> Result<Application, StartError> {
     let mut platform = Platform::new(SERVICE, settings, shutdown).await?;
-    let routes = tonic::service::Routes::new(
-        platform.authenticated(CreditLedgerServiceServer::new(LedgerApi)),
-    )
-    .add_service(platform.authenticated(EngagementServiceServer::new(LedgerApi)));
+    let ledger = api::LedgerApi::new(platform.pool().clone(), platform.events());
+    let routes =
+        tonic::service::Routes::new(platform.authenticated(CreditLedgerServiceServer::new(ledger)))
+            .add_service(platform.authenticated(EngagementServiceServer::new(EngagementApi)));
     platform.serve_grpc(
         routes,
         &[
@@ -46,6 +47,8 @@ pub async fn build(
             engagement_service_server::SERVICE_NAME,
         ],
     )?;
-    platform.connect(None).await?;
+    platform
+        .connect(Some(sqlx::migrate!("./migrations")))
+        .await?;
     Ok(platform.start().await)
 }

@@ -1,0 +1,207 @@
+//! The ledger's credit calls against real PostgreSQL and NATS: packs issued by the operator only,
+//! balances read by their partner, idempotent retries, and the books balancing.
+
+use picket_platform::Application;
+use picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient;
+use picket_proto::ledger::v1::{
+    GetBalanceRequest, GetCreditTermsRequest, PurchaseCreditsRequest, SetCreditTermsRequest,
+};
+use picket_testkit::TestEnv;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn start(env: &TestEnv) -> (Application, CreditLedgerServiceClient<Channel>) {
+    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
+    let application = ledger::build(platform, own, CancellationToken::new())
+        .await
+        .expect("ledger starts");
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", application.grpc_address()))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+    (application, CreditLedgerServiceClient::new(channel))
+}
+
+fn purchase(key: &str, minutes: i64) -> PurchaseCreditsRequest {
+    PurchaseCreditsRequest {
+        partner_id: "p1".into(),
+        idempotency_key: key.into(),
+        minutes,
+        purchase_reference: "INV-2026-001".into(),
+        description: "Retainer 20 h, 12 months".into(),
+        ..Default::default()
+    }
+}
+
+/// Debits equal credits across all accounts, and every account's sums equal its transfers.
+async fn assert_books_balance(env: &TestEnv) {
+    let pool = env.pool("ledger").await;
+    let (debits, credits): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(sum(debits_posted), 0)::int8, COALESCE(sum(credits_posted), 0)::int8 FROM accounts",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("sums");
+    assert_eq!(debits, credits, "debits equal credits");
+    let disagreeing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM accounts a WHERE
+             a.debits_posted <> (SELECT COALESCE(sum(amount), 0) FROM transfers t
+                 WHERE t.debit_account_id = a.account_id AND NOT t.pending)
+          OR a.credits_posted <> (SELECT COALESCE(sum(amount), 0) FROM transfers t
+                 WHERE t.credit_account_id = a.account_id AND NOT t.pending)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("per account");
+    assert_eq!(disagreeing, 0, "every account agrees with its transfers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_issues_credits_once_per_key_and_the_partner_reads_its_balance() {
+    let env = TestEnv::new().await;
+    let (_ledger, mut client) = start(&env).await;
+    let operator = env.operator_token();
+
+    let bought = client
+        .purchase_credits(env.request(&operator, purchase("order-1", 1200)))
+        .await
+        .expect("bought")
+        .into_inner();
+    assert!(!bought.replayed);
+    let pack = bought.pack.expect("pack");
+    assert_eq!(pack.minutes_purchased, 1200);
+    assert_eq!(pack.minutes_remaining, 1200);
+    assert_eq!(bought.balance.expect("balance").available_minutes, 1200);
+
+    // A retry gets the first answer and buys nothing more; other fields under the key are refused.
+    let again = client
+        .purchase_credits(env.request(&operator, purchase("order-1", 1200)))
+        .await
+        .expect("retried")
+        .into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.pack.expect("pack").pack_id, pack.pack_id);
+    let conflict = client
+        .purchase_credits(env.request(&operator, purchase("order-1", 600)))
+        .await
+        .expect_err("same key, other minutes");
+    assert_eq!(conflict.code(), Code::InvalidArgument);
+    assert!(conflict.message().starts_with("idempotency_key:"));
+
+    // The partner reads its own balance, and no one else's.
+    let partner = env.partner_token("p1");
+    let balance = client
+        .get_balance(env.request(
+            &partner,
+            GetBalanceRequest {
+                partner_id: "p1".into(),
+            },
+        ))
+        .await
+        .expect("balance")
+        .into_inner()
+        .balance
+        .expect("balance");
+    assert_eq!(balance.available_minutes, 1200);
+    assert_eq!(balance.packs.len(), 1);
+    assert!(balance.next_expiry_at.is_some());
+    let other = client
+        .get_balance(env.request(
+            &env.partner_token("p2"),
+            GetBalanceRequest {
+                partner_id: "p1".into(),
+            },
+        ))
+        .await
+        .expect_err("not p2's");
+    assert_eq!(other.code(), Code::PermissionDenied);
+
+    // Only the operator issues credits.
+    let refused = client
+        .purchase_credits(env.request(&partner, purchase("order-2", 60)))
+        .await
+        .expect_err("partners do not issue credits");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let bad = client
+        .purchase_credits(env.request(&operator, purchase("order-3", 0)))
+        .await
+        .expect_err("nothing to buy");
+    assert_eq!(bad.message(), "minutes: must be positive");
+
+    assert_books_balance(&env).await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_of_one_purchase_buy_once() {
+    let env = TestEnv::new().await;
+    let (_ledger, client) = start(&env).await;
+    let operator = env.operator_token();
+    let attempts = (0..8).map(|_| {
+        let mut client = client.clone();
+        let request = env.request(&operator, purchase("order-1", 600));
+        tokio::spawn(async move { client.purchase_credits(request).await })
+    });
+    let mut pack_ids = Vec::new();
+    for attempt in attempts {
+        let response = attempt.await.expect("joined").expect("bought").into_inner();
+        pack_ids.push(response.pack.expect("pack").pack_id);
+    }
+    pack_ids.dedup();
+    assert_eq!(pack_ids.len(), 1, "one pack whatever the retries");
+    let pool = env.pool("ledger").await;
+    let transfers: i64 = sqlx::query_scalar("SELECT count(*) FROM transfers")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(transfers, 1);
+    let changed = sqlx::query("UPDATE transfers SET amount = 1")
+        .execute(&pool)
+        .await;
+    assert!(changed.is_err(), "transfers are immutable");
+    assert_books_balance(&env).await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_terms_are_set_by_the_operator_and_read_by_the_partner() {
+    let env = TestEnv::new().await;
+    let (_ledger, mut client) = start(&env).await;
+    let set = SetCreditTermsRequest {
+        partner_id: "p1".into(),
+        idempotency_key: "terms-1".into(),
+        overdraft_limit_minutes: 120,
+        low_balance_threshold_minutes: 300,
+    };
+    let refused = client
+        .set_credit_terms(env.request(&env.partner_token("p1"), set.clone()))
+        .await
+        .expect_err("partners do not set their terms");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    client
+        .set_credit_terms(env.request(&env.operator_token(), set))
+        .await
+        .expect("set");
+    let terms = client
+        .get_credit_terms(env.request(
+            &env.partner_token("p1"),
+            GetCreditTermsRequest {
+                partner_id: "p1".into(),
+            },
+        ))
+        .await
+        .expect("terms")
+        .into_inner()
+        .terms
+        .expect("terms");
+    assert_eq!(terms.overdraft_limit_minutes, 120);
+    assert_eq!(terms.low_balance_threshold_minutes, 300);
+    assert_eq!(
+        terms.updated_by.map(|by| by.subject).as_deref(),
+        Some("operator")
+    );
+    env.teardown().await;
+}
