@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use picket_platform::auth::Role;
 use picket_platform::db::outbox;
-use picket_platform::grpc::internal;
+use picket_platform::grpc::{
+    internal, next_offset_token, page_size, parse_each, parse_offset_token,
+};
 use picket_platform::nats::subjects::validate_token;
 use picket_platform::time::{from_duration, from_timestamp, to_timestamp};
 use picket_platform::{EventFactory, Principal};
@@ -19,8 +21,8 @@ use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::engine::{self, Operation, Retainer};
-use crate::store::{self, Claim, PackRow, RetainerRow};
+use crate::engine::{self, Operation, Refusal, Retainer};
+use crate::store::{self, Claim, HoldRecord, PackRow, RetainerRow};
 
 /// A pack's validity when the operator does not say.
 const DEFAULT_VALIDITY: chrono::Duration = chrono::Duration::days(365);
@@ -161,6 +163,180 @@ fn terms_proto(row: &RetainerRow) -> ledger::CreditTerms {
     }
 }
 
+fn refusal_status(refusal: Refusal) -> Status {
+    let message = refusal.to_string();
+    match refusal {
+        Refusal::NotPositive => Status::invalid_argument(message),
+        Refusal::PackExists(_) | Refusal::HoldExists(_) => Status::already_exists(message),
+        Refusal::NoSuchHold(_) => Status::not_found(message),
+        Refusal::HoldNotPending(_) | Refusal::Insufficient { .. } => {
+            Status::failed_precondition(message)
+        }
+    }
+}
+
+fn hold_proto(hold: &HoldRecord) -> ledger::Hold {
+    let state = match hold.state.as_str() {
+        "pending" => ledger::HoldState::Pending,
+        "closed" => ledger::HoldState::Posted,
+        "voided" => ledger::HoldState::Voided,
+        _ => ledger::HoldState::Expired,
+    };
+    ledger::Hold {
+        hold_id: hold.hold_id.to_string(),
+        partner_id: hold.partner_id.clone(),
+        engagement_id: hold
+            .engagement_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        amount_minutes: hold.amount,
+        state: state.into(),
+        created_at: Some(to_timestamp(hold.created_at)),
+        expires_at: Some(to_timestamp(hold.expires_at)),
+        resolved_at: hold.resolved_at.map(to_timestamp),
+        posted_minutes: hold.used,
+        description: hold.description.clone(),
+        created_by: Some(common::Principal {
+            subject: hold.created_by.clone(),
+            ..Default::default()
+        }),
+        transfer_id: String::new(),
+    }
+}
+
+/// A call that moves credits: its transaction, with the partner's position locked and what
+/// lapsed (holds past their timeout, packs past their validity) expired first.
+struct Mutation {
+    transaction: sqlx::Transaction<'static, sqlx::Postgres>,
+    partner_id: String,
+    key: String,
+    row: RetainerRow,
+    position: Retainer,
+    now: DateTime<Utc>,
+}
+
+enum Begun {
+    /// A retry: the first call's encoded answer.
+    Replay(Vec<u8>),
+    Fresh(Box<Mutation>),
+}
+
+impl LedgerApi {
+    async fn begin(
+        &self,
+        partner_id: &str,
+        key: &str,
+        operation: &str,
+        request: &impl Message,
+    ) -> Result<Begun, Status> {
+        let mut transaction = self.pool.begin().await.map_err(internal)?;
+        if let Some(response) = claim(&mut transaction, partner_id, key, operation, request).await?
+        {
+            return Ok(Begun::Replay(response));
+        }
+        let row = store::lock_retainer(&mut transaction, partner_id)
+            .await
+            .map_err(internal)?;
+        let packs = store::packs(&mut transaction, partner_id)
+            .await
+            .map_err(internal)?;
+        let mut mutation = Mutation {
+            position: store::position(&mut transaction, &row, &packs)
+                .await
+                .map_err(internal)?,
+            transaction,
+            partner_id: partner_id.to_owned(),
+            key: key.to_owned(),
+            row,
+            now: Utc::now(),
+        };
+        mutation
+            .apply(
+                &Operation::Expire { now: mutation.now },
+                ("picket", 0),
+                "expired",
+                &store::Created::default(),
+            )
+            .await?;
+        Ok(Begun::Fresh(Box::new(mutation)))
+    }
+}
+
+impl Mutation {
+    /// Applies `operation` by `actor` (subject and role) and records what it moved.
+    async fn apply(
+        &mut self,
+        operation: &Operation,
+        actor: (&str, i32),
+        description: &str,
+        created: &store::Created<'_>,
+    ) -> Result<Vec<store::TransferRow>, Status> {
+        let (after, transfers) =
+            engine::apply(&self.position, operation).map_err(refusal_status)?;
+        let rows = store::persist(
+            &mut self.transaction,
+            &self.position,
+            &after,
+            &transfers,
+            &store::Recorded {
+                partner_id: &self.partner_id,
+                idempotency_key: &self.key,
+                description,
+                actor_subject: actor.0,
+                actor_role: actor.1,
+                now: self.now,
+            },
+            created,
+        )
+        .await
+        .map_err(internal)?;
+        self.position = after;
+        Ok(rows)
+    }
+
+    async fn balance(&mut self) -> Result<ledger::Balance, Status> {
+        let packs = store::packs(&mut self.transaction, &self.partner_id)
+            .await
+            .map_err(internal)?;
+        Ok(balance_proto(
+            &self.partner_id,
+            Some(&self.row),
+            &self.position,
+            &packs,
+            self.now,
+        ))
+    }
+
+    async fn hold(&mut self, hold_id: Uuid) -> Result<ledger::Hold, Status> {
+        store::hold(&mut *self.transaction, hold_id)
+            .await
+            .map_err(internal)?
+            .map(|hold| hold_proto(&hold))
+            .ok_or_else(|| Status::not_found(format!("hold_id: no hold {hold_id}")))
+    }
+
+    /// Stores the answer for retries and commits.
+    async fn finish(mut self, response: &impl Message) -> Result<(), Status> {
+        store::finish_key(
+            &mut self.transaction,
+            &self.partner_id,
+            &self.key,
+            &response.encode_to_vec(),
+        )
+        .await
+        .map_err(internal)?;
+        self.transaction.commit().await.map_err(internal)
+    }
+}
+
+/// The hold a request names, which must be one of `partner_id`'s.
+fn parse_hold(hold_id: &str) -> Result<Uuid, Status> {
+    picket_platform::grpc::parse_uuid(hold_id, "hold_id")
+}
+
+/// How long a hold reserves credits when the request does not say.
+const DEFAULT_HOLD_TIMEOUT: chrono::Duration = chrono::Duration::days(14);
+
 #[tonic::async_trait]
 impl CreditLedgerService for LedgerApi {
     async fn purchase_credits(
@@ -195,70 +371,50 @@ impl CreditLedgerService for LedgerApi {
             ));
         }
 
-        let mut transaction = self.pool.begin().await.map_err(internal)?;
-        if let Some(response) = claim(
-            &mut transaction,
-            &message.partner_id,
-            &message.idempotency_key,
-            "purchase_credits",
-            &message,
-        )
-        .await?
+        let mut mutation = match self
+            .begin(
+                &message.partner_id,
+                &message.idempotency_key,
+                "purchase_credits",
+                &message,
+            )
+            .await?
         {
-            let mut response: ledger::PurchaseCreditsResponse = decode(&response)?;
-            response.replayed = true;
-            return Ok(Response::new(response));
-        }
-        let row = store::lock_retainer(&mut transaction, &message.partner_id)
-            .await
-            .map_err(internal)?;
-        let packs = store::packs(&mut transaction, &message.partner_id)
-            .await
-            .map_err(internal)?;
-        let before = store::position(&mut transaction, &row, &packs)
-            .await
-            .map_err(internal)?;
-        let pack_id = Uuid::now_v7();
-        let (after, transfers) = engine::apply(
-            &before,
-            &Operation::Purchase {
-                pack_id,
-                minutes: message.minutes,
-                expires_at,
-            },
-        )
-        .map_err(|refusal| Status::invalid_argument(refusal.to_string()))?;
+            Begun::Replay(response) => {
+                let mut response: ledger::PurchaseCreditsResponse = decode(&response)?;
+                response.replayed = true;
+                return Ok(Response::new(response));
+            }
+            Begun::Fresh(mutation) => mutation,
+        };
         let issued_by = principal_proto(&principal);
-        let recorded = store::persist(
-            &mut transaction,
-            &before,
-            &after,
-            &transfers,
-            &store::Recorded {
-                partner_id: &message.partner_id,
-                idempotency_key: &message.idempotency_key,
-                description: &message.description,
-                actor_subject: &issued_by.subject,
-                actor_role: issued_by.role,
-                now,
-            },
-            Some(&store::NewPack {
-                pack_id,
-                valid_from,
-                purchase_reference: &message.purchase_reference,
-                description: &message.description,
-            }),
-        )
-        .await
-        .map_err(internal)?;
-        let packs = store::packs(&mut transaction, &message.partner_id)
-            .await
-            .map_err(internal)?;
-        let balance = balance_proto(&message.partner_id, Some(&row), &after, &packs, now);
-        let pack = packs
+        let pack_id = Uuid::now_v7();
+        let recorded = mutation
+            .apply(
+                &Operation::Purchase {
+                    pack_id,
+                    minutes: message.minutes,
+                    expires_at,
+                },
+                (&issued_by.subject, issued_by.role),
+                &message.description,
+                &store::Created {
+                    pack: Some(store::NewPack {
+                        pack_id,
+                        valid_from,
+                        purchase_reference: &message.purchase_reference,
+                        description: &message.description,
+                    }),
+                    hold: None,
+                },
+            )
+            .await?;
+        let balance = mutation.balance().await?;
+        let pack = balance
+            .packs
             .iter()
-            .find(|pack| pack.pack_id == pack_id)
-            .map(|pack| pack_proto(pack, now));
+            .find(|pack| pack.pack_id == pack_id.to_string())
+            .cloned();
         let transfer = recorded.first().map(|row| ledger::Transfer {
             transfer_id: row.transfer_id.to_string(),
             partner_id: message.partner_id.clone(),
@@ -293,7 +449,7 @@ impl CreditLedgerService for LedgerApi {
             .events
             .event(&purchased, now)
             .map_err(|error| Status::internal(error.to_string()))?;
-        outbox::enqueue(&mut transaction, &event)
+        outbox::enqueue(&mut mutation.transaction, &event)
             .await
             .map_err(internal)?;
         let response = ledger::PurchaseCreditsResponse {
@@ -302,17 +458,267 @@ impl CreditLedgerService for LedgerApi {
             balance: Some(balance),
             replayed: false,
         };
-        store::finish_key(
-            &mut transaction,
+        mutation.finish(&response).await?;
+        tracing::info!(partner_id = %message.partner_id, %pack_id, minutes = message.minutes, "credits purchased");
+        Ok(Response::new(response))
+    }
+
+    async fn place_hold(
+        &self,
+        request: Request<ledger::PlaceHoldRequest>,
+    ) -> Result<Response<ledger::PlaceHoldResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        principal.require_role(&[Role::Operator, Role::Investigator])?;
+        check_partner(&message.partner_id)?;
+        check_key(&message.idempotency_key)?;
+        if message.minutes <= 0 {
+            return Err(Status::invalid_argument("minutes: must be positive"));
+        }
+        let engagement_id = (!message.engagement_id.is_empty())
+            .then(|| picket_platform::grpc::parse_uuid(&message.engagement_id, "engagement_id"))
+            .transpose()?;
+        let timeout = match &message.timeout {
+            None => DEFAULT_HOLD_TIMEOUT,
+            Some(timeout) => from_duration(timeout)
+                .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
+                .filter(|timeout| *timeout > chrono::Duration::zero())
+                .ok_or_else(|| Status::invalid_argument("timeout: must be a positive duration"))?,
+        };
+        let mut mutation = match self
+            .begin(
+                &message.partner_id,
+                &message.idempotency_key,
+                "place_hold",
+                &message,
+            )
+            .await?
+        {
+            Begun::Replay(response) => {
+                let mut response: ledger::PlaceHoldResponse = decode(&response)?;
+                response.replayed = true;
+                return Ok(Response::new(response));
+            }
+            Begun::Fresh(mutation) => mutation,
+        };
+        let by = principal_proto(&principal);
+        let hold_id = Uuid::now_v7();
+        let expires_at = mutation.now + timeout;
+        mutation
+            .apply(
+                &Operation::PlaceHold {
+                    hold_id,
+                    minutes: message.minutes,
+                    expires_at,
+                },
+                (&by.subject, by.role),
+                &message.description,
+                &store::Created {
+                    pack: None,
+                    hold: Some(store::NewHold {
+                        hold_id,
+                        engagement_id,
+                        description: &message.description,
+                    }),
+                },
+            )
+            .await?;
+        let response = ledger::PlaceHoldResponse {
+            hold: Some(mutation.hold(hold_id).await?),
+            balance: Some(mutation.balance().await?),
+            replayed: false,
+        };
+        mutation.finish(&response).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn post_hold(
+        &self,
+        request: Request<ledger::PostHoldRequest>,
+    ) -> Result<Response<ledger::PostHoldResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        principal.require_role(&[Role::Operator, Role::Investigator])?;
+        check_partner(&message.partner_id)?;
+        check_key(&message.idempotency_key)?;
+        let hold_id = parse_hold(&message.hold_id)?;
+        if message.minutes < 0 {
+            return Err(Status::invalid_argument("minutes: must not be negative"));
+        }
+        let mut mutation = match self
+            .begin(
+                &message.partner_id,
+                &message.idempotency_key,
+                "post_hold",
+                &message,
+            )
+            .await?
+        {
+            Begun::Replay(response) => {
+                let mut response: ledger::PostHoldResponse = decode(&response)?;
+                response.replayed = true;
+                return Ok(Response::new(response));
+            }
+            Begun::Fresh(mutation) => mutation,
+        };
+        let reserved = mutation
+            .position
+            .holds
+            .get(&hold_id)
+            .map(engine::Hold::reserved)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("hold_id: hold {hold_id} is not pending"))
+            })?;
+        let minutes = if message.minutes == 0 {
+            reserved
+        } else {
+            message.minutes
+        };
+        if minutes > reserved {
+            return Err(Status::invalid_argument(format!(
+                "minutes: at most the {reserved} minutes the hold reserves"
+            )));
+        }
+        let by = principal_proto(&principal);
+        if minutes > 0 {
+            mutation
+                .apply(
+                    &Operation::Work {
+                        minutes,
+                        hold_id: Some(hold_id),
+                    },
+                    (&by.subject, by.role),
+                    &message.description,
+                    &store::Created::default(),
+                )
+                .await?;
+        }
+        mutation
+            .apply(
+                &Operation::ReleaseHold {
+                    hold_id,
+                    state: engine::HoldState::Closed,
+                },
+                (&by.subject, by.role),
+                &message.description,
+                &store::Created::default(),
+            )
+            .await?;
+        let response = ledger::PostHoldResponse {
+            hold: Some(mutation.hold(hold_id).await?),
+            balance: Some(mutation.balance().await?),
+            replayed: false,
+        };
+        mutation.finish(&response).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn void_hold(
+        &self,
+        request: Request<ledger::VoidHoldRequest>,
+    ) -> Result<Response<ledger::VoidHoldResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        principal.require_role(&[Role::Operator, Role::Investigator])?;
+        check_partner(&message.partner_id)?;
+        check_key(&message.idempotency_key)?;
+        let hold_id = parse_hold(&message.hold_id)?;
+        let mut mutation = match self
+            .begin(
+                &message.partner_id,
+                &message.idempotency_key,
+                "void_hold",
+                &message,
+            )
+            .await?
+        {
+            Begun::Replay(response) => {
+                let mut response: ledger::VoidHoldResponse = decode(&response)?;
+                response.replayed = true;
+                return Ok(Response::new(response));
+            }
+            Begun::Fresh(mutation) => mutation,
+        };
+        if !mutation.position.holds.contains_key(&hold_id) {
+            return Err(Status::failed_precondition(format!(
+                "hold_id: hold {hold_id} is not pending"
+            )));
+        }
+        let by = principal_proto(&principal);
+        mutation
+            .apply(
+                &Operation::ReleaseHold {
+                    hold_id,
+                    state: engine::HoldState::Voided,
+                },
+                (&by.subject, by.role),
+                &message.reason,
+                &store::Created::default(),
+            )
+            .await?;
+        let response = ledger::VoidHoldResponse {
+            hold: Some(mutation.hold(hold_id).await?),
+            balance: Some(mutation.balance().await?),
+            replayed: false,
+        };
+        mutation.finish(&response).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_hold(
+        &self,
+        request: Request<ledger::GetHoldRequest>,
+    ) -> Result<Response<ledger::GetHoldResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let hold_id = parse_hold(&request.get_ref().hold_id)?;
+        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        let hold = store::hold(&self.pool, hold_id)
+            .await
+            .map_err(internal)?
+            .filter(|hold| principal.can_access_partner(&hold.partner_id))
+            .ok_or_else(|| Status::not_found(format!("hold_id: no hold {hold_id}")))?;
+        Ok(Response::new(ledger::GetHoldResponse {
+            hold: Some(hold_proto(&hold)),
+        }))
+    }
+
+    async fn list_holds(
+        &self,
+        request: Request<ledger::ListHoldsRequest>,
+    ) -> Result<Response<ledger::ListHoldsResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        check_partner(&message.partner_id)?;
+        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        principal.require_partner(&message.partner_id)?;
+        let states = parse_each(&message.states, "states", "a hold state", |value| {
+            match ledger::HoldState::try_from(value).ok()? {
+                ledger::HoldState::Pending => Some("pending"),
+                ledger::HoldState::Posted => Some("closed"),
+                ledger::HoldState::Voided => Some("voided"),
+                ledger::HoldState::Expired => Some("expired"),
+                ledger::HoldState::Unspecified => None,
+            }
+        })?;
+        let engagement_id = (!message.engagement_id.is_empty())
+            .then(|| picket_platform::grpc::parse_uuid(&message.engagement_id, "engagement_id"))
+            .transpose()?;
+        let limit = page_size(message.page_size, 50, 500)?;
+        let offset = parse_offset_token(&message.page_token)?;
+        let holds = store::holds(
+            &self.pool,
             &message.partner_id,
-            &message.idempotency_key,
-            &response.encode_to_vec(),
+            &states,
+            engagement_id,
+            offset,
+            limit,
         )
         .await
         .map_err(internal)?;
-        transaction.commit().await.map_err(internal)?;
-        tracing::info!(partner_id = %message.partner_id, %pack_id, minutes = message.minutes, "credits purchased");
-        Ok(Response::new(response))
+        Ok(Response::new(ledger::ListHoldsResponse {
+            next_page_token: next_offset_token(offset, holds.len(), limit),
+            holds: holds.iter().map(hold_proto).collect(),
+        }))
     }
 
     async fn get_balance(

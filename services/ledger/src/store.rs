@@ -226,6 +226,20 @@ pub struct Recorded<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// A hold the call placed, with what the engine does not know of it.
+pub struct NewHold<'a> {
+    pub hold_id: Uuid,
+    pub engagement_id: Option<Uuid>,
+    pub description: &'a str,
+}
+
+/// What the engine does not know of the packs and holds a call creates.
+#[derive(Default)]
+pub struct Created<'a> {
+    pub pack: Option<NewPack<'a>>,
+    pub hold: Option<NewHold<'a>>,
+}
+
 /// A pack the call bought, with what the engine does not know of it.
 pub struct NewPack<'a> {
     pub pack_id: Uuid,
@@ -244,6 +258,69 @@ pub struct TransferRow {
     pub pending: bool,
     pub pack_id: Option<Uuid>,
     pub hold_id: Option<Uuid>,
+}
+
+pub fn hold_state_name(state: HoldState) -> &'static str {
+    match state {
+        HoldState::Pending => "pending",
+        HoldState::Closed => "closed",
+        HoldState::Voided => "voided",
+        HoldState::Expired => "expired",
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HoldRecord {
+    pub hold_id: Uuid,
+    pub partner_id: String,
+    pub engagement_id: Option<Uuid>,
+    pub amount: i64,
+    pub used: i64,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub description: String,
+    pub created_by: String,
+}
+
+const HOLD_COLUMNS: &str = "hold_id, partner_id, engagement_id, amount, used, state, created_at,
+    expires_at, resolved_at, description, created_by";
+
+pub async fn hold<'c>(
+    executor: impl PgExecutor<'c>,
+    hold_id: Uuid,
+) -> Result<Option<HoldRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE hold_id = $1"
+    )))
+    .bind(hold_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// A page of a partner's holds, newest first.
+pub async fn holds<'c>(
+    executor: impl PgExecutor<'c>,
+    partner_id: &str,
+    states: &[&str],
+    engagement_id: Option<Uuid>,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<HoldRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOLD_COLUMNS} FROM holds
+         WHERE partner_id = $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2))
+           AND ($3::uuid IS NULL OR engagement_id = $3)
+         ORDER BY created_at DESC, hold_id DESC OFFSET $4 LIMIT $5"
+    )))
+    .bind(partner_id)
+    .bind(states)
+    .bind(engagement_id)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
 }
 
 pub fn kind_name(kind: TransferKind) -> &'static str {
@@ -265,7 +342,7 @@ pub async fn persist(
     after: &Retainer,
     transfers: &[engine::Transfer],
     recorded: &Recorded<'_>,
-    new_pack: Option<&NewPack<'_>>,
+    created: &Created<'_>,
 ) -> Result<Vec<TransferRow>, sqlx::Error> {
     let retainer_account: Uuid = sqlx::query_scalar(
         "SELECT account_id FROM accounts WHERE partner_id = $1 AND kind = 'partner_retainer'",
@@ -294,7 +371,7 @@ pub async fn persist(
                 .await?;
             }
             None => {
-                let details = new_pack.filter(|new| new.pack_id == pack.id);
+                let details = created.pack.as_ref().filter(|new| new.pack_id == pack.id);
                 sqlx::query(
                     "INSERT INTO packs (pack_id, partner_id, purchased, remaining, used, expired, purchased_at,
                          valid_from, expires_at, purchase_reference, description, issued_by)
@@ -310,6 +387,44 @@ pub async fn persist(
                 .bind(details.map_or(recorded.now, |new| new.valid_from))
                 .bind(pack.expires_at)
                 .bind(details.map_or("", |new| new.purchase_reference))
+                .bind(details.map_or("", |new| new.description))
+                .bind(recorded.actor_subject)
+                .execute(&mut *connection)
+                .await?;
+            }
+        }
+    }
+    for hold in after.holds.values() {
+        match before.holds.get(&hold.id) {
+            Some(old) if old == hold => {}
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE holds SET used = $2, state = $3,
+                         resolved_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $4 END
+                     WHERE hold_id = $1",
+                )
+                .bind(hold.id)
+                .bind(hold.used)
+                .bind(hold_state_name(hold.state))
+                .bind(recorded.now)
+                .execute(&mut *connection)
+                .await?;
+            }
+            None => {
+                let details = created.hold.as_ref().filter(|new| new.hold_id == hold.id);
+                sqlx::query(
+                    "INSERT INTO holds (hold_id, partner_id, engagement_id, amount, used, state, created_at,
+                         expires_at, description, created_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(hold.id)
+                .bind(recorded.partner_id)
+                .bind(details.and_then(|new| new.engagement_id))
+                .bind(hold.amount)
+                .bind(hold.used)
+                .bind(hold_state_name(hold.state))
+                .bind(recorded.now)
+                .bind(hold.expires_at)
                 .bind(details.map_or("", |new| new.description))
                 .bind(recorded.actor_subject)
                 .execute(&mut *connection)

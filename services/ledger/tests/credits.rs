@@ -1,10 +1,14 @@
 //! The ledger's credit calls against real PostgreSQL and NATS: packs issued by the operator only,
-//! balances read by their partner, idempotent retries, and the books balancing.
+//! balances read by their partner, idempotent retries, holds, and the books balancing.
 
 use picket_platform::Application;
 use picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient;
+use std::time::Duration;
+
 use picket_proto::ledger::v1::{
-    GetBalanceRequest, GetCreditTermsRequest, PurchaseCreditsRequest, SetCreditTermsRequest,
+    GetBalanceRequest, GetCreditTermsRequest, GetHoldRequest, HoldState, ListHoldsRequest,
+    PlaceHoldRequest, PostHoldRequest, PurchaseCreditsRequest, SetCreditTermsRequest,
+    VoidHoldRequest,
 };
 use picket_testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
@@ -203,5 +207,149 @@ async fn credit_terms_are_set_by_the_operator_and_read_by_the_partner() {
         terms.updated_by.map(|by| by.subject).as_deref(),
         Some("operator")
     );
+    env.teardown().await;
+}
+
+fn hold_request(key: &str, minutes: i64) -> PlaceHoldRequest {
+    PlaceHoldRequest {
+        partner_id: "p1".into(),
+        idempotency_key: key.into(),
+        minutes,
+        description: "Estimated effort: mailbox compromise".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_reserve_credits_until_posted_voided_or_expired() {
+    let env = TestEnv::new().await;
+    let (_ledger, mut client) = start(&env).await;
+    let operator = env.operator_token();
+    client
+        .purchase_credits(env.request(&operator, purchase("order-1", 1200)))
+        .await
+        .expect("bought");
+
+    let placed = client
+        .place_hold(env.request(&operator, hold_request("hold-1", 500)))
+        .await
+        .expect("held")
+        .into_inner();
+    let hold = placed.hold.expect("hold");
+    assert_eq!(hold.state(), HoldState::Pending);
+    let balance = placed.balance.expect("balance");
+    assert_eq!(
+        (balance.available_minutes, balance.held_minutes),
+        (700, 500)
+    );
+
+    // No overdraft: a hold beyond what is available is refused and writes nothing.
+    let refused = client
+        .place_hold(env.request(&operator, hold_request("hold-2", 701)))
+        .await
+        .expect_err("beyond the balance");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().starts_with("minutes:"),
+        "{}",
+        refused.message()
+    );
+
+    // Posting part of the hold debits it and releases the rest.
+    let posted = client
+        .post_hold(env.request(
+            &operator,
+            PostHoldRequest {
+                partner_id: "p1".into(),
+                idempotency_key: "post-1".into(),
+                hold_id: hold.hold_id.clone(),
+                minutes: 300,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("posted")
+        .into_inner();
+    let posted_hold = posted.hold.expect("hold");
+    assert_eq!(posted_hold.state(), HoldState::Posted);
+    assert_eq!(posted_hold.posted_minutes, 300);
+    let balance = posted.balance.expect("balance");
+    assert_eq!((balance.available_minutes, balance.held_minutes), (900, 0));
+    let again = client
+        .void_hold(env.request(
+            &operator,
+            VoidHoldRequest {
+                partner_id: "p1".into(),
+                idempotency_key: "void-1".into(),
+                hold_id: hold.hold_id.clone(),
+                reason: "too late".into(),
+            },
+        ))
+        .await
+        .expect_err("posted already");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // A hold left alone expires at its timeout, released by the next movement.
+    let short = PlaceHoldRequest {
+        timeout: Some(picket_platform::time::to_duration(Duration::from_millis(
+            500,
+        ))),
+        ..hold_request("hold-3", 100)
+    };
+    let lapsing = client
+        .place_hold(env.request(&operator, short))
+        .await
+        .expect("held")
+        .into_inner()
+        .hold
+        .expect("hold");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = client
+        .purchase_credits(env.request(&operator, purchase("order-2", 60)))
+        .await
+        .expect("bought")
+        .into_inner()
+        .balance
+        .expect("balance");
+    assert_eq!(after.held_minutes, 0);
+    assert_eq!(after.available_minutes, 960);
+    let expired = client
+        .get_hold(env.request(
+            &env.partner_token("p1"),
+            GetHoldRequest {
+                hold_id: lapsing.hold_id.clone(),
+            },
+        ))
+        .await
+        .expect("hold")
+        .into_inner()
+        .hold
+        .expect("hold");
+    assert_eq!(expired.state(), HoldState::Expired);
+    let listed = client
+        .list_holds(env.request(
+            &env.partner_token("p1"),
+            ListHoldsRequest {
+                partner_id: "p1".into(),
+                states: vec![HoldState::Posted.into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("listed")
+        .into_inner()
+        .holds;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].hold_id, hold.hold_id);
+
+    assert_books_balance(&env).await;
+    let pool = env.pool("ledger").await;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT (sum(debits_pending) + sum(credits_pending))::int8 FROM accounts",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("pending");
+    assert_eq!(pending, 0, "every hold resolved, nothing pending");
     env.teardown().await;
 }
