@@ -28,9 +28,10 @@ use crate::store::{self, Claim, HoldRecord, PackRow, RetainerRow};
 const DEFAULT_VALIDITY: chrono::Duration = chrono::Duration::days(365);
 const MAX_KEY_LENGTH: usize = 200;
 
+#[derive(Clone)]
 pub struct LedgerApi {
-    pool: PgPool,
-    events: EventFactory,
+    pub(crate) pool: PgPool,
+    pub(crate) events: EventFactory,
 }
 
 impl LedgerApi {
@@ -39,7 +40,7 @@ impl LedgerApi {
     }
 }
 
-fn check_partner(partner_id: &str) -> Result<(), Status> {
+pub(crate) fn check_partner(partner_id: &str) -> Result<(), Status> {
     if partner_id.is_empty() {
         return Err(Status::invalid_argument("partner_id: is required"));
     }
@@ -47,7 +48,7 @@ fn check_partner(partner_id: &str) -> Result<(), Status> {
         .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))
 }
 
-fn check_key(key: &str) -> Result<(), Status> {
+pub(crate) fn check_key(key: &str) -> Result<(), Status> {
     if key.trim().is_empty() {
         return Err(Status::invalid_argument("idempotency_key: is required"));
     }
@@ -84,7 +85,7 @@ async fn claim(
     }
 }
 
-fn decode<M: Message + Default>(response: &[u8]) -> Result<M, Status> {
+pub(crate) fn decode<M: Message + Default>(response: &[u8]) -> Result<M, Status> {
     M::decode(response).map_err(|error| {
         tracing::error!(%error, "a stored answer does not decode");
         Status::internal("internal error")
@@ -206,23 +207,23 @@ fn hold_proto(hold: &HoldRecord) -> ledger::Hold {
 
 /// A call that moves credits: its transaction, with the partner's position locked and what
 /// lapsed (holds past their timeout, packs past their validity) expired first.
-struct Mutation {
-    transaction: sqlx::Transaction<'static, sqlx::Postgres>,
+pub(crate) struct Mutation {
+    pub(crate) transaction: sqlx::Transaction<'static, sqlx::Postgres>,
     partner_id: String,
     key: String,
     row: RetainerRow,
-    position: Retainer,
-    now: DateTime<Utc>,
+    pub(crate) position: Retainer,
+    pub(crate) now: DateTime<Utc>,
 }
 
-enum Begun {
+pub(crate) enum Begun {
     /// A retry: the first call's encoded answer.
     Replay(Vec<u8>),
     Fresh(Box<Mutation>),
 }
 
 impl LedgerApi {
-    async fn begin(
+    pub(crate) async fn begin(
         &self,
         partner_id: &str,
         key: &str,
@@ -264,7 +265,7 @@ impl LedgerApi {
 
 impl Mutation {
     /// Applies `operation` by `actor` (subject and role) and records what it moved.
-    async fn apply(
+    pub(crate) async fn apply(
         &mut self,
         operation: &Operation,
         actor: (&str, i32),
@@ -294,7 +295,7 @@ impl Mutation {
         Ok(rows)
     }
 
-    async fn balance(&mut self) -> Result<ledger::Balance, Status> {
+    pub(crate) async fn balance(&mut self) -> Result<ledger::Balance, Status> {
         let packs = store::packs(&mut self.transaction, &self.partner_id)
             .await
             .map_err(internal)?;
@@ -307,7 +308,7 @@ impl Mutation {
         ))
     }
 
-    async fn hold(&mut self, hold_id: Uuid) -> Result<ledger::Hold, Status> {
+    pub(crate) async fn hold(&mut self, hold_id: Uuid) -> Result<ledger::Hold, Status> {
         store::hold(&mut *self.transaction, hold_id)
             .await
             .map_err(internal)?
@@ -316,7 +317,7 @@ impl Mutation {
     }
 
     /// Stores the answer for retries and commits.
-    async fn finish(mut self, response: &impl Message) -> Result<(), Status> {
+    pub(crate) async fn finish(mut self, response: &impl Message) -> Result<(), Status> {
         store::finish_key(
             &mut self.transaction,
             &self.partner_id,

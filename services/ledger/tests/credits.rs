@@ -1,72 +1,22 @@
 //! The ledger's credit calls against real PostgreSQL and NATS: packs issued by the operator only,
 //! balances read by their partner, idempotent retries, holds, and the books balancing.
 
-use picket_platform::Application;
-use picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient;
 use std::time::Duration;
 
 use picket_proto::ledger::v1::{
     GetBalanceRequest, GetCreditTermsRequest, GetHoldRequest, HoldState, ListHoldsRequest,
-    PlaceHoldRequest, PostHoldRequest, PurchaseCreditsRequest, SetCreditTermsRequest,
-    VoidHoldRequest,
+    PlaceHoldRequest, PostHoldRequest, SetCreditTermsRequest, VoidHoldRequest,
 };
 use picket_testkit::TestEnv;
-use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{assert_books_balance, purchase, start};
 use tonic::Code;
-use tonic::transport::Channel;
-
-async fn start(env: &TestEnv) -> (Application, CreditLedgerServiceClient<Channel>) {
-    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
-    let application = ledger::build(platform, own, CancellationToken::new())
-        .await
-        .expect("ledger starts");
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", application.grpc_address()))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-    (application, CreditLedgerServiceClient::new(channel))
-}
-
-fn purchase(key: &str, minutes: i64) -> PurchaseCreditsRequest {
-    PurchaseCreditsRequest {
-        partner_id: "p1".into(),
-        idempotency_key: key.into(),
-        minutes,
-        purchase_reference: "INV-2026-001".into(),
-        description: "Retainer 20 h, 12 months".into(),
-        ..Default::default()
-    }
-}
-
-/// Debits equal credits across all accounts, and every account's sums equal its transfers.
-async fn assert_books_balance(env: &TestEnv) {
-    let pool = env.pool("ledger").await;
-    let (debits, credits): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(sum(debits_posted), 0)::int8, COALESCE(sum(credits_posted), 0)::int8 FROM accounts",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("sums");
-    assert_eq!(debits, credits, "debits equal credits");
-    let disagreeing: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM accounts a WHERE
-             a.debits_posted <> (SELECT COALESCE(sum(amount), 0) FROM transfers t
-                 WHERE t.debit_account_id = a.account_id AND NOT t.pending)
-          OR a.credits_posted <> (SELECT COALESCE(sum(amount), 0) FROM transfers t
-                 WHERE t.credit_account_id = a.account_id AND NOT t.pending)",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("per account");
-    assert_eq!(disagreeing, 0, "every account agrees with its transfers");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_issues_credits_once_per_key_and_the_partner_reads_its_balance() {
     let env = TestEnv::new().await;
-    let (_ledger, mut client) = start(&env).await;
+    let (_ledger, mut client, _) = start(&env).await;
     let operator = env.operator_token();
 
     let bought = client
@@ -142,7 +92,7 @@ async fn the_operator_issues_credits_once_per_key_and_the_partner_reads_its_bala
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_retries_of_one_purchase_buy_once() {
     let env = TestEnv::new().await;
-    let (_ledger, client) = start(&env).await;
+    let (_ledger, client, _) = start(&env).await;
     let operator = env.operator_token();
     let attempts = (0..8).map(|_| {
         let mut client = client.clone();
@@ -173,7 +123,7 @@ async fn concurrent_retries_of_one_purchase_buy_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_terms_are_set_by_the_operator_and_read_by_the_partner() {
     let env = TestEnv::new().await;
-    let (_ledger, mut client) = start(&env).await;
+    let (_ledger, mut client, _) = start(&env).await;
     let set = SetCreditTermsRequest {
         partner_id: "p1".into(),
         idempotency_key: "terms-1".into(),
@@ -223,7 +173,7 @@ fn hold_request(key: &str, minutes: i64) -> PlaceHoldRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_reserve_credits_until_posted_voided_or_expired() {
     let env = TestEnv::new().await;
-    let (_ledger, mut client) = start(&env).await;
+    let (_ledger, mut client, _) = start(&env).await;
     let operator = env.operator_token();
     client
         .purchase_credits(env.request(&operator, purchase("order-1", 1200)))
