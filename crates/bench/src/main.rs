@@ -8,12 +8,15 @@
 //!   publish-to-decision latency.
 //! - `notifier [EVENTS TENANTS]`: webhook deliveries of incident events, throughput and
 //!   event-to-receipt latency.
+//! - `ledger [TRANSFERS CLIENTS PARTNERS]`: work logged by concurrent clients, transfers/s and
+//!   call latency.
 //!
-//! Without a scenario, all four run with their defaults.
+//! Without a scenario, all five run with their defaults.
 
 #![allow(clippy::print_stdout)]
 
 mod findings;
+mod ledger;
 mod notifier;
 mod prioritizer;
 mod scanning;
@@ -149,16 +152,18 @@ async fn main() -> anyhow::Result<()> {
         Some("scanning") => scanning::run(&arguments[1..]).await,
         Some("prioritizer") => prioritizer::run(&arguments[1..]).await,
         Some("notifier") => notifier::run(&arguments[1..]).await,
+        Some("ledger") => ledger::run(&arguments[1..]).await,
         Some(other) => {
             anyhow::bail!(
-                "unknown scenario {other}; use findings, scanning, prioritizer or notifier"
+                "unknown scenario {other}; use findings, scanning, prioritizer, notifier or ledger"
             )
         }
         None => {
             scanning::run(&[]).await?;
             findings::run(&[]).await?;
             prioritizer::run(&[]).await?;
-            notifier::run(&[]).await
+            notifier::run(&[]).await?;
+            ledger::run(&[]).await
         }
     }
 }
