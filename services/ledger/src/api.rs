@@ -216,14 +216,57 @@ pub(crate) struct Mutation {
     pub(crate) now: DateTime<Utc>,
 }
 
-pub(crate) enum Begun {
+enum Begun {
     /// A retry: the first call's encoded answer.
     Replay(Vec<u8>),
     Fresh(Box<Mutation>),
 }
 
+/// An answer that says whether it repeats the first call's.
+pub(crate) trait Replayable: Message + Default {
+    fn mark_replayed(&mut self);
+}
+
+macro_rules! replayable {
+    ($($response:ty),+ $(,)?) => {
+        $(impl Replayable for $response {
+            fn mark_replayed(&mut self) {
+                self.replayed = true;
+            }
+        })+
+    };
+}
+
+replayable!(
+    ledger::PurchaseCreditsResponse,
+    ledger::PlaceHoldResponse,
+    ledger::PostHoldResponse,
+    ledger::VoidHoldResponse,
+    ledger::OpenEngagementResponse,
+    ledger::LogWorkResponse,
+    ledger::CloseEngagementResponse,
+);
+
 impl LedgerApi {
-    pub(crate) async fn begin(
+    /// Begins a credit-moving call, or answers a retry of one with the first answer (`Err`).
+    pub(crate) async fn mutate<R: Replayable>(
+        &self,
+        partner_id: &str,
+        key: &str,
+        operation: &str,
+        request: &impl Message,
+    ) -> Result<Result<Box<Mutation>, R>, Status> {
+        match self.begin(partner_id, key, operation, request).await? {
+            Begun::Fresh(mutation) => Ok(Ok(mutation)),
+            Begun::Replay(response) => {
+                let mut response: R = decode(&response)?;
+                response.mark_replayed();
+                Ok(Err(response))
+            }
+        }
+    }
+
+    async fn begin(
         &self,
         partner_id: &str,
         key: &str,
@@ -373,7 +416,7 @@ impl CreditLedgerService for LedgerApi {
         }
 
         let mut mutation = match self
-            .begin(
+            .mutate::<ledger::PurchaseCreditsResponse>(
                 &message.partner_id,
                 &message.idempotency_key,
                 "purchase_credits",
@@ -381,12 +424,8 @@ impl CreditLedgerService for LedgerApi {
             )
             .await?
         {
-            Begun::Replay(response) => {
-                let mut response: ledger::PurchaseCreditsResponse = decode(&response)?;
-                response.replayed = true;
-                return Ok(Response::new(response));
-            }
-            Begun::Fresh(mutation) => mutation,
+            Ok(mutation) => mutation,
+            Err(replayed) => return Ok(Response::new(replayed)),
         };
         let issued_by = principal_proto(&principal);
         let pack_id = Uuid::now_v7();
@@ -487,7 +526,7 @@ impl CreditLedgerService for LedgerApi {
                 .ok_or_else(|| Status::invalid_argument("timeout: must be a positive duration"))?,
         };
         let mut mutation = match self
-            .begin(
+            .mutate::<ledger::PlaceHoldResponse>(
                 &message.partner_id,
                 &message.idempotency_key,
                 "place_hold",
@@ -495,12 +534,8 @@ impl CreditLedgerService for LedgerApi {
             )
             .await?
         {
-            Begun::Replay(response) => {
-                let mut response: ledger::PlaceHoldResponse = decode(&response)?;
-                response.replayed = true;
-                return Ok(Response::new(response));
-            }
-            Begun::Fresh(mutation) => mutation,
+            Ok(mutation) => mutation,
+            Err(replayed) => return Ok(Response::new(replayed)),
         };
         let by = principal_proto(&principal);
         let hold_id = Uuid::now_v7();
@@ -547,7 +582,7 @@ impl CreditLedgerService for LedgerApi {
             return Err(Status::invalid_argument("minutes: must not be negative"));
         }
         let mut mutation = match self
-            .begin(
+            .mutate::<ledger::PostHoldResponse>(
                 &message.partner_id,
                 &message.idempotency_key,
                 "post_hold",
@@ -555,12 +590,8 @@ impl CreditLedgerService for LedgerApi {
             )
             .await?
         {
-            Begun::Replay(response) => {
-                let mut response: ledger::PostHoldResponse = decode(&response)?;
-                response.replayed = true;
-                return Ok(Response::new(response));
-            }
-            Begun::Fresh(mutation) => mutation,
+            Ok(mutation) => mutation,
+            Err(replayed) => return Ok(Response::new(replayed)),
         };
         let reserved = mutation
             .position
@@ -625,7 +656,7 @@ impl CreditLedgerService for LedgerApi {
         check_key(&message.idempotency_key)?;
         let hold_id = parse_hold(&message.hold_id)?;
         let mut mutation = match self
-            .begin(
+            .mutate::<ledger::VoidHoldResponse>(
                 &message.partner_id,
                 &message.idempotency_key,
                 "void_hold",
@@ -633,12 +664,8 @@ impl CreditLedgerService for LedgerApi {
             )
             .await?
         {
-            Begun::Replay(response) => {
-                let mut response: ledger::VoidHoldResponse = decode(&response)?;
-                response.replayed = true;
-                return Ok(Response::new(response));
-            }
-            Begun::Fresh(mutation) => mutation,
+            Ok(mutation) => mutation,
+            Err(replayed) => return Ok(Response::new(replayed)),
         };
         if !mutation.position.holds.contains_key(&hold_id) {
             return Err(Status::failed_precondition(format!(

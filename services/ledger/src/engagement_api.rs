@@ -16,7 +16,7 @@ use picket_proto::ledger::v1::engagement_service_server::EngagementService;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::api::{Begun, LedgerApi, Mutation, check_key, check_partner, decode};
+use crate::api::{LedgerApi, Mutation, check_key, check_partner};
 use crate::engagements::{self, EngagementRow, Recommendation};
 use crate::engine::{HoldState, Operation, TransferKind};
 use crate::store;
@@ -128,7 +128,7 @@ impl EngagementService for EngagementApi {
         };
         let mut mutation = match self
             .ledger
-            .begin(
+            .mutate::<ledger::OpenEngagementResponse>(
                 &message.partner_id,
                 &message.idempotency_key,
                 "open_engagement",
@@ -136,12 +136,8 @@ impl EngagementService for EngagementApi {
             )
             .await?
         {
-            Begun::Replay(response) => {
-                let mut response: ledger::OpenEngagementResponse = decode(&response)?;
-                response.replayed = true;
-                return Ok(Response::new(response));
-            }
-            Begun::Fresh(mutation) => mutation,
+            Ok(mutation) => mutation,
+            Err(replayed) => return Ok(Response::new(replayed)),
         };
         let by = principal.to_proto();
         let engagement_id = Uuid::now_v7();
@@ -310,7 +306,7 @@ impl EngagementService for EngagementApi {
             .transpose()?;
         let mut mutation = match self
             .ledger
-            .begin(
+            .mutate::<ledger::LogWorkResponse>(
                 &message.partner_id,
                 &message.idempotency_key,
                 "log_work",
@@ -318,12 +314,8 @@ impl EngagementService for EngagementApi {
             )
             .await?
         {
-            Begun::Replay(response) => {
-                let mut response: ledger::LogWorkResponse = decode(&response)?;
-                response.replayed = true;
-                return Ok(Response::new(response));
-            }
-            Begun::Fresh(mutation) => mutation,
+            Ok(mutation) => mutation,
+            Err(replayed) => return Ok(Response::new(replayed)),
         };
         let engagement = open_engagement(&mut mutation, &message.partner_id, engagement_id).await?;
         let hold_id = engagement
@@ -464,7 +456,7 @@ impl EngagementService for EngagementApi {
         let recorded = recommendations(&message.recommendations, &by.subject, Utc::now())?;
         let mut mutation = match self
             .ledger
-            .begin(
+            .mutate::<ledger::CloseEngagementResponse>(
                 &message.partner_id,
                 &message.idempotency_key,
                 "close_engagement",
@@ -472,12 +464,8 @@ impl EngagementService for EngagementApi {
             )
             .await?
         {
-            Begun::Replay(response) => {
-                let mut response: ledger::CloseEngagementResponse = decode(&response)?;
-                response.replayed = true;
-                return Ok(Response::new(response));
-            }
-            Begun::Fresh(mutation) => mutation,
+            Ok(mutation) => mutation,
+            Err(replayed) => return Ok(Response::new(replayed)),
         };
         let engagement = open_engagement(&mut mutation, &message.partner_id, engagement_id).await?;
         let released = held(&mutation, &engagement);
