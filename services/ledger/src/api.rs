@@ -338,6 +338,24 @@ impl Mutation {
         Ok(rows)
     }
 
+    /// Ends a pending hold as `state`; returns it and the balance after.
+    async fn release(
+        &mut self,
+        hold_id: Uuid,
+        state: engine::HoldState,
+        actor: (&str, i32),
+        description: &str,
+    ) -> Result<(ledger::Hold, ledger::Balance), Status> {
+        self.apply(
+            &Operation::ReleaseHold { hold_id, state },
+            actor,
+            description,
+            &store::Created::default(),
+        )
+        .await?;
+        Ok((self.hold(hold_id).await?, self.balance().await?))
+    }
+
     pub(crate) async fn balance(&mut self) -> Result<ledger::Balance, Status> {
         let packs = store::packs(&mut self.transaction, &self.partner_id)
             .await
@@ -625,20 +643,17 @@ impl CreditLedgerService for LedgerApi {
                 )
                 .await?;
         }
-        mutation
-            .apply(
-                &Operation::ReleaseHold {
-                    hold_id,
-                    state: engine::HoldState::Closed,
-                },
+        let (hold, balance) = mutation
+            .release(
+                hold_id,
+                engine::HoldState::Closed,
                 (&by.subject, by.role),
                 &message.description,
-                &store::Created::default(),
             )
             .await?;
         let response = ledger::PostHoldResponse {
-            hold: Some(mutation.hold(hold_id).await?),
-            balance: Some(mutation.balance().await?),
+            hold: Some(hold),
+            balance: Some(balance),
             replayed: false,
         };
         mutation.finish(&response).await?;
@@ -673,20 +688,17 @@ impl CreditLedgerService for LedgerApi {
             )));
         }
         let by = principal_proto(&principal);
-        mutation
-            .apply(
-                &Operation::ReleaseHold {
-                    hold_id,
-                    state: engine::HoldState::Voided,
-                },
+        let (hold, balance) = mutation
+            .release(
+                hold_id,
+                engine::HoldState::Voided,
                 (&by.subject, by.role),
                 &message.reason,
-                &store::Created::default(),
             )
             .await?;
         let response = ledger::VoidHoldResponse {
-            hold: Some(mutation.hold(hold_id).await?),
-            balance: Some(mutation.balance().await?),
+            hold: Some(hold),
+            balance: Some(balance),
             replayed: false,
         };
         mutation.finish(&response).await?;
