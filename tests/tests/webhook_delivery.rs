@@ -797,3 +797,60 @@ async fn private_addresses_are_refused_unless_allow_listed() {
     assert_eq!(receiver.received_count(), 0);
     notifier.env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_endpoint_does_not_hold_back_the_others() {
+    let mut notifier = NotifierClient::start(
+        "[notifier]\ndelivery_concurrency = 4\ndestination_concurrency = 2\nwebhook_timeout = \"5s\"\nattempt_lease = \"30s\"\n",
+    )
+    .await;
+    let slow = WebhookReceiver::start().await;
+    slow.set_delay(Duration::from_secs(1));
+    let fast = WebhookReceiver::start().await;
+    notifier.endpoint(&slow, &["incident.opened"]).await;
+    let request = notifier.request(
+        "p2",
+        CreateWebhookEndpointRequest {
+            partner_id: "p2".into(),
+            url: fast.url(),
+            event_types: vec!["incident.opened".into()],
+            ..Default::default()
+        },
+    );
+    notifier
+        .channels
+        .create_webhook_endpoint(request)
+        .await
+        .expect("p2's endpoint");
+
+    // Eight deliveries to the slow endpoint would take every slot, one second each...
+    for index in 0..8 {
+        notifier.open_incident(&format!("slow-{index}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...but they may use only two, so another partner's webhook goes through at once.
+    let published = std::time::Instant::now();
+    let other = IncidentOpened {
+        partner_id: "p2".into(),
+        tenant_id: "t9".into(),
+        incident: Some(Incident {
+            incident_id: "fast-1".into(),
+            ..Default::default()
+        }),
+    };
+    notifier.env.publish("prioritizer", &other).await;
+    let arrived = eventually(WAIT, "p2's webhook", || async {
+        fast.received().first().map(|webhook| webhook.received_at)
+    })
+    .await;
+    assert!(
+        arrived - published < Duration::from_millis(500),
+        "waited {:?} behind the slow endpoint",
+        arrived - published
+    );
+    eventually(WAIT, "every slow webhook", || async {
+        (slow.received_count() == 8).then_some(())
+    })
+    .await;
+    notifier.env.teardown().await;
+}

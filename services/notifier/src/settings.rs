@@ -31,6 +31,8 @@ pub struct NotifierSettings {
     #[serde(with = "humantime_serde")]
     pub delivery_poll_interval: Duration,
     pub delivery_concurrency: usize,
+    /// Attempts in flight to any one endpoint or recipient, at most.
+    pub destination_concurrency: usize,
     /// Events routed per transaction at most.
     pub route_batch_size: usize,
     /// An endpoint whose every attempt failed for this long is disabled.
@@ -95,6 +97,12 @@ impl ServiceSettings for NotifierSettings {
         if self.route_batch_size == 0 {
             return Err(SettingsError::invalid(
                 &key("route_batch_size"),
+                "must be at least 1",
+            ));
+        }
+        if self.destination_concurrency == 0 {
+            return Err(SettingsError::invalid(
+                &key("destination_concurrency"),
                 "must be at least 1",
             ));
         }

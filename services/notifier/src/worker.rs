@@ -7,7 +7,7 @@
 //! `Retry-After`; after the last retry the delivery is dead. A crash mid-attempt leaves the claim to
 //! expire, and the delivery is sent again: at least once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ const CLAIM_BATCH: i64 = 64;
 const QUEUE: usize = 4096;
 /// Attempts recorded per transaction at most.
 const RECORD_BATCH: usize = 512;
+/// Deliveries held back per busy destination, at most.
+const MAX_WAITING: usize = 1024;
 
 pub struct DeliveryWorker {
     pool: PgPool,
@@ -47,6 +49,16 @@ pub struct Dispatch {
     pub delivery: DueDelivery,
     pub endpoint: Option<Arc<EndpointRow>>,
     pub recipient: Option<Arc<RecipientRow>>,
+}
+
+impl Dispatch {
+    /// Where it goes: its endpoint or recipient (a direct e-mail is its own destination).
+    fn destination(&self) -> Uuid {
+        self.delivery
+            .endpoint_id
+            .or(self.delivery.recipient_id)
+            .unwrap_or(self.delivery.delivery_id)
+    }
 }
 
 /// The deliveries with their endpoints and recipients, read in two queries.
@@ -221,6 +233,10 @@ impl DeliveryWorker {
         dispatches(&mut connection, claimed).await
     }
 
+    /// Sends what the queue holds, at most `delivery_concurrency` attempts at once and at most
+    /// `destination_concurrency` to any one endpoint or recipient, so a slow endpoint cannot take
+    /// every slot: its further deliveries wait their turn here (up to [`MAX_WAITING`] each; past
+    /// that they keep their leases and are claimed again later).
     async fn send(
         self: Arc<Self>,
         mut queue: Queue,
@@ -229,43 +245,79 @@ impl DeliveryWorker {
     ) {
         let concurrency = self.settings.delivery_concurrency;
         let permits = Arc::new(Semaphore::new(concurrency));
+        let (done, mut finished) = mpsc::unbounded_channel::<Uuid>();
+        let mut in_flight: HashMap<Uuid, usize> = HashMap::new();
+        let mut waiting: HashMap<Uuid, VecDeque<Dispatch>> = HashMap::new();
         loop {
             let dispatch = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                Some(destination) = finished.recv() => {
+                    if let Some(count) = in_flight.get_mut(&destination) {
+                        *count = count.saturating_sub(1);
+                    }
+                    let next = waiting.get_mut(&destination).and_then(|queued| {
+                        std::iter::from_fn(|| queued.pop_front()).find(|dispatch| self.lease_covers(dispatch))
+                    });
+                    match next {
+                        Some(dispatch) => dispatch,
+                        None => {
+                            waiting.remove(&destination);
+                            in_flight.retain(|_, count| *count > 0);
+                            continue;
+                        }
+                    }
+                }
                 next = queue.receiver.recv() => match next {
-                    Some(dispatch) => dispatch,
+                    Some(dispatch) if self.lease_covers(&dispatch) => dispatch,
+                    Some(dispatch) => {
+                        tracing::debug!(delivery_id = %dispatch.delivery.delivery_id, "lease too short to attempt, left for the next claim");
+                        continue;
+                    }
                     None => break,
                 },
             };
+            let destination = dispatch.destination();
+            let busy = in_flight.entry(destination).or_default();
+            if *busy >= self.settings.destination_concurrency {
+                let queued = waiting.entry(destination).or_default();
+                if queued.len() < MAX_WAITING {
+                    queued.push_back(dispatch);
+                }
+                continue;
+            }
+            *busy += 1;
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            // A delivery that waited here so long that its lease would end mid-attempt is left
-            // for the claim that follows the lease, or it could be sent twice at once.
-            let timeout = chrono::Duration::from_std(self.settings.webhook_timeout)
-                .unwrap_or(chrono::Duration::MAX);
-            if dispatch
-                .delivery
-                .next_attempt_at
-                .is_some_and(|lease_ends| Utc::now() + timeout > lease_ends)
-            {
-                tracing::debug!(delivery_id = %dispatch.delivery.delivery_id, "lease too short to attempt, left for the next claim");
-                continue;
-            }
             let worker = self.clone();
             let made = made.clone();
+            let done = done.clone();
             tokio::spawn(async move {
                 let attempt = worker.deliver(dispatch).await;
                 // The recorder stops last: it is there while any attempt is.
                 let _stopped = made.send(attempt).await;
                 drop(permit);
+                let _stopped = done.send(destination);
             });
         }
-        // Deliveries still queued keep their leases and are claimed again once those expire.
+        // Deliveries still queued or waiting keep their leases and are claimed again once those
+        // expire.
         let _all = permits
             .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
             .await;
+    }
+
+    /// Whether a delivery's lease still covers an attempt begun now; one that waited so long that
+    /// its lease would end mid-attempt is left for the claim that follows the lease, or it could be
+    /// sent twice at once.
+    fn lease_covers(&self, dispatch: &Dispatch) -> bool {
+        let timeout = chrono::Duration::from_std(self.settings.webhook_timeout)
+            .unwrap_or(chrono::Duration::MAX);
+        dispatch
+            .delivery
+            .next_attempt_at
+            .is_none_or(|lease_ends| Utc::now() + timeout <= lease_ends)
     }
 
     async fn record_all(self: Arc<Self>, mut records: mpsc::Receiver<Made>) {
