@@ -123,11 +123,7 @@ impl Principal {
     /// Only the partner itself, or the operator, manages a partner's resources (its tenants,
     /// its channels). `partner_id` must be a valid id: it travels in subjects.
     pub fn require_partner_manager(&self, partner_id: &str) -> Result<(), Status> {
-        if partner_id.is_empty() {
-            return Err(Status::invalid_argument("partner_id: is required"));
-        }
-        crate::nats::subjects::validate_token(partner_id)
-            .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))?;
+        check_partner_id(partner_id)?;
         self.require_role(&[Role::Operator, Role::Partner])?;
         self.require_partner(partner_id)
     }
@@ -155,6 +151,15 @@ impl Principal {
             self.role.as_str()
         )))
     }
+}
+
+/// A request's `partner_id`: required, and a valid id (it travels in subjects).
+pub fn check_partner_id(partner_id: &str) -> Result<(), Status> {
+    if partner_id.is_empty() {
+        return Err(Status::invalid_argument("partner_id: is required"));
+    }
+    crate::nats::subjects::validate_token(partner_id)
+        .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,32 @@ pub fn parse_uuid(value: &str, field: &str) -> Result<uuid::Uuid, tonic::Status>
         .map_err(|_| tonic::Status::invalid_argument(format!("{field}: must be a UUID")))
 }
 
+/// Parses an optional UUID request field: empty is `None`, a bad one is `INVALID_ARGUMENT` naming
+/// the field.
+pub fn parse_optional_uuid(value: &str, field: &str) -> Result<Option<uuid::Uuid>, tonic::Status> {
+    (!value.is_empty())
+        .then(|| parse_uuid(value, field))
+        .transpose()
+}
+
+/// A positive duration request field, or `default` when it is unset; zero, negative or out of
+/// range is `INVALID_ARGUMENT` naming the field.
+pub fn positive_duration(
+    value: Option<&picket_proto::pbjson_types::Duration>,
+    default: chrono::Duration,
+    field: &str,
+) -> Result<chrono::Duration, tonic::Status> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    crate::time::from_duration(value)
+        .and_then(|duration| chrono::Duration::from_std(duration).ok())
+        .filter(|duration| *duration > chrono::Duration::zero())
+        .ok_or_else(|| {
+            tonic::Status::invalid_argument(format!("{field}: must be a positive duration"))
+        })
+}
+
 /// The page size of a list request: 0 asks for `default`, more than `max` gets `max`, and a
 /// negative one is `INVALID_ARGUMENT` naming the field.
 pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64, tonic::Status> {

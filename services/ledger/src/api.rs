@@ -4,13 +4,13 @@
 //! fields is refused and writes nothing.
 
 use chrono::{DateTime, Utc};
-use picket_platform::auth::Role;
+use picket_platform::auth::{Role, check_partner_id};
 use picket_platform::db::outbox;
 use picket_platform::grpc::{
-    internal, next_offset_token, page_size, parse_each, parse_offset_token,
+    internal, next_offset_token, page_size, parse_each, parse_offset_token, parse_optional_uuid,
+    parse_uuid, positive_duration,
 };
-use picket_platform::nats::subjects::validate_token;
-use picket_platform::time::{from_duration, from_timestamp, to_timestamp};
+use picket_platform::time::{from_timestamp, to_timestamp};
 use picket_platform::{EventFactory, Principal};
 use picket_proto::common::v1 as common;
 use picket_proto::ledger::v1 as ledger;
@@ -40,14 +40,6 @@ impl LedgerApi {
     }
 }
 
-pub(crate) fn check_partner(partner_id: &str) -> Result<(), Status> {
-    if partner_id.is_empty() {
-        return Err(Status::invalid_argument("partner_id: is required"));
-    }
-    validate_token(partner_id)
-        .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))
-}
-
 pub(crate) fn check_key(key: &str) -> Result<(), Status> {
     if key.trim().is_empty() {
         return Err(Status::invalid_argument("idempotency_key: is required"));
@@ -58,10 +50,6 @@ pub(crate) fn check_key(key: &str) -> Result<(), Status> {
         )));
     }
     Ok(())
-}
-
-fn principal_proto(principal: &Principal) -> common::Principal {
-    principal.to_proto()
 }
 
 /// What a call's key says, or the refusal of a reused key.
@@ -391,11 +379,6 @@ impl Mutation {
     }
 }
 
-/// The hold a request names, which must be one of `partner_id`'s.
-fn parse_hold(hold_id: &str) -> Result<Uuid, Status> {
-    picket_platform::grpc::parse_uuid(hold_id, "hold_id")
-}
-
 /// How long a hold reserves credits when the request does not say.
 const DEFAULT_HOLD_TIMEOUT: chrono::Duration = chrono::Duration::days(14);
 
@@ -408,18 +391,12 @@ impl CreditLedgerService for LedgerApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_role(&[Role::Operator])?;
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         if message.minutes <= 0 {
             return Err(Status::invalid_argument("minutes: must be positive"));
         }
-        let validity = match &message.validity {
-            None => DEFAULT_VALIDITY,
-            Some(validity) => from_duration(validity)
-                .and_then(|validity| chrono::Duration::from_std(validity).ok())
-                .filter(|validity| *validity > chrono::Duration::zero())
-                .ok_or_else(|| Status::invalid_argument("validity: must be a positive duration"))?,
-        };
+        let validity = positive_duration(message.validity.as_ref(), DEFAULT_VALIDITY, "validity")?;
         let now = Utc::now();
         let valid_from = match &message.valid_from {
             None => now,
@@ -445,7 +422,7 @@ impl CreditLedgerService for LedgerApi {
             Ok(mutation) => mutation,
             Err(replayed) => return Ok(Response::new(replayed)),
         };
-        let issued_by = principal_proto(&principal);
+        let issued_by = principal.to_proto();
         let pack_id = Uuid::now_v7();
         let recorded = mutation
             .apply(
@@ -528,21 +505,13 @@ impl CreditLedgerService for LedgerApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_role(&[Role::Operator, Role::Investigator])?;
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         if message.minutes <= 0 {
             return Err(Status::invalid_argument("minutes: must be positive"));
         }
-        let engagement_id = (!message.engagement_id.is_empty())
-            .then(|| picket_platform::grpc::parse_uuid(&message.engagement_id, "engagement_id"))
-            .transpose()?;
-        let timeout = match &message.timeout {
-            None => DEFAULT_HOLD_TIMEOUT,
-            Some(timeout) => from_duration(timeout)
-                .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
-                .filter(|timeout| *timeout > chrono::Duration::zero())
-                .ok_or_else(|| Status::invalid_argument("timeout: must be a positive duration"))?,
-        };
+        let engagement_id = parse_optional_uuid(&message.engagement_id, "engagement_id")?;
+        let timeout = positive_duration(message.timeout.as_ref(), DEFAULT_HOLD_TIMEOUT, "timeout")?;
         let mut mutation = match self
             .mutate::<ledger::PlaceHoldResponse>(
                 &message.partner_id,
@@ -555,7 +524,7 @@ impl CreditLedgerService for LedgerApi {
             Ok(mutation) => mutation,
             Err(replayed) => return Ok(Response::new(replayed)),
         };
-        let by = principal_proto(&principal);
+        let by = principal.to_proto();
         let hold_id = Uuid::now_v7();
         let expires_at = mutation.now + timeout;
         mutation
@@ -593,9 +562,9 @@ impl CreditLedgerService for LedgerApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_role(&[Role::Operator, Role::Investigator])?;
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
-        let hold_id = parse_hold(&message.hold_id)?;
+        let hold_id = parse_uuid(&message.hold_id, "hold_id")?;
         if message.minutes < 0 {
             return Err(Status::invalid_argument("minutes: must not be negative"));
         }
@@ -629,7 +598,7 @@ impl CreditLedgerService for LedgerApi {
                 "minutes: at most the {reserved} minutes the hold reserves"
             )));
         }
-        let by = principal_proto(&principal);
+        let by = principal.to_proto();
         if minutes > 0 {
             mutation
                 .apply(
@@ -667,9 +636,9 @@ impl CreditLedgerService for LedgerApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_role(&[Role::Operator, Role::Investigator])?;
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
-        let hold_id = parse_hold(&message.hold_id)?;
+        let hold_id = parse_uuid(&message.hold_id, "hold_id")?;
         let mut mutation = match self
             .mutate::<ledger::VoidHoldResponse>(
                 &message.partner_id,
@@ -687,7 +656,7 @@ impl CreditLedgerService for LedgerApi {
                 "hold_id: hold {hold_id} is not pending"
             )));
         }
-        let by = principal_proto(&principal);
+        let by = principal.to_proto();
         let (hold, balance) = mutation
             .release(
                 hold_id,
@@ -710,7 +679,7 @@ impl CreditLedgerService for LedgerApi {
         request: Request<ledger::GetHoldRequest>,
     ) -> Result<Response<ledger::GetHoldResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
-        let hold_id = parse_hold(&request.get_ref().hold_id)?;
+        let hold_id = parse_uuid(&request.get_ref().hold_id, "hold_id")?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
         let hold = store::hold(&self.pool, hold_id)
             .await
@@ -728,7 +697,7 @@ impl CreditLedgerService for LedgerApi {
     ) -> Result<Response<ledger::ListHoldsResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
         principal.require_partner(&message.partner_id)?;
         let states = parse_each(&message.states, "states", "a hold state", |value| {
@@ -740,9 +709,7 @@ impl CreditLedgerService for LedgerApi {
                 ledger::HoldState::Unspecified => None,
             }
         })?;
-        let engagement_id = (!message.engagement_id.is_empty())
-            .then(|| picket_platform::grpc::parse_uuid(&message.engagement_id, "engagement_id"))
-            .transpose()?;
+        let engagement_id = parse_optional_uuid(&message.engagement_id, "engagement_id")?;
         let limit = page_size(message.page_size, 50, 500)?;
         let offset = parse_offset_token(&message.page_token)?;
         let holds = store::holds(
@@ -767,7 +734,7 @@ impl CreditLedgerService for LedgerApi {
     ) -> Result<Response<ledger::GetBalanceResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let partner_id = request.into_inner().partner_id;
-        check_partner(&partner_id)?;
+        check_partner_id(&partner_id)?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
         principal.require_partner(&partner_id)?;
         let mut connection = self.pool.acquire().await.map_err(internal)?;
@@ -800,7 +767,7 @@ impl CreditLedgerService for LedgerApi {
     ) -> Result<Response<ledger::GetCreditTermsResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let partner_id = request.into_inner().partner_id;
-        check_partner(&partner_id)?;
+        check_partner_id(&partner_id)?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
         principal.require_partner(&partner_id)?;
         let row = store::retainer(&self.pool, &partner_id)
@@ -825,7 +792,7 @@ impl CreditLedgerService for LedgerApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_role(&[Role::Operator])?;
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         if message.overdraft_limit_minutes < 0 {
             return Err(Status::invalid_argument(
@@ -854,7 +821,7 @@ impl CreditLedgerService for LedgerApi {
         store::lock_retainer(&mut transaction, &message.partner_id)
             .await
             .map_err(internal)?;
-        let by = principal_proto(&principal);
+        let by = principal.to_proto();
         let row = store::set_terms(
             &mut transaction,
             &message.partner_id,

@@ -5,18 +5,19 @@
 
 use chrono::Utc;
 use picket_platform::Principal;
-use picket_platform::auth::Role;
+use picket_platform::auth::{Role, check_partner_id};
 use picket_platform::db::outbox;
 use picket_platform::grpc::{
     internal, next_offset_token, page_size, parse_each, parse_offset_token, parse_uuid,
+    positive_duration,
 };
-use picket_platform::time::{from_duration, from_timestamp, to_timestamp};
+use picket_platform::time::{from_timestamp, to_timestamp};
 use picket_proto::ledger::v1 as ledger;
 use picket_proto::ledger::v1::engagement_service_server::EngagementService;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::api::{LedgerApi, Mutation, check_key, check_partner};
+use crate::api::{LedgerApi, Mutation, check_key};
 use crate::engagements::{self, EngagementRow, Recommendation};
 use crate::engine::{HoldState, Operation, TransferKind};
 use crate::store;
@@ -97,7 +98,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<ledger::OpenEngagementResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         principal.require_role(&[Role::Operator, Role::Partner])?;
         principal.require_partner(&message.partner_id)?;
@@ -117,15 +118,11 @@ impl EngagementService for EngagementApi {
                 "estimated_minutes: must not be negative",
             ));
         }
-        let timeout = match &message.hold_timeout {
-            None => DEFAULT_HOLD_TIMEOUT,
-            Some(timeout) => from_duration(timeout)
-                .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
-                .filter(|timeout| *timeout > chrono::Duration::zero())
-                .ok_or_else(|| {
-                    Status::invalid_argument("hold_timeout: must be a positive duration")
-                })?,
-        };
+        let timeout = positive_duration(
+            message.hold_timeout.as_ref(),
+            DEFAULT_HOLD_TIMEOUT,
+            "hold_timeout",
+        )?;
         let mut mutation = match self
             .ledger
             .mutate::<ledger::OpenEngagementResponse>(
@@ -251,7 +248,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<ledger::ListEngagementsResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
         principal.require_partner(&message.partner_id)?;
         let states = parse_each(&message.states, "states", "an engagement state", |value| {
@@ -286,7 +283,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<ledger::LogWorkResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         principal.require_role(&[Role::Operator, Role::Investigator])?;
         let engagement_id = parse_uuid(&message.engagement_id, "engagement_id")?;
@@ -448,7 +445,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<ledger::CloseEngagementResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        check_partner(&message.partner_id)?;
+        check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         principal.require_role(&[Role::Operator, Role::Investigator])?;
         let engagement_id = parse_uuid(&message.engagement_id, "engagement_id")?;

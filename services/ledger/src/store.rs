@@ -344,18 +344,6 @@ pub async fn persist(
     recorded: &Recorded<'_>,
     created: &Created<'_>,
 ) -> Result<Vec<TransferRow>, sqlx::Error> {
-    let retainer_account: Uuid = sqlx::query_scalar(
-        "SELECT account_id FROM accounts WHERE partner_id = $1 AND kind = 'partner_retainer'",
-    )
-    .bind(recorded.partner_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    let account_id = |account: Account| match account {
-        Account::Retainer => retainer_account,
-        Account::Issued => ISSUED,
-        Account::Consumed => CONSUMED,
-        Account::Expired => EXPIRED,
-    };
     for pack in &after.packs {
         match before.packs.iter().find(|old| old.id == pack.id) {
             Some(old) if old == pack => {}
@@ -439,6 +427,22 @@ pub async fn persist(
             .execute(&mut *connection)
             .await?;
     }
+    // Most calls begin with an expiry that moves nothing: no account to look up then.
+    if transfers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let retainer_account: Uuid = sqlx::query_scalar(
+        "SELECT account_id FROM accounts WHERE partner_id = $1 AND kind = 'partner_retainer'",
+    )
+    .bind(recorded.partner_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    let account_id = |account: Account| match account {
+        Account::Retainer => retainer_account,
+        Account::Issued => ISSUED,
+        Account::Consumed => CONSUMED,
+        Account::Expired => EXPIRED,
+    };
     let rows: Vec<TransferRow> = transfers
         .iter()
         .map(|transfer| TransferRow {
@@ -452,9 +456,6 @@ pub async fn persist(
             hold_id: transfer.hold_id,
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(rows);
-    }
     // Each account's change: (debits posted, credits posted, debits pending, credits pending). A
     // pending transfer that reverses a hold (release, or the part work used) takes its
     // reservation back off the accounts it was put on.

@@ -6,7 +6,8 @@
 use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::grpc::{
-    internal, keyset_token, page_size, parse_each, parse_keyset_token, parse_uuid, time_range,
+    internal, keyset_token, page_size, parse_each, parse_keyset_token, parse_optional_uuid,
+    parse_uuid, time_range,
 };
 use picket_proto::notifications::v1 as notifications;
 use picket_proto::notifications::v1::delivery_service_server::DeliveryService;
@@ -55,12 +56,6 @@ fn statuses(values: &[i32]) -> Result<Vec<&'static str>, Status> {
     })
 }
 
-fn endpoint_filter(endpoint_id: &str) -> Result<Option<Uuid>, Status> {
-    optional(endpoint_id)
-        .map(|id| parse_uuid(&id, "endpoint_id"))
-        .transpose()
-}
-
 #[tonic::async_trait]
 impl DeliveryService for DeliveryApi {
     async fn list_deliveries(
@@ -78,9 +73,7 @@ impl DeliveryService for DeliveryApi {
                 message.channel
             ))
         })?;
-        let recipient_id = optional(&message.recipient_id)
-            .map(|id| parse_uuid(&id, "recipient_id"))
-            .transpose()?;
+        let recipient_id = parse_optional_uuid(&message.recipient_id, "recipient_id")?;
         let limit = page_size(message.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let filter = DeliveryFilter {
             partner_id,
@@ -88,7 +81,7 @@ impl DeliveryService for DeliveryApi {
             statuses: statuses(&message.statuses)?,
             created_from,
             created_before,
-            endpoint_id: endpoint_filter(&message.endpoint_id)?,
+            endpoint_id: parse_optional_uuid(&message.endpoint_id, "endpoint_id")?,
             recipient_id,
             channel: store::channel_name(channel),
             event_type: optional(&message.event_type),
@@ -214,7 +207,7 @@ impl DeliveryService for DeliveryApi {
             statuses,
             created_from,
             created_before,
-            endpoint_id: endpoint_filter(&message.endpoint_id)?,
+            endpoint_id: parse_optional_uuid(&message.endpoint_id, "endpoint_id")?,
             recipient_id: None,
             channel: None,
             event_type: optional(&message.event_type),

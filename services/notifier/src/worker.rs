@@ -254,7 +254,10 @@ impl DeliveryWorker {
                 () = shutdown.cancelled() => break,
                 Some(destination) = finished.recv() => {
                     if let Some(count) = in_flight.get_mut(&destination) {
-                        *count = count.saturating_sub(1);
+                        *count -= 1;
+                        if *count == 0 {
+                            in_flight.remove(&destination);
+                        }
                     }
                     let next = waiting.get_mut(&destination).and_then(|queued| {
                         std::iter::from_fn(|| queued.pop_front()).find(|dispatch| self.lease_covers(dispatch))
@@ -263,7 +266,6 @@ impl DeliveryWorker {
                         Some(dispatch) => dispatch,
                         None => {
                             waiting.remove(&destination);
-                            in_flight.retain(|_, count| *count > 0);
                             continue;
                         }
                     }
