@@ -1,12 +1,15 @@
 //! The ledger: work logged against engagements by concurrent clients, each call a transfer with
 //! its own idempotency key, durable before it is answered.
 //!
-//! Arguments: TRANSFERS CLIENTS PARTNERS (defaults 20000 8 100). Every partner first gets a pack
-//! large enough for the run and an open engagement; then CLIENTS clients log one-minute work
-//! entries, each on a partner of its own turn, until TRANSFERS have been logged. Reports
+//! Arguments: TRANSFERS CLIENTS PARTNERS IN_FLIGHT (defaults 20000 8 100 16). Every partner first
+//! gets a pack large enough for the run and an open engagement; then CLIENTS clients log
+//! one-minute work entries, each on a partner of its own turn, each client keeping IN_FLIGHT calls
+//! outstanding (as a TigerBeetle client batches), until TRANSFERS have been logged. Reports
 //! transfers/s and call latency.
 
 use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
 
 use picket_platform::auth::{Principal, Role};
 use picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient;
@@ -27,6 +30,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let transfers = argument(arguments, 0, 20_000)?;
     let clients = argument(arguments, 1, 8)?.max(1);
     let partners = argument(arguments, 2, 100)?.max(1);
+    let in_flight = argument(arguments, 3, 16)?.max(1);
 
     let env = TestEnv::new().await;
     let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, LEDGER_TOML);
@@ -77,7 +81,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for client in 0..clients {
-        let mut engagements = engagements.clone();
+        let engagements = engagements.clone();
         let engagement_ids = engagement_ids.clone();
         let token = investigator.clone();
         let env_request = |message: LogWorkRequest| env.request(&token, message);
@@ -96,13 +100,18 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
             })
             .collect();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(requests.len());
-            for request in requests {
-                let sent = Instant::now();
-                engagements.log_work(request).await?;
-                latencies.push(sent.elapsed());
-            }
-            Ok::<Vec<Duration>, tonic::Status>(latencies)
+            futures::stream::iter(requests)
+                .map(|request| {
+                    let mut engagements = engagements.clone();
+                    async move {
+                        let sent = Instant::now();
+                        engagements.log_work(request).await?;
+                        Ok::<Duration, tonic::Status>(sent.elapsed())
+                    }
+                })
+                .buffer_unordered(in_flight)
+                .try_collect::<Vec<Duration>>()
+                .await
         }));
     }
     let mut latencies = Vec::with_capacity(transfers);
@@ -112,10 +121,12 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     latencies.sort();
 
-    println!("| transfers | clients | partners | in | transfers/s | p50 | p90 | p99 | max |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {transfers} | {clients} | {partners} | {:.2} s | {:.0} | {} |",
+        "| transfers | clients | in flight per client | partners | in | transfers/s | p50 | p90 | p99 | max |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {transfers} | {clients} | {in_flight} | {partners} | {:.2} s | {:.0} | {} |",
         elapsed.as_secs_f64(),
         transfers as f64 / elapsed.as_secs_f64(),
         latency_cells(&latencies),

@@ -1,42 +1,79 @@
 //! CreditLedgerService: the operator issues packs of credits and sets a partner's credit terms;
-//! partners read their own balance and terms, operator staff anyone's. Every mutating call carries
-//! an idempotency key: a retry gets the first answer (marked replayed), the same key with other
-//! fields is refused and writes nothing.
+//! partners read their own balance, packs, transfers, statements and terms, operator staff and
+//! investigators anyone's. Every mutating call carries an idempotency key: a retry gets the first
+//! answer (marked replayed), the same key with other fields is refused and writes nothing. The
+//! handlers check a call and send it to the group commit ([`crate::batch`]); the functions that
+//! take a [`Call`] run it there, on the partner's locked position.
 
 use chrono::{DateTime, Utc};
+use picket_platform::Principal;
 use picket_platform::auth::{Role, check_partner_id};
-use picket_platform::db::outbox;
 use picket_platform::grpc::{
     internal, next_offset_token, page_size, parse_each, parse_offset_token, parse_optional_uuid,
-    parse_uuid, positive_duration,
+    parse_uuid, positive_duration, time_range,
 };
 use picket_platform::time::{from_timestamp, to_timestamp};
-use picket_platform::{EventFactory, Principal};
 use picket_proto::common::v1 as common;
 use picket_proto::ledger::v1 as ledger;
 use picket_proto::ledger::v1::credit_ledger_service_server::CreditLedgerService;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::engine::{self, Operation, Refusal, Retainer};
-use crate::store::{self, Claim, HoldRecord, PackRow, RetainerRow};
+use crate::batch::{Action, Call, Command, Commands, Created, Links, NewHold, NewPack, Partner};
+use crate::engine::{self, HoldState, Operation, Retainer, TransferKind};
+use crate::reports;
+use crate::store::{self, HoldRecord, PackRow, RetainerRow, TransferRecord};
 
 /// A pack's validity when the operator does not say.
 const DEFAULT_VALIDITY: chrono::Duration = chrono::Duration::days(365);
+/// How long a hold reserves credits when the request does not say.
+const DEFAULT_HOLD_TIMEOUT: chrono::Duration = chrono::Duration::days(14);
 const MAX_KEY_LENGTH: usize = 200;
 
 #[derive(Clone)]
 pub struct LedgerApi {
     pub(crate) pool: PgPool,
-    pub(crate) events: EventFactory,
+    commands: Commands,
 }
 
 impl LedgerApi {
-    pub fn new(pool: PgPool, events: EventFactory) -> LedgerApi {
-        LedgerApi { pool, events }
+    pub(crate) fn new(pool: PgPool, commands: Commands) -> LedgerApi {
+        LedgerApi { pool, commands }
+    }
+
+    /// Applies a checked call by `principal` with the others that gathered, and answers it.
+    pub(crate) async fn submit<R: Replayable>(
+        &self,
+        principal: &Principal,
+        operation: &'static str,
+        (partner_id, key): (&str, &str),
+        request: &impl Message,
+        action: Action,
+    ) -> Result<Response<R>, Status> {
+        let command = Command {
+            partner_id: partner_id.to_owned(),
+            key: key.to_owned(),
+            operation,
+            request_sha256: Sha256::digest(request.encode_to_vec()).to_vec(),
+            actor: principal.to_proto(),
+            action,
+        };
+        let answer = self
+            .commands
+            .submit(command)
+            .await
+            .map_err(|error| Status::unavailable(error.to_string()))??;
+        let mut response: R = R::decode(answer.response.as_slice()).map_err(|error| {
+            tracing::error!(%error, "a stored answer does not decode");
+            Status::internal("internal error")
+        })?;
+        if answer.replayed {
+            response.mark_replayed();
+        }
+        Ok(Response::new(response))
     }
 }
 
@@ -52,33 +89,33 @@ pub(crate) fn check_key(key: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// What a call's key says, or the refusal of a reused key.
-async fn claim(
-    connection: &mut PgConnection,
-    partner_id: &str,
-    key: &str,
-    operation: &str,
-    request: &impl Message,
-) -> Result<Option<Vec<u8>>, Status> {
-    let sha256 = Sha256::digest(request.encode_to_vec());
-    match store::claim_key(connection, partner_id, key, operation, &sha256, Utc::now())
-        .await
-        .map_err(internal)?
-    {
-        Claim::Fresh => Ok(None),
-        Claim::Replay(response) => Ok(Some(response)),
-        Claim::Conflict => Err(Status::invalid_argument(format!(
-            "idempotency_key: {key} was used for another call or with other fields"
-        ))),
-    }
+/// An answer that says whether it repeats the first call's.
+pub(crate) trait Replayable: Message + Default {
+    fn mark_replayed(&mut self);
 }
 
-pub(crate) fn decode<M: Message + Default>(response: &[u8]) -> Result<M, Status> {
-    M::decode(response).map_err(|error| {
-        tracing::error!(%error, "a stored answer does not decode");
-        Status::internal("internal error")
-    })
+macro_rules! replayable {
+    ($($response:ty),+ $(,)?) => {
+        $(impl Replayable for $response {
+            fn mark_replayed(&mut self) {
+                self.replayed = true;
+            }
+        })+
+    };
 }
+
+replayable!(
+    ledger::PurchaseCreditsResponse,
+    ledger::PlaceHoldResponse,
+    ledger::PostHoldResponse,
+    ledger::VoidHoldResponse,
+    ledger::SetCreditTermsResponse,
+    ledger::OpenEngagementResponse,
+    ledger::AssignInvestigatorResponse,
+    ledger::LogWorkResponse,
+    ledger::RecordRecommendationsResponse,
+    ledger::CloseEngagementResponse,
+);
 
 fn pack_state(pack: &PackRow, now: DateTime<Utc>) -> ledger::PackState {
     if pack.expired > 0 || (pack.expires_at <= now && pack.remaining == 0 && pack.used == 0) {
@@ -90,7 +127,7 @@ fn pack_state(pack: &PackRow, now: DateTime<Utc>) -> ledger::PackState {
     }
 }
 
-fn pack_proto(pack: &PackRow, now: DateTime<Utc>) -> ledger::CreditPack {
+pub(crate) fn pack_proto(pack: &PackRow, now: DateTime<Utc>) -> ledger::CreditPack {
     ledger::CreditPack {
         pack_id: pack.pack_id.to_string(),
         partner_id: pack.partner_id.clone(),
@@ -113,7 +150,7 @@ fn pack_proto(pack: &PackRow, now: DateTime<Utc>) -> ledger::CreditPack {
 }
 
 /// A partner's balance from its position and packs.
-fn balance_proto(
+pub(crate) fn balance_proto(
     partner_id: &str,
     row: Option<&RetainerRow>,
     position: &Retainer,
@@ -152,24 +189,12 @@ fn terms_proto(row: &RetainerRow) -> ledger::CreditTerms {
     }
 }
 
-fn refusal_status(refusal: Refusal) -> Status {
-    let message = refusal.to_string();
-    match refusal {
-        Refusal::NotPositive => Status::invalid_argument(message),
-        Refusal::PackExists(_) | Refusal::HoldExists(_) => Status::already_exists(message),
-        Refusal::NoSuchHold(_) => Status::not_found(message),
-        Refusal::HoldNotPending(_) | Refusal::Insufficient { .. } => {
-            Status::failed_precondition(message)
-        }
-    }
-}
-
-fn hold_proto(hold: &HoldRecord) -> ledger::Hold {
-    let state = match hold.state.as_str() {
-        "pending" => ledger::HoldState::Pending,
-        "closed" => ledger::HoldState::Posted,
-        "voided" => ledger::HoldState::Voided,
-        _ => ledger::HoldState::Expired,
+pub(crate) fn hold_proto(hold: &HoldRecord) -> ledger::Hold {
+    let state = match hold.state {
+        HoldState::Pending => ledger::HoldState::Pending,
+        HoldState::Closed => ledger::HoldState::Posted,
+        HoldState::Voided => ledger::HoldState::Voided,
+        HoldState::Expired => ledger::HoldState::Expired,
     };
     ledger::Hold {
         hold_id: hold.hold_id.to_string(),
@@ -193,194 +218,247 @@ fn hold_proto(hold: &HoldRecord) -> ledger::Hold {
     }
 }
 
-/// A call that moves credits: its transaction, with the partner's position locked and what
-/// lapsed (holds past their timeout, packs past their validity) expired first.
-pub(crate) struct Mutation {
-    pub(crate) transaction: sqlx::Transaction<'static, sqlx::Postgres>,
-    partner_id: String,
-    key: String,
-    row: RetainerRow,
-    pub(crate) position: Retainer,
-    pub(crate) now: DateTime<Utc>,
+pub(crate) fn transfer_kind_proto(kind: TransferKind) -> ledger::TransferKind {
+    match kind {
+        TransferKind::Purchase => ledger::TransferKind::Purchase,
+        TransferKind::Hold => ledger::TransferKind::Hold,
+        TransferKind::HoldPost => ledger::TransferKind::HoldPost,
+        TransferKind::HoldVoid => ledger::TransferKind::HoldVoid,
+        TransferKind::HoldExpire => ledger::TransferKind::HoldExpire,
+        TransferKind::WorkDebit => ledger::TransferKind::WorkDebit,
+        TransferKind::Expiry => ledger::TransferKind::Expiry,
+    }
 }
 
-enum Begun {
-    /// A retry: the first call's encoded answer.
-    Replay(Vec<u8>),
-    Fresh(Box<Mutation>),
+fn optional_id(id: Option<Uuid>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
 }
 
-/// An answer that says whether it repeats the first call's.
-pub(crate) trait Replayable: Message + Default {
-    fn mark_replayed(&mut self);
-}
-
-macro_rules! replayable {
-    ($($response:ty),+ $(,)?) => {
-        $(impl Replayable for $response {
-            fn mark_replayed(&mut self) {
-                self.replayed = true;
-            }
-        })+
+/// A transfer as the API shows it; `pending_transfer_id` is the HOLD transfer it resolves.
+pub(crate) fn transfer_proto(
+    transfer: &TransferRecord,
+    pending_transfer_id: Option<Uuid>,
+) -> ledger::Transfer {
+    let actor = if transfer.actor_role == 0 {
+        common::Actor {
+            kind: common::ActorKind::System.into(),
+            service: crate::SERVICE.into(),
+            ..Default::default()
+        }
+    } else {
+        common::Actor {
+            kind: common::ActorKind::Principal.into(),
+            principal: Some(common::Principal {
+                subject: transfer.actor_subject.clone(),
+                role: transfer.actor_role,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     };
-}
-
-replayable!(
-    ledger::PurchaseCreditsResponse,
-    ledger::PlaceHoldResponse,
-    ledger::PostHoldResponse,
-    ledger::VoidHoldResponse,
-    ledger::OpenEngagementResponse,
-    ledger::LogWorkResponse,
-    ledger::CloseEngagementResponse,
-);
-
-impl LedgerApi {
-    /// Begins a credit-moving call, or answers a retry of one with the first answer (`Err`).
-    pub(crate) async fn mutate<R: Replayable>(
-        &self,
-        partner_id: &str,
-        key: &str,
-        operation: &str,
-        request: &impl Message,
-    ) -> Result<Result<Box<Mutation>, R>, Status> {
-        match self.begin(partner_id, key, operation, request).await? {
-            Begun::Fresh(mutation) => Ok(Ok(mutation)),
-            Begun::Replay(response) => {
-                let mut response: R = decode(&response)?;
-                response.mark_replayed();
-                Ok(Err(response))
-            }
-        }
-    }
-
-    async fn begin(
-        &self,
-        partner_id: &str,
-        key: &str,
-        operation: &str,
-        request: &impl Message,
-    ) -> Result<Begun, Status> {
-        let mut transaction = self.pool.begin().await.map_err(internal)?;
-        if let Some(response) = claim(&mut transaction, partner_id, key, operation, request).await?
-        {
-            return Ok(Begun::Replay(response));
-        }
-        let row = store::lock_retainer(&mut transaction, partner_id)
-            .await
-            .map_err(internal)?;
-        let packs = store::packs(&mut transaction, partner_id)
-            .await
-            .map_err(internal)?;
-        let mut mutation = Mutation {
-            position: store::position(&mut transaction, &row, &packs)
-                .await
-                .map_err(internal)?,
-            transaction,
-            partner_id: partner_id.to_owned(),
-            key: key.to_owned(),
-            row,
-            now: Utc::now(),
-        };
-        mutation
-            .apply(
-                &Operation::Expire { now: mutation.now },
-                ("picket", 0),
-                "expired",
-                &store::Created::default(),
-            )
-            .await?;
-        Ok(Begun::Fresh(Box::new(mutation)))
+    ledger::Transfer {
+        transfer_id: transfer.transfer_id.to_string(),
+        partner_id: transfer.partner_id.clone(),
+        kind: transfer_kind_proto(transfer.kind).into(),
+        debit_account_id: transfer.debit_account_id.to_string(),
+        credit_account_id: transfer.credit_account_id.to_string(),
+        amount_minutes: transfer.amount,
+        pack_id: optional_id(transfer.pack_id),
+        engagement_id: optional_id(transfer.engagement_id),
+        hold_id: optional_id(transfer.hold_id),
+        work_entry_id: optional_id(transfer.work_entry_id),
+        idempotency_key: transfer.idempotency_key.clone(),
+        created_at: Some(to_timestamp(transfer.created_at)),
+        description: transfer.description.clone(),
+        pending_transfer_id: optional_id(pending_transfer_id),
+        actor: Some(actor),
     }
 }
 
-impl Mutation {
-    /// Applies `operation` by `actor` (subject and role) and records what it moved.
-    pub(crate) async fn apply(
-        &mut self,
-        operation: &Operation,
-        actor: (&str, i32),
-        description: &str,
-        created: &store::Created<'_>,
-    ) -> Result<Vec<store::TransferRow>, Status> {
-        let (after, transfers) =
-            engine::apply(&self.position, operation).map_err(refusal_status)?;
-        let rows = store::persist(
-            &mut self.transaction,
-            &self.position,
-            &after,
-            &transfers,
-            &store::Recorded {
-                partner_id: &self.partner_id,
-                idempotency_key: &self.key,
-                description,
-                actor_subject: actor.0,
-                actor_role: actor.1,
-                now: self.now,
+pub(crate) fn purchase(
+    call: &mut Call<'_>,
+    request: &ledger::PurchaseCreditsRequest,
+    valid_from: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<ledger::PurchaseCreditsResponse, Status> {
+    let pack_id = Uuid::now_v7();
+    let recorded = call.apply(
+        &Operation::Purchase {
+            pack_id,
+            minutes: request.minutes,
+            expires_at,
+        },
+        &request.description,
+        &Created {
+            pack: Some(NewPack {
+                valid_from,
+                purchase_reference: &request.purchase_reference,
+                description: &request.description,
+            }),
+            hold: None,
+        },
+        Links::default(),
+    )?;
+    let balance = call.balance();
+    let pack = balance
+        .packs
+        .iter()
+        .find(|pack| pack.pack_id == pack_id.to_string())
+        .cloned();
+    let transfer = recorded
+        .iter()
+        .find(|transfer| transfer.kind == TransferKind::Purchase)
+        .map(|transfer| transfer_proto(transfer, None));
+    let purchased = ledger::CreditsPurchased {
+        partner_id: request.partner_id.clone(),
+        pack: pack.clone(),
+        transfer_id: transfer
+            .as_ref()
+            .map(|transfer| transfer.transfer_id.clone())
+            .unwrap_or_default(),
+        available_minutes: balance.available_minutes,
+        issued_by: Some(call.actor.clone()),
+        purchased_at: Some(to_timestamp(call.now)),
+        ..Default::default()
+    };
+    call.publish(&purchased)?;
+    tracing::info!(partner_id = %request.partner_id, %pack_id, minutes = request.minutes, "credits purchased");
+    Ok(ledger::PurchaseCreditsResponse {
+        pack,
+        transfer,
+        balance: Some(balance),
+        replayed: false,
+    })
+}
+
+pub(crate) fn place_hold(
+    call: &mut Call<'_>,
+    request: &ledger::PlaceHoldRequest,
+    engagement_id: Option<Uuid>,
+    timeout: chrono::Duration,
+) -> Result<ledger::PlaceHoldResponse, Status> {
+    if let Some(engagement_id) = engagement_id {
+        call.open_engagement(engagement_id)?;
+    }
+    let hold_id = Uuid::now_v7();
+    call.apply(
+        &Operation::PlaceHold {
+            hold_id,
+            minutes: request.minutes,
+            expires_at: call.now + timeout,
+        },
+        &request.description,
+        &Created {
+            pack: None,
+            hold: Some(NewHold {
+                engagement_id,
+                description: &request.description,
+            }),
+        },
+        Links {
+            engagement_id,
+            work_entry_id: None,
+        },
+    )?;
+    Ok(ledger::PlaceHoldResponse {
+        hold: Some(call.hold(hold_id)?),
+        balance: Some(call.balance()),
+        replayed: false,
+    })
+}
+
+/// What a pending hold still reserves, or why it cannot be posted or voided.
+fn pending(call: &Call<'_>, hold_id: Uuid) -> Result<i64, Status> {
+    call.position()
+        .holds
+        .get(&hold_id)
+        .map(engine::Hold::reserved)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("hold_id: hold {hold_id} is not pending"))
+        })
+}
+
+/// Ends a pending hold as `state`; returns it and the balance after.
+fn release(
+    call: &mut Call<'_>,
+    hold_id: Uuid,
+    state: HoldState,
+    description: &str,
+) -> Result<(ledger::Hold, ledger::Balance), Status> {
+    call.apply(
+        &Operation::ReleaseHold { hold_id, state },
+        description,
+        &Created::default(),
+        Links::default(),
+    )?;
+    Ok((call.hold(hold_id)?, call.balance()))
+}
+
+pub(crate) fn post_hold(
+    call: &mut Call<'_>,
+    request: &ledger::PostHoldRequest,
+    hold_id: Uuid,
+) -> Result<ledger::PostHoldResponse, Status> {
+    let reserved = pending(call, hold_id)?;
+    let minutes = if request.minutes == 0 {
+        reserved
+    } else {
+        request.minutes
+    };
+    if minutes > reserved {
+        return Err(Status::invalid_argument(format!(
+            "minutes: at most the {reserved} minutes the hold reserves"
+        )));
+    }
+    if minutes > 0 {
+        call.apply(
+            &Operation::Work {
+                minutes,
+                hold_id: Some(hold_id),
             },
-            created,
-        )
-        .await
-        .map_err(internal)?;
-        self.position = after;
-        Ok(rows)
+            &request.description,
+            &Created::default(),
+            Links::default(),
+        )?;
     }
-
-    /// Ends a pending hold as `state`; returns it and the balance after.
-    async fn release(
-        &mut self,
-        hold_id: Uuid,
-        state: engine::HoldState,
-        actor: (&str, i32),
-        description: &str,
-    ) -> Result<(ledger::Hold, ledger::Balance), Status> {
-        self.apply(
-            &Operation::ReleaseHold { hold_id, state },
-            actor,
-            description,
-            &store::Created::default(),
-        )
-        .await?;
-        Ok((self.hold(hold_id).await?, self.balance().await?))
-    }
-
-    pub(crate) async fn balance(&mut self) -> Result<ledger::Balance, Status> {
-        let packs = store::packs(&mut self.transaction, &self.partner_id)
-            .await
-            .map_err(internal)?;
-        Ok(balance_proto(
-            &self.partner_id,
-            Some(&self.row),
-            &self.position,
-            &packs,
-            self.now,
-        ))
-    }
-
-    pub(crate) async fn hold(&mut self, hold_id: Uuid) -> Result<ledger::Hold, Status> {
-        store::hold(&mut *self.transaction, hold_id)
-            .await
-            .map_err(internal)?
-            .map(|hold| hold_proto(&hold))
-            .ok_or_else(|| Status::not_found(format!("hold_id: no hold {hold_id}")))
-    }
-
-    /// Stores the answer for retries and commits.
-    pub(crate) async fn finish(mut self, response: &impl Message) -> Result<(), Status> {
-        store::finish_key(
-            &mut self.transaction,
-            &self.partner_id,
-            &self.key,
-            &response.encode_to_vec(),
-        )
-        .await
-        .map_err(internal)?;
-        self.transaction.commit().await.map_err(internal)
-    }
+    let (hold, balance) = release(call, hold_id, HoldState::Closed, &request.description)?;
+    Ok(ledger::PostHoldResponse {
+        hold: Some(hold),
+        balance: Some(balance),
+        replayed: false,
+    })
 }
 
-/// How long a hold reserves credits when the request does not say.
-const DEFAULT_HOLD_TIMEOUT: chrono::Duration = chrono::Duration::days(14);
+pub(crate) fn void_hold(
+    call: &mut Call<'_>,
+    request: &ledger::VoidHoldRequest,
+    hold_id: Uuid,
+) -> Result<ledger::VoidHoldResponse, Status> {
+    pending(call, hold_id)?;
+    let (hold, balance) = release(call, hold_id, HoldState::Voided, &request.reason)?;
+    Ok(ledger::VoidHoldResponse {
+        hold: Some(hold),
+        balance: Some(balance),
+        replayed: false,
+    })
+}
+
+pub(crate) fn set_terms(
+    call: &mut Call<'_>,
+    request: &ledger::SetCreditTermsRequest,
+) -> ledger::SetCreditTermsResponse {
+    let (subject, role, now) = (call.actor.subject.clone(), call.actor.role, call.now);
+    let row = call.terms();
+    row.overdraft_limit = request.overdraft_limit_minutes;
+    row.low_balance_threshold = request.low_balance_threshold_minutes;
+    row.terms_updated_at = Some(now);
+    row.terms_updated_by = subject;
+    row.terms_updated_role = role;
+    ledger::SetCreditTermsResponse {
+        terms: Some(terms_proto(row)),
+        replayed: false,
+    }
+}
 
 #[tonic::async_trait]
 impl CreditLedgerService for LedgerApi {
@@ -409,93 +487,19 @@ impl CreditLedgerService for LedgerApi {
                 "validity: the pack would have expired already",
             ));
         }
-
-        let mut mutation = match self
-            .mutate::<ledger::PurchaseCreditsResponse>(
-                &message.partner_id,
-                &message.idempotency_key,
-                "purchase_credits",
-                &message,
-            )
-            .await?
-        {
-            Ok(mutation) => mutation,
-            Err(replayed) => return Ok(Response::new(replayed)),
+        let action = Action::Purchase {
+            request: message.clone(),
+            valid_from,
+            expires_at,
         };
-        let issued_by = principal.to_proto();
-        let pack_id = Uuid::now_v7();
-        let recorded = mutation
-            .apply(
-                &Operation::Purchase {
-                    pack_id,
-                    minutes: message.minutes,
-                    expires_at,
-                },
-                (&issued_by.subject, issued_by.role),
-                &message.description,
-                &store::Created {
-                    pack: Some(store::NewPack {
-                        pack_id,
-                        valid_from,
-                        purchase_reference: &message.purchase_reference,
-                        description: &message.description,
-                    }),
-                    hold: None,
-                },
-            )
-            .await?;
-        let balance = mutation.balance().await?;
-        let pack = balance
-            .packs
-            .iter()
-            .find(|pack| pack.pack_id == pack_id.to_string())
-            .cloned();
-        let transfer = recorded.first().map(|row| ledger::Transfer {
-            transfer_id: row.transfer_id.to_string(),
-            partner_id: message.partner_id.clone(),
-            kind: ledger::TransferKind::Purchase.into(),
-            debit_account_id: row.debit_account_id.to_string(),
-            credit_account_id: row.credit_account_id.to_string(),
-            amount_minutes: row.amount,
-            pack_id: pack_id.to_string(),
-            idempotency_key: message.idempotency_key.clone(),
-            created_at: Some(to_timestamp(now)),
-            description: message.description.clone(),
-            actor: Some(common::Actor {
-                kind: common::ActorKind::Principal.into(),
-                principal: Some(issued_by.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let purchased = ledger::CreditsPurchased {
-            partner_id: message.partner_id.clone(),
-            pack: pack.clone(),
-            transfer_id: transfer
-                .as_ref()
-                .map(|transfer| transfer.transfer_id.clone())
-                .unwrap_or_default(),
-            available_minutes: balance.available_minutes,
-            issued_by: Some(issued_by),
-            purchased_at: Some(to_timestamp(now)),
-            ..Default::default()
-        };
-        let event = self
-            .events
-            .event(&purchased, now)
-            .map_err(|error| Status::internal(error.to_string()))?;
-        outbox::enqueue(&mut mutation.transaction, &event)
-            .await
-            .map_err(internal)?;
-        let response = ledger::PurchaseCreditsResponse {
-            pack,
-            transfer,
-            balance: Some(balance),
-            replayed: false,
-        };
-        mutation.finish(&response).await?;
-        tracing::info!(partner_id = %message.partner_id, %pack_id, minutes = message.minutes, "credits purchased");
-        Ok(Response::new(response))
+        self.submit(
+            &principal,
+            "purchase_credits",
+            (&message.partner_id, &message.idempotency_key),
+            &message,
+            action,
+        )
+        .await
     }
 
     async fn place_hold(
@@ -512,47 +516,19 @@ impl CreditLedgerService for LedgerApi {
         }
         let engagement_id = parse_optional_uuid(&message.engagement_id, "engagement_id")?;
         let timeout = positive_duration(message.timeout.as_ref(), DEFAULT_HOLD_TIMEOUT, "timeout")?;
-        let mut mutation = match self
-            .mutate::<ledger::PlaceHoldResponse>(
-                &message.partner_id,
-                &message.idempotency_key,
-                "place_hold",
-                &message,
-            )
-            .await?
-        {
-            Ok(mutation) => mutation,
-            Err(replayed) => return Ok(Response::new(replayed)),
+        let action = Action::PlaceHold {
+            request: message.clone(),
+            engagement_id,
+            timeout,
         };
-        let by = principal.to_proto();
-        let hold_id = Uuid::now_v7();
-        let expires_at = mutation.now + timeout;
-        mutation
-            .apply(
-                &Operation::PlaceHold {
-                    hold_id,
-                    minutes: message.minutes,
-                    expires_at,
-                },
-                (&by.subject, by.role),
-                &message.description,
-                &store::Created {
-                    pack: None,
-                    hold: Some(store::NewHold {
-                        hold_id,
-                        engagement_id,
-                        description: &message.description,
-                    }),
-                },
-            )
-            .await?;
-        let response = ledger::PlaceHoldResponse {
-            hold: Some(mutation.hold(hold_id).await?),
-            balance: Some(mutation.balance().await?),
-            replayed: false,
-        };
-        mutation.finish(&response).await?;
-        Ok(Response::new(response))
+        self.submit(
+            &principal,
+            "place_hold",
+            (&message.partner_id, &message.idempotency_key),
+            &message,
+            action,
+        )
+        .await
     }
 
     async fn post_hold(
@@ -568,65 +544,18 @@ impl CreditLedgerService for LedgerApi {
         if message.minutes < 0 {
             return Err(Status::invalid_argument("minutes: must not be negative"));
         }
-        let mut mutation = match self
-            .mutate::<ledger::PostHoldResponse>(
-                &message.partner_id,
-                &message.idempotency_key,
-                "post_hold",
-                &message,
-            )
-            .await?
-        {
-            Ok(mutation) => mutation,
-            Err(replayed) => return Ok(Response::new(replayed)),
+        let action = Action::PostHold {
+            request: message.clone(),
+            hold_id,
         };
-        let reserved = mutation
-            .position
-            .holds
-            .get(&hold_id)
-            .map(engine::Hold::reserved)
-            .ok_or_else(|| {
-                Status::failed_precondition(format!("hold_id: hold {hold_id} is not pending"))
-            })?;
-        let minutes = if message.minutes == 0 {
-            reserved
-        } else {
-            message.minutes
-        };
-        if minutes > reserved {
-            return Err(Status::invalid_argument(format!(
-                "minutes: at most the {reserved} minutes the hold reserves"
-            )));
-        }
-        let by = principal.to_proto();
-        if minutes > 0 {
-            mutation
-                .apply(
-                    &Operation::Work {
-                        minutes,
-                        hold_id: Some(hold_id),
-                    },
-                    (&by.subject, by.role),
-                    &message.description,
-                    &store::Created::default(),
-                )
-                .await?;
-        }
-        let (hold, balance) = mutation
-            .release(
-                hold_id,
-                engine::HoldState::Closed,
-                (&by.subject, by.role),
-                &message.description,
-            )
-            .await?;
-        let response = ledger::PostHoldResponse {
-            hold: Some(hold),
-            balance: Some(balance),
-            replayed: false,
-        };
-        mutation.finish(&response).await?;
-        Ok(Response::new(response))
+        self.submit(
+            &principal,
+            "post_hold",
+            (&message.partner_id, &message.idempotency_key),
+            &message,
+            action,
+        )
+        .await
     }
 
     async fn void_hold(
@@ -639,39 +568,18 @@ impl CreditLedgerService for LedgerApi {
         check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         let hold_id = parse_uuid(&message.hold_id, "hold_id")?;
-        let mut mutation = match self
-            .mutate::<ledger::VoidHoldResponse>(
-                &message.partner_id,
-                &message.idempotency_key,
-                "void_hold",
-                &message,
-            )
-            .await?
-        {
-            Ok(mutation) => mutation,
-            Err(replayed) => return Ok(Response::new(replayed)),
+        let action = Action::VoidHold {
+            request: message.clone(),
+            hold_id,
         };
-        if !mutation.position.holds.contains_key(&hold_id) {
-            return Err(Status::failed_precondition(format!(
-                "hold_id: hold {hold_id} is not pending"
-            )));
-        }
-        let by = principal.to_proto();
-        let (hold, balance) = mutation
-            .release(
-                hold_id,
-                engine::HoldState::Voided,
-                (&by.subject, by.role),
-                &message.reason,
-            )
-            .await?;
-        let response = ledger::VoidHoldResponse {
-            hold: Some(hold),
-            balance: Some(balance),
-            replayed: false,
-        };
-        mutation.finish(&response).await?;
-        Ok(Response::new(response))
+        self.submit(
+            &principal,
+            "void_hold",
+            (&message.partner_id, &message.idempotency_key),
+            &message,
+            action,
+        )
+        .await
     }
 
     async fn get_hold(
@@ -702,10 +610,10 @@ impl CreditLedgerService for LedgerApi {
         principal.require_partner(&message.partner_id)?;
         let states = parse_each(&message.states, "states", "a hold state", |value| {
             match ledger::HoldState::try_from(value).ok()? {
-                ledger::HoldState::Pending => Some("pending"),
-                ledger::HoldState::Posted => Some("closed"),
-                ledger::HoldState::Voided => Some("voided"),
-                ledger::HoldState::Expired => Some("expired"),
+                ledger::HoldState::Pending => Some(HoldState::Pending.name()),
+                ledger::HoldState::Posted => Some(HoldState::Closed.name()),
+                ledger::HoldState::Voided => Some(HoldState::Voided.name()),
+                ledger::HoldState::Expired => Some(HoldState::Expired.name()),
                 ledger::HoldState::Unspecified => None,
             }
         })?;
@@ -737,27 +645,125 @@ impl CreditLedgerService for LedgerApi {
         check_partner_id(&partner_id)?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
         principal.require_partner(&partner_id)?;
-        let mut connection = self.pool.acquire().await.map_err(internal)?;
-        let row = store::retainer(&mut *connection, &partner_id)
+        let now = Utc::now();
+        let balance = match Partner::read(&self.pool, &partner_id)
             .await
-            .map_err(internal)?;
-        let packs = store::packs(&mut connection, &partner_id)
-            .await
-            .map_err(internal)?;
-        let position = match &row {
-            Some(row) => store::position(&mut connection, row, &packs)
-                .await
-                .map_err(internal)?,
-            None => Retainer::default(),
+            .map_err(internal)?
+        {
+            Some(partner) => partner.balance(now),
+            None => balance_proto(&partner_id, None, &Retainer::default(), &[], now),
         };
         Ok(Response::new(ledger::GetBalanceResponse {
-            balance: Some(balance_proto(
-                &partner_id,
-                row.as_ref(),
-                &position,
-                &packs,
-                Utc::now(),
-            )),
+            balance: Some(balance),
+        }))
+    }
+
+    async fn list_credit_packs(
+        &self,
+        request: Request<ledger::ListCreditPacksRequest>,
+    ) -> Result<Response<ledger::ListCreditPacksResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        check_partner_id(&message.partner_id)?;
+        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        principal.require_partner(&message.partner_id)?;
+        let states = parse_each(&message.states, "states", "a pack state", |value| {
+            ledger::PackState::try_from(value)
+                .ok()
+                .filter(|state| *state != ledger::PackState::Unspecified)
+        })?;
+        let limit = page_size(message.page_size, 50, 500)?;
+        let offset = parse_offset_token(&message.page_token)?;
+        let now = Utc::now();
+        let packs = reports::packs(&self.pool, &message.partner_id, offset, limit)
+            .await
+            .map_err(internal)?;
+        let next_page_token = next_offset_token(offset, packs.len(), limit);
+        Ok(Response::new(ledger::ListCreditPacksResponse {
+            packs: packs
+                .iter()
+                .map(|pack| pack_proto(pack, now))
+                .filter(|pack| states.is_empty() || states.contains(&pack.state()))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<ledger::ListTransfersRequest>,
+    ) -> Result<Response<ledger::ListTransfersResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        check_partner_id(&message.partner_id)?;
+        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        principal.require_partner(&message.partner_id)?;
+        let kinds = parse_each(&message.kinds, "kinds", "a transfer kind", |value| {
+            let kind = ledger::TransferKind::try_from(value).ok()?;
+            reports::TRANSFER_KINDS
+                .iter()
+                .find(|known| transfer_kind_proto(**known) == kind)
+                .map(|known| known.name())
+        })?;
+        let (from, until) = time_range(message.created.as_ref(), "created")?;
+        let engagement_id = parse_optional_uuid(&message.engagement_id, "engagement_id")?;
+        let limit = page_size(message.page_size, 100, 1000)?;
+        let offset = parse_offset_token(&message.page_token)?;
+        let transfers = reports::transfers(
+            &self.pool,
+            &reports::TransferFilter {
+                partner_id: &message.partner_id,
+                kinds: &kinds,
+                from,
+                until,
+                engagement_id,
+            },
+            offset,
+            limit,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(ledger::ListTransfersResponse {
+            next_page_token: next_offset_token(offset, transfers.len(), limit),
+            transfers: transfers
+                .iter()
+                .map(|(transfer, pending)| transfer_proto(transfer, *pending))
+                .collect(),
+        }))
+    }
+
+    async fn get_statement(
+        &self,
+        request: Request<ledger::GetStatementRequest>,
+    ) -> Result<Response<ledger::GetStatementResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        check_partner_id(&message.partner_id)?;
+        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        principal.require_partner(&message.partner_id)?;
+        let (Some(from), Some(until)) = time_range(message.period.as_ref(), "period")? else {
+            return Err(Status::invalid_argument(
+                "period: start_time and end_time are required",
+            ));
+        };
+        if until <= from {
+            return Err(Status::invalid_argument(
+                "period: end_time must be after start_time",
+            ));
+        }
+        let format = ledger::StatementFormat::try_from(message.format)
+            .map_err(|_| Status::invalid_argument("format: unknown statement format"))?;
+        let statement = reports::statement(&self.pool, &message.partner_id, from, until)
+            .await
+            .map_err(internal)?;
+        let csv = if format == ledger::StatementFormat::Csv {
+            reports::csv(&statement)
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(ledger::GetStatementResponse {
+            statement: Some(statement),
+            csv,
         }))
     }
 
@@ -804,47 +810,48 @@ impl CreditLedgerService for LedgerApi {
                 "low_balance_threshold_minutes: must not be negative",
             ));
         }
-        let mut transaction = self.pool.begin().await.map_err(internal)?;
-        if let Some(response) = claim(
-            &mut transaction,
-            &message.partner_id,
-            &message.idempotency_key,
+        self.submit(
+            &principal,
             "set_credit_terms",
+            (&message.partner_id, &message.idempotency_key),
             &message,
+            Action::SetTerms(message.clone()),
         )
-        .await?
-        {
-            let mut response: ledger::SetCreditTermsResponse = decode(&response)?;
-            response.replayed = true;
-            return Ok(Response::new(response));
+        .await
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<ledger::ListAccountsRequest>,
+    ) -> Result<Response<ledger::ListAccountsResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        // Partners see their own retainer; the operator's accounts and every partner's are staff's.
+        if message.partner_id.is_empty() {
+            principal.require_role(&[Role::Operator, Role::Investigator])?;
+        } else {
+            check_partner_id(&message.partner_id)?;
+            principal.require_partner(&message.partner_id)?;
         }
-        store::lock_retainer(&mut transaction, &message.partner_id)
+        let kinds = parse_each(&message.kinds, "kinds", "an account kind", |value| {
+            match ledger::AccountKind::try_from(value).ok()? {
+                ledger::AccountKind::PartnerRetainer => Some("partner_retainer"),
+                ledger::AccountKind::OperatorIssued => Some("operator_issued"),
+                ledger::AccountKind::OperatorConsumed => Some("operator_consumed"),
+                ledger::AccountKind::OperatorExpired => Some("operator_expired"),
+                ledger::AccountKind::Unspecified => None,
+            }
+        })?;
+        let limit = page_size(message.page_size, 100, 1000)?;
+        let offset = parse_offset_token(&message.page_token)?;
+        let partner_id = (!message.partner_id.is_empty()).then_some(message.partner_id.as_str());
+        let accounts = reports::accounts(&self.pool, partner_id, &kinds, offset, limit)
             .await
             .map_err(internal)?;
-        let by = principal.to_proto();
-        let row = store::set_terms(
-            &mut transaction,
-            &message.partner_id,
-            message.overdraft_limit_minutes,
-            message.low_balance_threshold_minutes,
-            (&by.subject, by.role),
-            Utc::now(),
-        )
-        .await
-        .map_err(internal)?;
-        let response = ledger::SetCreditTermsResponse {
-            terms: Some(terms_proto(&row)),
-            replayed: false,
-        };
-        store::finish_key(
-            &mut transaction,
-            &message.partner_id,
-            &message.idempotency_key,
-            &response.encode_to_vec(),
-        )
-        .await
-        .map_err(internal)?;
-        transaction.commit().await.map_err(internal)?;
-        Ok(Response::new(response))
+        Ok(Response::new(ledger::ListAccountsResponse {
+            next_page_token: next_offset_token(offset, accounts.len(), limit),
+            accounts,
+        }))
     }
 }

@@ -1,29 +1,32 @@
 //! EngagementService: a partner asks for incident response (for an incident or in free text,
 //! saying how it asked) and stays the investigator's first point of contact; an estimate places a
-//! hold; investigators log work, debited oldest pack first and from the hold first; closing
-//! records the summary and recommendations and releases what the hold still reserves.
+//! hold; investigators are assigned and log work, debited from the hold first and then the oldest
+//! pack; recommendations are recorded during the investigation or when it closes, and closing
+//! releases what the hold still reserves.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use picket_platform::Principal;
 use picket_platform::auth::{Role, check_partner_id};
-use picket_platform::db::outbox;
 use picket_platform::grpc::{
-    internal, next_offset_token, page_size, parse_each, parse_offset_token, parse_uuid,
-    positive_duration,
+    internal, next_offset_token, page_size, parse_each, parse_offset_token, parse_optional_uuid,
+    parse_uuid, positive_duration, time_range,
 };
 use picket_platform::time::{from_timestamp, to_timestamp};
+use picket_proto::common::v1 as common;
 use picket_proto::ledger::v1 as ledger;
 use picket_proto::ledger::v1::engagement_service_server::EngagementService;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::api::{LedgerApi, Mutation, check_key};
+use crate::api::{LedgerApi, check_key};
+use crate::batch::{Action, Call, Created, Links, NewHold};
 use crate::engagements::{self, EngagementRow, Recommendation};
 use crate::engine::{HoldState, Operation, TransferKind};
-use crate::store;
+use crate::store::{self, WorkEntryRow};
 
 /// How long an engagement's estimate stays reserved when the request does not say.
 const DEFAULT_HOLD_TIMEOUT: chrono::Duration = chrono::Duration::days(30);
+const MAX_RECOMMENDATIONS: usize = 100;
 
 pub struct EngagementApi {
     ledger: LedgerApi,
@@ -38,8 +41,13 @@ impl EngagementApi {
 fn recommendations(
     inputs: &[ledger::RecommendationInput],
     recorded_by: &str,
-    now: chrono::DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<Vec<Recommendation>, Status> {
+    if inputs.len() > MAX_RECOMMENDATIONS {
+        return Err(Status::invalid_argument(format!(
+            "recommendations: at most {MAX_RECOMMENDATIONS} at a time"
+        )));
+    }
     inputs
         .iter()
         .enumerate()
@@ -61,33 +69,275 @@ fn recommendations(
         .collect()
 }
 
-/// The open engagement a call names, which must be `partner_id`'s.
-async fn open_engagement(
-    mutation: &mut Mutation,
-    partner_id: &str,
-    engagement_id: Uuid,
-) -> Result<EngagementRow, Status> {
-    let engagement = engagements::get(&mut *mutation.transaction, engagement_id)
-        .await
-        .map_err(internal)?
-        .filter(|engagement| engagement.partner_id == partner_id)
-        .ok_or_else(|| {
-            Status::not_found(format!("engagement_id: no engagement {engagement_id}"))
-        })?;
-    if engagement.state != "open" {
-        return Err(Status::failed_precondition(format!(
-            "engagement_id: engagement {engagement_id} is closed"
-        )));
+pub(crate) fn open(
+    call: &mut Call<'_>,
+    request: &ledger::OpenEngagementRequest,
+    timeout: chrono::Duration,
+) -> Result<ledger::OpenEngagementResponse, Status> {
+    let engagement_id = Uuid::now_v7();
+    let hold_id = (request.estimated_minutes > 0).then(Uuid::now_v7);
+    if let Some(hold_id) = hold_id {
+        let description = format!("estimate of engagement {engagement_id}");
+        call.apply(
+            &Operation::PlaceHold {
+                hold_id,
+                minutes: request.estimated_minutes,
+                expires_at: call.now + timeout,
+            },
+            &description,
+            &Created {
+                pack: None,
+                hold: Some(NewHold {
+                    engagement_id: Some(engagement_id),
+                    description: &description,
+                }),
+            },
+            Links {
+                engagement_id: Some(engagement_id),
+                work_entry_id: None,
+            },
+        )?;
     }
-    Ok(engagement)
+    let engagement = EngagementRow {
+        engagement_id,
+        partner_id: request.partner_id.clone(),
+        tenant_id: request.tenant_id.clone(),
+        incident_id: request.incident_id.clone(),
+        request: request.request.clone(),
+        channel: request.channel,
+        state: "open".into(),
+        partner_contact_name: request.partner_contact_name.clone(),
+        partner_contact_email: request.partner_contact_email.clone(),
+        partner_contact_phone: request.partner_contact_phone.clone(),
+        opened_by: call.actor.subject.clone(),
+        opened_role: call.actor.role,
+        opened_at: call.now,
+        closed_at: None,
+        investigator_subject: String::new(),
+        estimated_minutes: request.estimated_minutes,
+        logged_minutes: 0,
+        hold_id,
+        summary: String::new(),
+        recommendations: sqlx::types::Json(Vec::new()),
+    };
+    let proto = engagement.to_proto(call.reserved(hold_id));
+    call.add_engagement(engagement);
+    let hold = hold_id.map(|hold_id| call.hold(hold_id)).transpose()?;
+    call.publish(&ledger::EngagementOpened {
+        partner_id: request.partner_id.clone(),
+        tenant_id: request.tenant_id.clone(),
+        engagement: Some(proto.clone()),
+        hold_id: hold_id.map(|id| id.to_string()).unwrap_or_default(),
+    })?;
+    tracing::info!(%engagement_id, partner_id = %request.partner_id, "engagement opened");
+    Ok(ledger::OpenEngagementResponse {
+        engagement: Some(proto),
+        hold,
+        replayed: false,
+    })
 }
 
-/// What an engagement's hold still reserves in `mutation`'s position.
-fn held(mutation: &Mutation, engagement: &EngagementRow) -> i64 {
+/// The engagement as the API shows it within a call.
+fn shown(call: &mut Call<'_>, engagement_id: Uuid) -> Result<ledger::Engagement, Status> {
+    let engagement = call.engagement(engagement_id)?.clone();
+    Ok(engagement.to_proto(call.reserved(engagement.hold_id)))
+}
+
+pub(crate) fn assign(
+    call: &mut Call<'_>,
+    engagement_id: Uuid,
+    investigator_subject: &str,
+) -> Result<ledger::AssignInvestigatorResponse, Status> {
+    call.open_engagement(engagement_id)?.investigator_subject = investigator_subject.to_owned();
+    Ok(ledger::AssignInvestigatorResponse {
+        engagement: Some(shown(call, engagement_id)?),
+        replayed: false,
+    })
+}
+
+pub(crate) fn log_work(
+    call: &mut Call<'_>,
+    request: &ledger::LogWorkRequest,
+    engagement_id: Uuid,
+    performed_at: Option<DateTime<Utc>>,
+) -> Result<ledger::LogWorkResponse, Status> {
+    let engagement = call.open_engagement(engagement_id)?;
+    let (assigned, engagement_hold) = (engagement.investigator_subject.clone(), engagement.hold_id);
+    // Once an investigator is assigned, only they (or operator staff) log work on it.
+    let investigator = call.actor.clone();
+    if !assigned.is_empty()
+        && assigned != investigator.subject
+        && investigator.role != i32::from(common::Role::Operator)
+    {
+        return Err(Status::permission_denied(format!(
+            "engagement_id: engagement {engagement_id} is assigned to another investigator"
+        )));
+    }
+    let hold_id = engagement_hold.filter(|hold_id| call.reserved(Some(*hold_id)) > 0);
+    let work_entry_id = Uuid::now_v7();
+    let transfers = call.apply(
+        &Operation::Work {
+            minutes: request.minutes,
+            hold_id,
+        },
+        &request.description,
+        &Created::default(),
+        Links {
+            engagement_id: Some(engagement_id),
+            work_entry_id: Some(work_entry_id),
+        },
+    )?;
+    call.open_engagement(engagement_id)?.logged_minutes += request.minutes;
+    let debits: Vec<(Option<Uuid>, i64)> = transfers
+        .iter()
+        .filter(|transfer| transfer.kind == TransferKind::WorkDebit)
+        .map(|transfer| (transfer.pack_id, transfer.amount))
+        .collect();
+    let transfer_ids: Vec<Uuid> = transfers
+        .iter()
+        .map(|transfer| transfer.transfer_id)
+        .collect();
+    let now = call.now;
+    let performed_at = performed_at.unwrap_or(now);
+    let pack_debits: Vec<ledger::PackDebit> = debits
+        .iter()
+        .map(|(pack_id, minutes)| ledger::PackDebit {
+            pack_id: pack_id.map(|id| id.to_string()).unwrap_or_default(),
+            minutes: *minutes,
+        })
+        .collect();
+    let entry = WorkEntryRow {
+        work_entry_id,
+        engagement_id,
+        partner_id: request.partner_id.clone(),
+        investigator_subject: investigator.subject.clone(),
+        investigator_role: investigator.role,
+        minutes: request.minutes,
+        description: request.description.clone(),
+        performed_at,
+        logged_at: now,
+        idempotency_key: request.idempotency_key.clone(),
+        debits,
+        transfer_ids,
+    };
+    let proto = work_entry_proto(&entry);
+    call.add_work_entry(entry);
+    let engagement = call.engagement(engagement_id)?.clone();
+    let balance = call.balance();
+    call.publish(&ledger::CreditsDebited {
+        partner_id: request.partner_id.clone(),
+        tenant_id: engagement.tenant_id.clone(),
+        engagement_id: engagement_id.to_string(),
+        work_entry_id: work_entry_id.to_string(),
+        minutes: request.minutes,
+        debits: pack_debits,
+        investigator: Some(investigator),
+        description: request.description.clone(),
+        available_minutes: balance.available_minutes,
+        debited_at: Some(to_timestamp(now)),
+        hold_id: hold_id.map(|id| id.to_string()).unwrap_or_default(),
+        incident_id: engagement.incident_id.clone(),
+        transfer_ids: proto.transfer_ids.clone(),
+    })?;
+    Ok(ledger::LogWorkResponse {
+        entry: Some(proto),
+        engagement: Some(engagement.to_proto(call.reserved(engagement.hold_id))),
+        balance: Some(balance),
+        replayed: false,
+    })
+}
+
+pub(crate) fn recommend(
+    call: &mut Call<'_>,
+    engagement_id: Uuid,
+    recommendations: &[Recommendation],
+) -> Result<ledger::RecordRecommendationsResponse, Status> {
+    call.open_engagement(engagement_id)?
+        .recommendations
+        .0
+        .extend_from_slice(recommendations);
+    Ok(ledger::RecordRecommendationsResponse {
+        engagement: Some(shown(call, engagement_id)?),
+        replayed: false,
+    })
+}
+
+pub(crate) fn close(
+    call: &mut Call<'_>,
+    engagement_id: Uuid,
+    summary: &str,
+    recommendations: &[Recommendation],
+) -> Result<ledger::CloseEngagementResponse, Status> {
+    let hold_id = call.open_engagement(engagement_id)?.hold_id;
+    let released = call.reserved(hold_id);
+    if let Some(hold_id) = hold_id.filter(|_| released > 0) {
+        call.apply(
+            &Operation::ReleaseHold {
+                hold_id,
+                state: HoldState::Closed,
+            },
+            "engagement closed",
+            &Created::default(),
+            Links {
+                engagement_id: Some(engagement_id),
+                work_entry_id: None,
+            },
+        )?;
+    }
+    let now = call.now;
+    let engagement = call.engagement(engagement_id)?;
+    engagement.state = "closed".into();
+    engagement.closed_at = Some(now);
+    engagement.summary = summary.to_owned();
     engagement
-        .hold_id
-        .and_then(|hold_id| mutation.position.holds.get(&hold_id))
-        .map_or(0, crate::engine::Hold::reserved)
+        .recommendations
+        .0
+        .extend_from_slice(recommendations);
+    let engagement = engagement.clone();
+    let balance = call.balance();
+    let proto = engagement.to_proto(0);
+    call.publish(&ledger::EngagementClosed {
+        partner_id: engagement.partner_id.clone(),
+        tenant_id: engagement.tenant_id.clone(),
+        engagement: Some(proto.clone()),
+        used_minutes: engagement.logged_minutes,
+        released_minutes: released,
+        closed_at: Some(to_timestamp(now)),
+    })?;
+    tracing::info!(%engagement_id, released, "engagement closed");
+    Ok(ledger::CloseEngagementResponse {
+        engagement: Some(proto),
+        released_minutes: released,
+        balance: Some(balance),
+        replayed: false,
+    })
+}
+
+fn work_entry_proto(entry: &WorkEntryRow) -> ledger::WorkEntry {
+    ledger::WorkEntry {
+        work_entry_id: entry.work_entry_id.to_string(),
+        engagement_id: entry.engagement_id.to_string(),
+        partner_id: entry.partner_id.clone(),
+        investigator: Some(common::Principal {
+            subject: entry.investigator_subject.clone(),
+            role: entry.investigator_role,
+            ..Default::default()
+        }),
+        minutes: entry.minutes,
+        description: entry.description.clone(),
+        performed_at: Some(to_timestamp(entry.performed_at)),
+        logged_at: Some(to_timestamp(entry.logged_at)),
+        debits: entry
+            .debits
+            .iter()
+            .map(|(pack_id, minutes)| ledger::PackDebit {
+                pack_id: pack_id.map(|id| id.to_string()).unwrap_or_default(),
+                minutes: *minutes,
+            })
+            .collect(),
+        transfer_ids: entry.transfer_ids.iter().map(Uuid::to_string).collect(),
+        idempotency_key: entry.idempotency_key.clone(),
+    }
 }
 
 #[tonic::async_trait]
@@ -107,7 +357,7 @@ impl EngagementService for EngagementApi {
                 "request: say what is asked, or name the incident_id",
             ));
         }
-        let channel = ledger::RequestChannel::try_from(message.channel)
+        ledger::RequestChannel::try_from(message.channel)
             .ok()
             .filter(|channel| *channel != ledger::RequestChannel::Unspecified)
             .ok_or_else(|| {
@@ -123,96 +373,19 @@ impl EngagementService for EngagementApi {
             DEFAULT_HOLD_TIMEOUT,
             "hold_timeout",
         )?;
-        let mut mutation = match self
-            .ledger
-            .mutate::<ledger::OpenEngagementResponse>(
-                &message.partner_id,
-                &message.idempotency_key,
+        let action = Action::OpenEngagement {
+            request: message.clone(),
+            timeout,
+        };
+        self.ledger
+            .submit(
+                &principal,
                 "open_engagement",
+                (&message.partner_id, &message.idempotency_key),
                 &message,
+                action,
             )
-            .await?
-        {
-            Ok(mutation) => mutation,
-            Err(replayed) => return Ok(Response::new(replayed)),
-        };
-        let by = principal.to_proto();
-        let engagement_id = Uuid::now_v7();
-        let hold_id = (message.estimated_minutes > 0).then(Uuid::now_v7);
-        if let Some(hold_id) = hold_id {
-            let description = format!("estimate of engagement {engagement_id}");
-            mutation
-                .apply(
-                    &Operation::PlaceHold {
-                        hold_id,
-                        minutes: message.estimated_minutes,
-                        expires_at: mutation.now + timeout,
-                    },
-                    (&by.subject, by.role),
-                    &description,
-                    &store::Created {
-                        pack: None,
-                        hold: Some(store::NewHold {
-                            hold_id,
-                            engagement_id: Some(engagement_id),
-                            description: &description,
-                        }),
-                    },
-                )
-                .await?;
-        }
-        let engagement = EngagementRow {
-            engagement_id,
-            partner_id: message.partner_id.clone(),
-            tenant_id: message.tenant_id.clone(),
-            incident_id: message.incident_id.clone(),
-            request: message.request.clone(),
-            channel: channel.into(),
-            state: "open".into(),
-            partner_contact_name: message.partner_contact_name.clone(),
-            partner_contact_email: message.partner_contact_email.clone(),
-            partner_contact_phone: message.partner_contact_phone.clone(),
-            opened_by: by.subject.clone(),
-            opened_role: by.role,
-            opened_at: mutation.now,
-            closed_at: None,
-            investigator_subject: String::new(),
-            estimated_minutes: message.estimated_minutes,
-            logged_minutes: 0,
-            hold_id,
-            summary: String::new(),
-            recommendations: sqlx::types::Json(Vec::new()),
-        };
-        engagements::insert(&mut mutation.transaction, &engagement)
             .await
-            .map_err(internal)?;
-        let hold = match hold_id {
-            Some(hold_id) => Some(mutation.hold(hold_id).await?),
-            None => None,
-        };
-        let proto = engagement.to_proto(held(&mutation, &engagement));
-        let opened = ledger::EngagementOpened {
-            partner_id: engagement.partner_id.clone(),
-            tenant_id: engagement.tenant_id.clone(),
-            engagement: Some(proto.clone()),
-            hold_id: hold_id.map(|id| id.to_string()).unwrap_or_default(),
-        };
-        let event = self
-            .ledger
-            .events
-            .event(&opened, mutation.now)
-            .map_err(|error| Status::internal(error.to_string()))?;
-        outbox::enqueue(&mut mutation.transaction, &event)
-            .await
-            .map_err(internal)?;
-        let response = ledger::OpenEngagementResponse {
-            engagement: Some(proto),
-            hold,
-            replayed: false,
-        };
-        mutation.finish(&response).await?;
-        tracing::info!(%engagement_id, partner_id = %message.partner_id, "engagement opened");
-        Ok(Response::new(response))
     }
 
     async fn get_engagement(
@@ -233,7 +406,7 @@ impl EngagementService for EngagementApi {
             Some(hold_id) => store::hold(&self.ledger.pool, hold_id)
                 .await
                 .map_err(internal)?
-                .filter(|hold| hold.state == "pending")
+                .filter(|hold| hold.state == HoldState::Pending)
                 .map_or(0, |hold| hold.amount - hold.used),
             None => 0,
         };
@@ -260,12 +433,14 @@ impl EngagementService for EngagementApi {
         })?;
         let limit = page_size(message.page_size, 50, 500)?;
         let offset = parse_offset_token(&message.page_token)?;
-        let tenant_id = (!message.tenant_id.is_empty()).then_some(message.tenant_id.as_str());
         let rows = engagements::list(
             &self.ledger.pool,
-            &message.partner_id,
-            tenant_id,
-            &states,
+            &engagements::Filter {
+                partner_id: &message.partner_id,
+                tenant_id: &message.tenant_id,
+                investigator_subject: &message.investigator_subject,
+                states: &states,
+            },
             offset,
             limit,
         )
@@ -275,6 +450,36 @@ impl EngagementService for EngagementApi {
             next_page_token: next_offset_token(offset, rows.len(), limit),
             engagements: rows.iter().map(|row| row.to_proto(0)).collect(),
         }))
+    }
+
+    async fn assign_investigator(
+        &self,
+        request: Request<ledger::AssignInvestigatorRequest>,
+    ) -> Result<Response<ledger::AssignInvestigatorResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        check_partner_id(&message.partner_id)?;
+        check_key(&message.idempotency_key)?;
+        principal.require_role(&[Role::Operator])?;
+        let engagement_id = parse_uuid(&message.engagement_id, "engagement_id")?;
+        if message.investigator_subject.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "investigator_subject: is required",
+            ));
+        }
+        let action = Action::AssignInvestigator {
+            engagement_id,
+            investigator_subject: message.investigator_subject.clone(),
+        };
+        self.ledger
+            .submit(
+                &principal,
+                "assign_investigator",
+                (&message.partner_id, &message.idempotency_key),
+                &message,
+                action,
+            )
+            .await
     }
 
     async fn log_work(
@@ -301,142 +506,84 @@ impl EngagementService for EngagementApi {
                     .ok_or_else(|| Status::invalid_argument("performed_at: out of range"))
             })
             .transpose()?;
-        let mut mutation = match self
-            .ledger
-            .mutate::<ledger::LogWorkResponse>(
-                &message.partner_id,
-                &message.idempotency_key,
-                "log_work",
-                &message,
-            )
-            .await?
-        {
-            Ok(mutation) => mutation,
-            Err(replayed) => return Ok(Response::new(replayed)),
+        let action = Action::LogWork {
+            request: message.clone(),
+            engagement_id,
+            performed_at,
         };
-        let engagement = open_engagement(&mut mutation, &message.partner_id, engagement_id).await?;
-        let hold_id = engagement
-            .hold_id
-            .filter(|hold_id| mutation.position.holds.contains_key(hold_id));
-        let investigator = principal.to_proto();
-        let available_before = mutation.position.available();
-        let transfers = mutation
-            .apply(
-                &Operation::Work {
-                    minutes: message.minutes,
-                    hold_id,
-                },
-                (&investigator.subject, investigator.role),
-                &message.description,
-                &store::Created::default(),
+        self.ledger
+            .submit(
+                &principal,
+                "log_work",
+                (&message.partner_id, &message.idempotency_key),
+                &message,
+                action,
             )
-            .await?;
-        let debits: Vec<(Option<Uuid>, i64)> = transfers
-            .iter()
-            .filter(|transfer| transfer.kind == TransferKind::WorkDebit)
-            .map(|transfer| (transfer.pack_id, transfer.amount))
-            .collect();
-        let transfer_ids: Vec<Uuid> = transfers
-            .iter()
-            .map(|transfer| transfer.transfer_id)
-            .collect();
-        let work_entry_id = Uuid::now_v7();
-        let now = mutation.now;
-        engagements::insert_work(
-            &mut mutation.transaction,
-            &engagements::WorkEntry {
-                work_entry_id,
-                engagement_id,
-                partner_id: &message.partner_id,
-                investigator: (&investigator.subject, investigator.role),
-                minutes: message.minutes,
-                description: &message.description,
-                performed_at: performed_at.unwrap_or(now),
-                logged_at: now,
-                idempotency_key: &message.idempotency_key,
-                debits: &debits,
-                transfer_ids: &transfer_ids,
-            },
+            .await
+    }
+
+    async fn list_work_entries(
+        &self,
+        request: Request<ledger::ListWorkEntriesRequest>,
+    ) -> Result<Response<ledger::ListWorkEntriesResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        check_partner_id(&message.partner_id)?;
+        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        principal.require_partner(&message.partner_id)?;
+        let engagement_id = parse_optional_uuid(&message.engagement_id, "engagement_id")?;
+        let (from, until) = time_range(message.logged.as_ref(), "logged")?;
+        let limit = page_size(message.page_size, 100, 1000)?;
+        let offset = parse_offset_token(&message.page_token)?;
+        let entries = engagements::work_entries(
+            &self.ledger.pool,
+            &message.partner_id,
+            engagement_id,
+            (from, until),
+            offset,
+            limit,
         )
         .await
         .map_err(internal)?;
-        let engagement =
-            engagements::add_logged(&mut mutation.transaction, engagement_id, message.minutes)
-                .await
-                .map_err(internal)?;
-        let balance = mutation.balance().await?;
-        let pack_debits: Vec<ledger::PackDebit> = debits
-            .iter()
-            .map(|(pack_id, minutes)| ledger::PackDebit {
-                pack_id: pack_id.map(|id| id.to_string()).unwrap_or_default(),
-                minutes: *minutes,
-            })
-            .collect();
-        let entry = ledger::WorkEntry {
-            work_entry_id: work_entry_id.to_string(),
-            engagement_id: engagement_id.to_string(),
-            partner_id: message.partner_id.clone(),
-            investigator: Some(investigator.clone()),
-            minutes: message.minutes,
-            description: message.description.clone(),
-            performed_at: Some(to_timestamp(performed_at.unwrap_or(now))),
-            logged_at: Some(to_timestamp(now)),
-            debits: pack_debits.clone(),
-            transfer_ids: transfer_ids.iter().map(Uuid::to_string).collect(),
-            idempotency_key: message.idempotency_key.clone(),
-        };
-        let debited = ledger::CreditsDebited {
-            partner_id: message.partner_id.clone(),
-            tenant_id: engagement.tenant_id.clone(),
-            engagement_id: engagement_id.to_string(),
-            work_entry_id: work_entry_id.to_string(),
-            minutes: message.minutes,
-            debits: pack_debits,
-            investigator: Some(investigator),
-            description: message.description.clone(),
-            available_minutes: balance.available_minutes,
-            debited_at: Some(to_timestamp(now)),
-            hold_id: hold_id.map(|id| id.to_string()).unwrap_or_default(),
-            incident_id: engagement.incident_id.clone(),
-            transfer_ids: transfer_ids.iter().map(Uuid::to_string).collect(),
-        };
-        let mut events = vec![
-            self.ledger
-                .events
-                .event(&debited, now)
-                .map_err(|error| Status::internal(error.to_string()))?,
-        ];
-        // The partner hears once when its credits fall below its threshold.
-        let threshold = balance.low_balance_threshold_minutes;
-        if threshold > 0 && balance.available_minutes < threshold && available_before >= threshold {
-            let low = ledger::BalanceLow {
-                partner_id: message.partner_id.clone(),
-                available_minutes: balance.available_minutes,
-                threshold_minutes: threshold,
-                held_minutes: balance.held_minutes,
-                detected_at: Some(to_timestamp(now)),
-                next_expiry_at: balance.next_expiry_at,
-                overdraft_limit_minutes: balance.overdraft_limit_minutes,
-                ..Default::default()
-            };
-            events.push(
-                self.ledger
-                    .events
-                    .event(&low, now)
-                    .map_err(|error| Status::internal(error.to_string()))?,
-            );
+        Ok(Response::new(ledger::ListWorkEntriesResponse {
+            next_page_token: next_offset_token(offset, entries.len(), limit),
+            entries: entries.iter().map(work_entry_proto).collect(),
+        }))
+    }
+
+    async fn record_recommendations(
+        &self,
+        request: Request<ledger::RecordRecommendationsRequest>,
+    ) -> Result<Response<ledger::RecordRecommendationsResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let message = request.into_inner();
+        check_partner_id(&message.partner_id)?;
+        check_key(&message.idempotency_key)?;
+        principal.require_role(&[Role::Operator, Role::Investigator])?;
+        let engagement_id = parse_uuid(&message.engagement_id, "engagement_id")?;
+        if message.recommendations.is_empty() {
+            return Err(Status::invalid_argument(
+                "recommendations: at least one is required",
+            ));
         }
-        outbox::enqueue_all(&mut mutation.transaction, &events)
-            .await
-            .map_err(internal)?;
-        let response = ledger::LogWorkResponse {
-            entry: Some(entry),
-            engagement: Some(engagement.to_proto(held(&mutation, &engagement))),
-            balance: Some(balance),
-            replayed: false,
+        let recorded = recommendations(
+            &message.recommendations,
+            &principal.to_proto().subject,
+            Utc::now(),
+        )?;
+        let action = Action::RecordRecommendations {
+            engagement_id,
+            recommendations: recorded,
         };
-        mutation.finish(&response).await?;
-        Ok(Response::new(response))
+        self.ledger
+            .submit(
+                &principal,
+                "record_recommendations",
+                (&message.partner_id, &message.idempotency_key),
+                &message,
+                action,
+            )
+            .await
     }
 
     async fn close_engagement(
@@ -449,74 +596,24 @@ impl EngagementService for EngagementApi {
         check_key(&message.idempotency_key)?;
         principal.require_role(&[Role::Operator, Role::Investigator])?;
         let engagement_id = parse_uuid(&message.engagement_id, "engagement_id")?;
-        let by = principal.to_proto();
-        let recorded = recommendations(&message.recommendations, &by.subject, Utc::now())?;
-        let mut mutation = match self
-            .ledger
-            .mutate::<ledger::CloseEngagementResponse>(
-                &message.partner_id,
-                &message.idempotency_key,
-                "close_engagement",
-                &message,
-            )
-            .await?
-        {
-            Ok(mutation) => mutation,
-            Err(replayed) => return Ok(Response::new(replayed)),
-        };
-        let engagement = open_engagement(&mut mutation, &message.partner_id, engagement_id).await?;
-        let released = held(&mutation, &engagement);
-        if let Some(hold_id) = engagement
-            .hold_id
-            .filter(|hold_id| mutation.position.holds.contains_key(hold_id))
-        {
-            mutation
-                .apply(
-                    &Operation::ReleaseHold {
-                        hold_id,
-                        state: HoldState::Closed,
-                    },
-                    (&by.subject, by.role),
-                    "engagement closed",
-                    &store::Created::default(),
-                )
-                .await?;
-        }
-        let engagement = engagements::close(
-            &mut mutation.transaction,
+        let recorded = recommendations(
+            &message.recommendations,
+            &principal.to_proto().subject,
+            Utc::now(),
+        )?;
+        let action = Action::CloseEngagement {
             engagement_id,
-            &message.summary,
-            &recorded,
-            mutation.now,
-        )
-        .await
-        .map_err(internal)?;
-        let balance = mutation.balance().await?;
-        let proto = engagement.to_proto(0);
-        let closed = ledger::EngagementClosed {
-            partner_id: engagement.partner_id.clone(),
-            tenant_id: engagement.tenant_id.clone(),
-            engagement: Some(proto.clone()),
-            used_minutes: engagement.logged_minutes,
-            released_minutes: released,
-            closed_at: Some(to_timestamp(mutation.now)),
+            summary: message.summary.clone(),
+            recommendations: recorded,
         };
-        let event = self
-            .ledger
-            .events
-            .event(&closed, mutation.now)
-            .map_err(|error| Status::internal(error.to_string()))?;
-        outbox::enqueue(&mut mutation.transaction, &event)
+        self.ledger
+            .submit(
+                &principal,
+                "close_engagement",
+                (&message.partner_id, &message.idempotency_key),
+                &message,
+                action,
+            )
             .await
-            .map_err(internal)?;
-        let response = ledger::CloseEngagementResponse {
-            engagement: Some(proto),
-            released_minutes: released,
-            balance: Some(balance),
-            replayed: false,
-        };
-        mutation.finish(&response).await?;
-        tracing::info!(%engagement_id, released, "engagement closed");
-        Ok(Response::new(response))
     }
 }

@@ -4,10 +4,12 @@ use chrono::{DateTime, Utc};
 use picket_platform::time::to_timestamp;
 use picket_proto::common::v1 as common;
 use picket_proto::ledger::v1 as ledger;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+use crate::store::{Arguments, WorkEntryRow, column};
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct EngagementRow {
     pub engagement_id: Uuid,
     pub partner_id: String,
@@ -32,7 +34,7 @@ pub struct EngagementRow {
 }
 
 /// A recommendation from an investigation, as stored.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Recommendation {
     pub recommendation_id: Uuid,
     pub title: String,
@@ -97,37 +99,62 @@ const ENGAGEMENT_COLUMNS: &str = "engagement_id, partner_id, tenant_id, incident
     opened_at, closed_at, investigator_subject, estimated_minutes, logged_minutes, hold_id, summary,
     recommendations";
 
-pub async fn insert(
-    connection: &mut PgConnection,
-    engagement: &EngagementRow,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+/// The statement that writes new and changed engagements, for [`crate::store::write`].
+pub fn written(arguments: &mut Arguments, rows: &[&EngagementRow]) -> Result<String, sqlx::Error> {
+    let recommendations: Vec<String> = rows
+        .iter()
+        .map(|row| serde_json::to_string(&row.recommendations.0))
+        .collect::<Result<_, _>>()
+        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    Ok(format!(
         "INSERT INTO engagements ({ENGAGEMENT_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+         SELECT id, partner, tenant, incident, request, channel, state, contact_name, contact_email,
+             contact_phone, opened_by, opened_role, opened_at, closed_at, investigator, estimated, logged,
+             hold, summary, recommendations::jsonb
+         FROM unnest({}::uuid[], {}::text[], {}::text[], {}::text[], {}::text[], {}::int4[], {}::text[],
+             {}::text[], {}::text[], {}::text[], {}::text[], {}::int4[], {}::timestamptz[],
+             {}::timestamptz[], {}::text[], {}::int8[], {}::int8[], {}::uuid[], {}::text[], {}::text[])
+             AS e(id, partner, tenant, incident, request, channel, state, contact_name, contact_email,
+                 contact_phone, opened_by, opened_role, opened_at, closed_at, investigator, estimated,
+                 logged, hold, summary, recommendations)
+         ON CONFLICT (engagement_id) DO UPDATE SET state = EXCLUDED.state, closed_at = EXCLUDED.closed_at,
+             investigator_subject = EXCLUDED.investigator_subject,
+             logged_minutes = EXCLUDED.logged_minutes, summary = EXCLUDED.summary,
+             recommendations = EXCLUDED.recommendations",
+        arguments.bind(column(rows, |row| row.engagement_id))?,
+        arguments.bind(column(rows, |row| row.partner_id.as_str()))?,
+        arguments.bind(column(rows, |row| row.tenant_id.as_str()))?,
+        arguments.bind(column(rows, |row| row.incident_id.as_str()))?,
+        arguments.bind(column(rows, |row| row.request.as_str()))?,
+        arguments.bind(column(rows, |row| row.channel))?,
+        arguments.bind(column(rows, |row| row.state.as_str()))?,
+        arguments.bind(column(rows, |row| row.partner_contact_name.as_str()))?,
+        arguments.bind(column(rows, |row| row.partner_contact_email.as_str()))?,
+        arguments.bind(column(rows, |row| row.partner_contact_phone.as_str()))?,
+        arguments.bind(column(rows, |row| row.opened_by.as_str()))?,
+        arguments.bind(column(rows, |row| row.opened_role))?,
+        arguments.bind(column(rows, |row| row.opened_at))?,
+        arguments.bind(column(rows, |row| row.closed_at))?,
+        arguments.bind(column(rows, |row| row.investigator_subject.as_str()))?,
+        arguments.bind(column(rows, |row| row.estimated_minutes))?,
+        arguments.bind(column(rows, |row| row.logged_minutes))?,
+        arguments.bind(column(rows, |row| row.hold_id))?,
+        arguments.bind(column(rows, |row| row.summary.as_str()))?,
+        arguments.bind(recommendations)?,
+    ))
+}
+
+/// The engagements among `engagement_ids`.
+pub async fn get_many<'c>(
+    executor: impl PgExecutor<'c>,
+    engagement_ids: &[Uuid],
+) -> Result<Vec<EngagementRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENGAGEMENT_COLUMNS} FROM engagements WHERE engagement_id = ANY($1)"
     )))
-    .bind(engagement.engagement_id)
-    .bind(&engagement.partner_id)
-    .bind(&engagement.tenant_id)
-    .bind(&engagement.incident_id)
-    .bind(&engagement.request)
-    .bind(engagement.channel)
-    .bind(&engagement.state)
-    .bind(&engagement.partner_contact_name)
-    .bind(&engagement.partner_contact_email)
-    .bind(&engagement.partner_contact_phone)
-    .bind(&engagement.opened_by)
-    .bind(engagement.opened_role)
-    .bind(engagement.opened_at)
-    .bind(engagement.closed_at)
-    .bind(&engagement.investigator_subject)
-    .bind(engagement.estimated_minutes)
-    .bind(engagement.logged_minutes)
-    .bind(engagement.hold_id)
-    .bind(&engagement.summary)
-    .bind(&engagement.recommendations)
-    .execute(connection)
-    .await?;
-    Ok(())
+    .bind(engagement_ids)
+    .fetch_all(executor)
+    .await
 }
 
 pub async fn get<'c>(
@@ -142,111 +169,104 @@ pub async fn get<'c>(
     .await
 }
 
+/// Which engagements to list: empty fields do not filter.
+pub struct Filter<'a> {
+    pub partner_id: &'a str,
+    pub tenant_id: &'a str,
+    pub investigator_subject: &'a str,
+    pub states: &'a [&'a str],
+}
+
 /// A page of a partner's engagements, newest first.
 pub async fn list<'c>(
     executor: impl PgExecutor<'c>,
-    partner_id: &str,
-    tenant_id: Option<&str>,
-    states: &[&str],
+    filter: &Filter<'_>,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<EngagementRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENGAGEMENT_COLUMNS} FROM engagements
-         WHERE partner_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
-           AND (cardinality($3::text[]) = 0 OR state = ANY($3))
-         ORDER BY opened_at DESC, engagement_id DESC OFFSET $4 LIMIT $5"
+         WHERE partner_id = $1 AND ($2 = '' OR tenant_id = $2) AND ($3 = '' OR investigator_subject = $3)
+           AND (cardinality($4::text[]) = 0 OR state = ANY($4))
+         ORDER BY opened_at DESC, engagement_id DESC OFFSET $5 LIMIT $6"
     )))
-    .bind(partner_id)
-    .bind(tenant_id)
-    .bind(states)
+    .bind(filter.partner_id)
+    .bind(filter.tenant_id)
+    .bind(filter.investigator_subject)
+    .bind(filter.states)
     .bind(offset)
     .bind(limit)
     .fetch_all(executor)
     .await
 }
 
-/// Adds logged minutes to an engagement.
-pub async fn add_logged(
-    connection: &mut PgConnection,
-    engagement_id: Uuid,
+#[derive(serde::Deserialize)]
+struct Debit {
+    pack_id: Option<Uuid>,
     minutes: i64,
-) -> Result<EngagementRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE engagements SET logged_minutes = logged_minutes + $2
-         WHERE engagement_id = $1 RETURNING {ENGAGEMENT_COLUMNS}"
-    )))
-    .bind(engagement_id)
-    .bind(minutes)
-    .fetch_one(connection)
-    .await
 }
 
-/// Closes an engagement with its summary and recommendations.
-pub async fn close(
-    connection: &mut PgConnection,
+#[derive(sqlx::FromRow)]
+struct WorkEntryRecord {
+    work_entry_id: Uuid,
     engagement_id: Uuid,
-    summary: &str,
-    recommendations: &[Recommendation],
-    now: DateTime<Utc>,
-) -> Result<EngagementRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE engagements SET state = 'closed', closed_at = $2, summary = $3,
-             recommendations = recommendations || $4
-         WHERE engagement_id = $1 RETURNING {ENGAGEMENT_COLUMNS}"
-    )))
-    .bind(engagement_id)
-    .bind(now)
-    .bind(summary)
-    .bind(sqlx::types::Json(recommendations))
-    .fetch_one(connection)
-    .await
+    partner_id: String,
+    investigator_subject: String,
+    investigator_role: i32,
+    minutes: i64,
+    description: String,
+    performed_at: DateTime<Utc>,
+    logged_at: DateTime<Utc>,
+    idempotency_key: String,
+    debits: sqlx::types::Json<Vec<Debit>>,
+    transfer_ids: Vec<Uuid>,
 }
 
-/// A work entry as logged.
-pub struct WorkEntry<'a> {
-    pub work_entry_id: Uuid,
-    pub engagement_id: Uuid,
-    pub partner_id: &'a str,
-    pub investigator: (&'a str, i32),
-    pub minutes: i64,
-    pub description: &'a str,
-    pub performed_at: DateTime<Utc>,
-    pub logged_at: DateTime<Utc>,
-    pub idempotency_key: &'a str,
-    /// (pack, minutes) drawn on, oldest first; no pack for the overdraft.
-    pub debits: &'a [(Option<Uuid>, i64)],
-    pub transfer_ids: &'a [Uuid],
-}
-
-pub async fn insert_work(
-    connection: &mut PgConnection,
-    entry: &WorkEntry<'_>,
-) -> Result<(), sqlx::Error> {
-    let debits: Vec<serde_json::Value> = entry
-        .debits
-        .iter()
-        .map(|(pack_id, minutes)| serde_json::json!({ "pack_id": pack_id, "minutes": minutes }))
-        .collect();
-    sqlx::query(
-        "INSERT INTO work_entries (work_entry_id, engagement_id, partner_id, investigator_subject,
-             investigator_role, minutes, description, performed_at, logged_at, idempotency_key, debits,
-             transfer_ids)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+/// A page of a partner's work entries, oldest first: of one engagement or all, logged in a range.
+pub async fn work_entries<'c>(
+    executor: impl PgExecutor<'c>,
+    partner_id: &str,
+    engagement_id: Option<Uuid>,
+    (from, until): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<WorkEntryRow>, sqlx::Error> {
+    let rows: Vec<WorkEntryRecord> = sqlx::query_as(
+        "SELECT work_entry_id, engagement_id, partner_id, investigator_subject, investigator_role,
+             minutes, description, performed_at, logged_at, idempotency_key, debits, transfer_ids
+         FROM work_entries
+         WHERE partner_id = $1 AND ($2::uuid IS NULL OR engagement_id = $2)
+           AND ($3::timestamptz IS NULL OR logged_at >= $3) AND ($4::timestamptz IS NULL OR logged_at < $4)
+         ORDER BY logged_at, work_entry_id OFFSET $5 LIMIT $6",
     )
-    .bind(entry.work_entry_id)
-    .bind(entry.engagement_id)
-    .bind(entry.partner_id)
-    .bind(entry.investigator.0)
-    .bind(entry.investigator.1)
-    .bind(entry.minutes)
-    .bind(entry.description)
-    .bind(entry.performed_at)
-    .bind(entry.logged_at)
-    .bind(entry.idempotency_key)
-    .bind(sqlx::types::Json(debits))
-    .bind(entry.transfer_ids)
-    .execute(connection)
+    .bind(partner_id)
+    .bind(engagement_id)
+    .bind(from)
+    .bind(until)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(executor)
     .await?;
-    Ok(())
+    Ok(rows
+        .into_iter()
+        .map(|row| WorkEntryRow {
+            work_entry_id: row.work_entry_id,
+            engagement_id: row.engagement_id,
+            partner_id: row.partner_id,
+            investigator_subject: row.investigator_subject,
+            investigator_role: row.investigator_role,
+            minutes: row.minutes,
+            description: row.description,
+            performed_at: row.performed_at,
+            logged_at: row.logged_at,
+            idempotency_key: row.idempotency_key,
+            debits: row
+                .debits
+                .0
+                .into_iter()
+                .map(|debit| (debit.pack_id, debit.minutes))
+                .collect(),
+            transfer_ids: row.transfer_ids,
+        })
+        .collect())
 }

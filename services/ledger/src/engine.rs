@@ -45,10 +45,46 @@ pub enum TransferKind {
     Hold,
     /// Pending: the part of a hold that work used, now posted by the work's own debits.
     HoldPost,
-    /// The part of a hold released (voided, expired, or left when it was closed).
-    HoldRelease,
+    /// Pending: the part of a hold released when it was voided, or left when it was closed.
+    HoldVoid,
+    /// Pending: the part of a hold released when it lapsed.
+    HoldExpire,
     WorkDebit,
     Expiry,
+}
+
+impl TransferKind {
+    /// The kind as stored.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferKind::Purchase => "purchase",
+            TransferKind::Hold => "hold",
+            TransferKind::HoldPost => "hold_post",
+            TransferKind::HoldVoid => "hold_void",
+            TransferKind::HoldExpire => "hold_expire",
+            TransferKind::WorkDebit => "work_debit",
+            TransferKind::Expiry => "expiry",
+        }
+    }
+}
+
+impl TryFrom<String> for TransferKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        [
+            TransferKind::Purchase,
+            TransferKind::Hold,
+            TransferKind::HoldPost,
+            TransferKind::HoldVoid,
+            TransferKind::HoldExpire,
+            TransferKind::WorkDebit,
+            TransferKind::Expiry,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
+        .ok_or_else(|| format!("unknown transfer kind {name}"))
+    }
 }
 
 /// A movement of credits the operation makes.
@@ -78,10 +114,38 @@ pub struct Pack {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldState {
     Pending,
-    /// Closed by its engagement: what work did not use was released.
+    /// Closed by its engagement or posted: what work did not use was released.
     Closed,
     Voided,
     Expired,
+}
+
+impl HoldState {
+    /// The state as stored.
+    pub fn name(self) -> &'static str {
+        match self {
+            HoldState::Pending => "pending",
+            HoldState::Closed => "closed",
+            HoldState::Voided => "voided",
+            HoldState::Expired => "expired",
+        }
+    }
+}
+
+impl TryFrom<String> for HoldState {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        [
+            HoldState::Pending,
+            HoldState::Closed,
+            HoldState::Voided,
+            HoldState::Expired,
+        ]
+        .into_iter()
+        .find(|state| state.name() == name)
+        .ok_or_else(|| format!("unknown hold state {name}"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,7 +475,11 @@ fn release(hold: &mut Hold, state: HoldState, transfers: &mut Vec<Transfer>) {
             pending: true,
             hold_id: Some(hold.id),
             ..transfer(
-                TransferKind::HoldRelease,
+                if state == HoldState::Expired {
+                    TransferKind::HoldExpire
+                } else {
+                    TransferKind::HoldVoid
+                },
                 Account::Consumed,
                 Account::Retainer,
                 reserved,

@@ -1,92 +1,38 @@
-//! The ledger's tables: a partner's position is read into the engine's [`Retainer`] under the lock
-//! of its `retainers` row, and what the engine decided is written back in the same transaction:
-//! packs, the overdraft, immutable transfers and the accounts' running sums.
+//! The ledger's tables. A batch of credit-moving calls locks the `retainers` rows of its partners,
+//! reads their packs, pending holds, engagements and keys, and writes back what changed in a few
+//! set-based statements: packs, holds, engagements, immutable transfers, the accounts' running
+//! sums, work entries and the keys' answers.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments as _, Encode, PgConnection, PgExecutor, Postgres, Type};
 use uuid::Uuid;
 
-use crate::engine::{self, Account, Hold, HoldState, Minutes, Pack, Retainer, TransferKind};
+use crate::engagements::EngagementRow;
+use crate::engine::{Account, HoldState, Minutes, TransferKind};
 
 /// The operator's accounts, created by the first migration.
 const ISSUED: Uuid = Uuid::from_u128(1);
 const CONSUMED: Uuid = Uuid::from_u128(2);
 const EXPIRED: Uuid = Uuid::from_u128(3);
 
-/// What a mutating call's idempotency key says about it.
-pub enum Claim {
-    /// First use: go on, then [`finish_key`].
-    Fresh,
-    /// A retry: the first call's encoded answer.
-    Replay(Vec<u8>),
-    /// The key was used for another call or other fields.
-    Conflict,
-}
-
-/// Claims `key` for this call (its operation and the SHA-256 of its request). A concurrent call
-/// with the same key waits here until the first commits.
-pub async fn claim_key(
-    connection: &mut PgConnection,
-    partner_id: &str,
-    key: &str,
-    operation: &str,
-    request_sha256: &[u8],
-    now: DateTime<Utc>,
-) -> Result<Claim, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (partner_id, idempotency_key, operation, request_sha256, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(partner_id)
-    .bind(key)
-    .bind(operation)
-    .bind(request_sha256)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(Claim::Fresh);
+/// The id of `account`, `retainer` being the partner's.
+pub fn account_id(account: Account, retainer: Uuid) -> Uuid {
+    match account {
+        Account::Retainer => retainer,
+        Account::Issued => ISSUED,
+        Account::Consumed => CONSUMED,
+        Account::Expired => EXPIRED,
     }
-    let (first_operation, first_sha256, response): (String, Vec<u8>, Option<Vec<u8>>) =
-        sqlx::query_as(
-            "SELECT operation, request_sha256, response FROM idempotency_keys
-             WHERE partner_id = $1 AND idempotency_key = $2",
-        )
-        .bind(partner_id)
-        .bind(key)
-        .fetch_one(&mut *connection)
-        .await?;
-    Ok(match response {
-        Some(response) if first_operation == operation && first_sha256 == request_sha256 => {
-            Claim::Replay(response)
-        }
-        _ => Claim::Conflict,
-    })
 }
 
-/// Stores the answer a retry of the claimed key gets.
-pub async fn finish_key(
-    connection: &mut PgConnection,
-    partner_id: &str,
-    key: &str,
-    response: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET response = $3 WHERE partner_id = $1 AND idempotency_key = $2",
-    )
-    .bind(partner_id)
-    .bind(key)
-    .bind(response)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RetainerRow {
     pub partner_id: String,
+    /// The partner's retainer account.
+    pub account_id: Uuid,
     pub overdrawn: i64,
     pub overdraft_limit: i64,
     pub low_balance_threshold: i64,
@@ -95,29 +41,42 @@ pub struct RetainerRow {
     pub terms_updated_role: i32,
 }
 
-const RETAINER_COLUMNS: &str = "partner_id, overdrawn, overdraft_limit, low_balance_threshold,
-    terms_updated_at, terms_updated_by, terms_updated_role";
+const RETAINER_SELECT: &str = "SELECT r.partner_id, a.account_id, r.overdrawn, r.overdraft_limit,
+        r.low_balance_threshold, r.terms_updated_at, r.terms_updated_by, r.terms_updated_role
+    FROM retainers r JOIN accounts a ON a.partner_id = r.partner_id AND a.kind = 'partner_retainer'";
 
-/// Locks a partner's position (creating it, and its retainer account, on first use).
-pub async fn lock_retainer(
+/// Locks the positions of `partner_ids` (sorted, so two batches cannot deadlock), creating them
+/// and their retainer accounts on first use.
+pub async fn lock(
     connection: &mut PgConnection,
-    partner_id: &str,
-) -> Result<RetainerRow, sqlx::Error> {
+    partner_ids: &[String],
+) -> Result<Vec<RetainerRow>, sqlx::Error> {
+    let select = format!(
+        "{RETAINER_SELECT} WHERE r.partner_id = ANY($1) ORDER BY r.partner_id FOR UPDATE OF r"
+    );
+    let rows: Vec<RetainerRow> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
+        .bind(partner_ids)
+        .fetch_all(&mut *connection)
+        .await?;
+    if rows.len() == partner_ids.len() {
+        return Ok(rows);
+    }
+    let accounts: Vec<Uuid> = partner_ids.iter().map(|_| Uuid::now_v7()).collect();
     sqlx::query(
-        "WITH retainer AS (INSERT INTO retainers (partner_id) VALUES ($1) ON CONFLICT DO NOTHING)
-         INSERT INTO accounts (account_id, partner_id, kind) VALUES ($2, $1, 'partner_retainer')
+        "WITH retainer AS (
+             INSERT INTO retainers (partner_id) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING)
+         INSERT INTO accounts (account_id, partner_id, kind)
+         SELECT account, partner, 'partner_retainer' FROM unnest($2::uuid[], $1::text[]) AS a(account, partner)
          ON CONFLICT DO NOTHING",
     )
-    .bind(partner_id)
-    .bind(Uuid::now_v7())
+    .bind(partner_ids)
+    .bind(&accounts)
     .execute(&mut *connection)
     .await?;
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RETAINER_COLUMNS} FROM retainers WHERE partner_id = $1 FOR UPDATE"
-    )))
-    .bind(partner_id)
-    .fetch_one(connection)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(select))
+        .bind(partner_ids)
+        .fetch_all(connection)
+        .await
 }
 
 /// A partner's position without locking it (`None` before its first operation).
@@ -126,14 +85,14 @@ pub async fn retainer<'c>(
     partner_id: &str,
 ) -> Result<Option<RetainerRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RETAINER_COLUMNS} FROM retainers WHERE partner_id = $1"
+        "{RETAINER_SELECT} WHERE r.partner_id = $1"
     )))
     .bind(partner_id)
     .fetch_optional(executor)
     .await
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PackRow {
     pub pack_id: Uuid,
     pub partner_id: String,
@@ -149,134 +108,30 @@ pub struct PackRow {
     pub issued_by: String,
 }
 
-/// A partner's packs, oldest first (the order work draws on them).
-pub async fn packs(
-    connection: &mut PgConnection,
-    partner_id: &str,
+/// The packs of `partner_ids`, each partner's oldest first (the order work draws on them).
+pub async fn packs<'c>(
+    executor: impl PgExecutor<'c>,
+    partner_ids: &[String],
 ) -> Result<Vec<PackRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT pack_id, partner_id, purchased, remaining, used, expired, purchased_at, valid_from,
              expires_at, purchase_reference, description, issued_by
-         FROM packs WHERE partner_id = $1 ORDER BY expires_at, purchased_at, pack_id",
+         FROM packs WHERE partner_id = ANY($1) ORDER BY partner_id, expires_at, purchased_at, pack_id",
     )
-    .bind(partner_id)
-    .fetch_all(connection)
+    .bind(partner_ids)
+    .fetch_all(executor)
     .await
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct HoldRow {
-    hold_id: Uuid,
-    amount: i64,
-    used: i64,
-    expires_at: DateTime<Utc>,
-}
-
-/// The engine's view of a partner's position.
-pub async fn position(
-    connection: &mut PgConnection,
-    row: &RetainerRow,
-    packs: &[PackRow],
-) -> Result<Retainer, sqlx::Error> {
-    let holds: Vec<HoldRow> = sqlx::query_as(
-        "SELECT hold_id, amount, used, expires_at FROM holds WHERE partner_id = $1 AND state = 'pending'",
-    )
-    .bind(&row.partner_id)
-    .fetch_all(connection)
-    .await?;
-    Ok(Retainer {
-        packs: packs
-            .iter()
-            .map(|pack| Pack {
-                id: pack.pack_id,
-                purchased: pack.purchased,
-                remaining: pack.remaining,
-                used: pack.used,
-                expired: pack.expired,
-                expires_at: pack.expires_at,
-            })
-            .collect(),
-        holds: holds
-            .into_iter()
-            .map(|hold| {
-                (
-                    hold.hold_id,
-                    Hold {
-                        id: hold.hold_id,
-                        amount: hold.amount,
-                        used: hold.used,
-                        state: HoldState::Pending,
-                        expires_at: hold.expires_at,
-                    },
-                )
-            })
-            .collect(),
-        overdrawn: row.overdrawn,
-        overdraft_limit: row.overdraft_limit,
-    })
-}
-
-/// What is recorded with the transfers of one call.
-pub struct Recorded<'a> {
-    pub partner_id: &'a str,
-    pub idempotency_key: &'a str,
-    pub description: &'a str,
-    pub actor_subject: &'a str,
-    pub actor_role: i32,
-    pub now: DateTime<Utc>,
-}
-
-/// A hold the call placed, with what the engine does not know of it.
-pub struct NewHold<'a> {
-    pub hold_id: Uuid,
-    pub engagement_id: Option<Uuid>,
-    pub description: &'a str,
-}
-
-/// What the engine does not know of the packs and holds a call creates.
-#[derive(Default)]
-pub struct Created<'a> {
-    pub pack: Option<NewPack<'a>>,
-    pub hold: Option<NewHold<'a>>,
-}
-
-/// A pack the call bought, with what the engine does not know of it.
-pub struct NewPack<'a> {
-    pub pack_id: Uuid,
-    pub valid_from: DateTime<Utc>,
-    pub purchase_reference: &'a str,
-    pub description: &'a str,
-}
-
-#[derive(Debug, Clone)]
-pub struct TransferRow {
-    pub transfer_id: Uuid,
-    pub kind: TransferKind,
-    pub debit_account_id: Uuid,
-    pub credit_account_id: Uuid,
-    pub amount: Minutes,
-    pub pending: bool,
-    pub pack_id: Option<Uuid>,
-    pub hold_id: Option<Uuid>,
-}
-
-pub fn hold_state_name(state: HoldState) -> &'static str {
-    match state {
-        HoldState::Pending => "pending",
-        HoldState::Closed => "closed",
-        HoldState::Voided => "voided",
-        HoldState::Expired => "expired",
-    }
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct HoldRecord {
     pub hold_id: Uuid,
     pub partner_id: String,
     pub engagement_id: Option<Uuid>,
     pub amount: i64,
     pub used: i64,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: HoldState,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
@@ -286,6 +141,19 @@ pub struct HoldRecord {
 
 const HOLD_COLUMNS: &str = "hold_id, partner_id, engagement_id, amount, used, state, created_at,
     expires_at, resolved_at, description, created_by";
+
+/// The pending holds of `partner_ids`.
+pub async fn pending_holds<'c>(
+    executor: impl PgExecutor<'c>,
+    partner_ids: &[String],
+) -> Result<Vec<HoldRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE partner_id = ANY($1) AND state = 'pending'"
+    )))
+    .bind(partner_ids)
+    .fetch_all(executor)
+    .await
+}
 
 pub async fn hold<'c>(
     executor: impl PgExecutor<'c>,
@@ -323,229 +191,345 @@ pub async fn holds<'c>(
     .await
 }
 
-pub fn kind_name(kind: TransferKind) -> &'static str {
-    match kind {
-        TransferKind::Purchase => "purchase",
-        TransferKind::Hold => "hold",
-        TransferKind::HoldPost => "hold_post",
-        TransferKind::HoldRelease => "hold_release",
-        TransferKind::WorkDebit => "work_debit",
-        TransferKind::Expiry => "expiry",
+/// A mutating call's idempotency key: what it was used for and the answer a retry gets.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyRow {
+    pub partner_id: String,
+    pub idempotency_key: String,
+    pub operation: String,
+    pub request_sha256: Vec<u8>,
+    pub response: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The keys among `(partner_ids[i], keys[i])` that were used already.
+pub async fn keys<'c>(
+    executor: impl PgExecutor<'c>,
+    partner_ids: &[&str],
+    keys: &[&str],
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT k.partner_id, k.idempotency_key, k.operation, k.request_sha256, k.response, k.created_at
+         FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS u(partner_id, idempotency_key)
+             USING (partner_id, idempotency_key)
+         WHERE k.response IS NOT NULL",
+    )
+    .bind(partner_ids)
+    .bind(keys)
+    .fetch_all(executor)
+    .await
+}
+
+/// An immutable movement of credits, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TransferRecord {
+    pub transfer_id: Uuid,
+    pub partner_id: String,
+    #[sqlx(try_from = "String")]
+    pub kind: TransferKind,
+    pub debit_account_id: Uuid,
+    pub credit_account_id: Uuid,
+    pub amount: Minutes,
+    pub pending: bool,
+    pub pack_id: Option<Uuid>,
+    pub hold_id: Option<Uuid>,
+    pub engagement_id: Option<Uuid>,
+    pub work_entry_id: Option<Uuid>,
+    pub idempotency_key: String,
+    pub description: String,
+    pub actor_subject: String,
+    pub actor_role: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+pub const TRANSFER_COLUMNS: &str = "transfer_id, partner_id, kind, debit_account_id,
+    credit_account_id, amount, pending, pack_id, hold_id, engagement_id, work_entry_id,
+    idempotency_key, description, actor_subject, actor_role, created_at";
+
+/// A work entry as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkEntryRow {
+    pub work_entry_id: Uuid,
+    pub engagement_id: Uuid,
+    pub partner_id: String,
+    pub investigator_subject: String,
+    pub investigator_role: i32,
+    pub minutes: i64,
+    pub description: String,
+    pub performed_at: DateTime<Utc>,
+    pub logged_at: DateTime<Utc>,
+    pub idempotency_key: String,
+    /// (pack, minutes) drawn on, oldest first; no pack for the overdraft.
+    pub debits: Vec<(Option<Uuid>, i64)>,
+    pub transfer_ids: Vec<Uuid>,
+}
+
+/// What a batch changed, to be written in its transaction.
+#[derive(Default)]
+pub struct Changes<'a> {
+    pub retainers: Vec<&'a RetainerRow>,
+    pub packs: Vec<&'a PackRow>,
+    pub holds: Vec<&'a HoldRecord>,
+    pub engagements: Vec<&'a EngagementRow>,
+    pub keys: Vec<&'a KeyRow>,
+    pub transfers: &'a [TransferRecord],
+    pub work_entries: &'a [WorkEntryRow],
+}
+
+/// One statement's arguments, each bound where the statement's text names it.
+#[derive(Default)]
+pub struct Arguments(PgArguments);
+
+impl Arguments {
+    /// Binds `value`; returns its placeholder.
+    pub fn bind<'t, T>(&mut self, value: T) -> Result<String, sqlx::Error>
+    where
+        T: Encode<'t, Postgres> + Type<Postgres>,
+    {
+        self.0.add(value).map_err(sqlx::Error::Encode)?;
+        Ok(format!("${}", self.0.len()))
     }
 }
 
-/// Writes what the engine decided: the new and changed packs, the overdraft, the transfers and
-/// the accounts' sums. Returns the transfers as recorded.
-pub async fn persist(
+/// Collects a field of each row into a column to bind.
+pub fn column<'r, R, T>(rows: &[&'r R], field: impl Fn(&'r R) -> T) -> Vec<T> {
+    rows.iter().map(|row| field(row)).collect()
+}
+
+/// Writes a batch's changes in one statement, whose text does not change from batch to batch
+/// (a table with nothing to write gets empty arrays), so it is prepared once.
+pub async fn write(
     connection: &mut PgConnection,
-    before: &Retainer,
-    after: &Retainer,
-    transfers: &[engine::Transfer],
-    recorded: &Recorded<'_>,
-    created: &Created<'_>,
-) -> Result<Vec<TransferRow>, sqlx::Error> {
-    for pack in &after.packs {
-        match before.packs.iter().find(|old| old.id == pack.id) {
-            Some(old) if old == pack => {}
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE packs SET remaining = $2, used = $3, expired = $4 WHERE pack_id = $1",
-                )
-                .bind(pack.id)
-                .bind(pack.remaining)
-                .bind(pack.used)
-                .bind(pack.expired)
-                .execute(&mut *connection)
-                .await?;
-            }
-            None => {
-                let details = created.pack.as_ref().filter(|new| new.pack_id == pack.id);
-                sqlx::query(
-                    "INSERT INTO packs (pack_id, partner_id, purchased, remaining, used, expired, purchased_at,
-                         valid_from, expires_at, purchase_reference, description, issued_by)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(pack.id)
-                .bind(recorded.partner_id)
-                .bind(pack.purchased)
-                .bind(pack.remaining)
-                .bind(pack.used)
-                .bind(pack.expired)
-                .bind(recorded.now)
-                .bind(details.map_or(recorded.now, |new| new.valid_from))
-                .bind(pack.expires_at)
-                .bind(details.map_or("", |new| new.purchase_reference))
-                .bind(details.map_or("", |new| new.description))
-                .bind(recorded.actor_subject)
-                .execute(&mut *connection)
-                .await?;
-            }
-        }
-    }
-    for hold in after.holds.values() {
-        match before.holds.get(&hold.id) {
-            Some(old) if old == hold => {}
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE holds SET used = $2, state = $3,
-                         resolved_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $4 END
-                     WHERE hold_id = $1",
-                )
-                .bind(hold.id)
-                .bind(hold.used)
-                .bind(hold_state_name(hold.state))
-                .bind(recorded.now)
-                .execute(&mut *connection)
-                .await?;
-            }
-            None => {
-                let details = created.hold.as_ref().filter(|new| new.hold_id == hold.id);
-                sqlx::query(
-                    "INSERT INTO holds (hold_id, partner_id, engagement_id, amount, used, state, created_at,
-                         expires_at, description, created_by)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(hold.id)
-                .bind(recorded.partner_id)
-                .bind(details.and_then(|new| new.engagement_id))
-                .bind(hold.amount)
-                .bind(hold.used)
-                .bind(hold_state_name(hold.state))
-                .bind(recorded.now)
-                .bind(hold.expires_at)
-                .bind(details.map_or("", |new| new.description))
-                .bind(recorded.actor_subject)
-                .execute(&mut *connection)
-                .await?;
-            }
-        }
-    }
-    if after.overdrawn != before.overdrawn {
-        sqlx::query("UPDATE retainers SET overdrawn = $2 WHERE partner_id = $1")
-            .bind(recorded.partner_id)
-            .bind(after.overdrawn)
-            .execute(&mut *connection)
-            .await?;
-    }
-    // Most calls begin with an expiry that moves nothing: no account to look up then.
-    if transfers.is_empty() {
-        return Ok(Vec::new());
-    }
-    let retainer_account: Uuid = sqlx::query_scalar(
-        "SELECT account_id FROM accounts WHERE partner_id = $1 AND kind = 'partner_retainer'",
-    )
-    .bind(recorded.partner_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    let account_id = |account: Account| match account {
-        Account::Retainer => retainer_account,
-        Account::Issued => ISSUED,
-        Account::Consumed => CONSUMED,
-        Account::Expired => EXPIRED,
-    };
-    let rows: Vec<TransferRow> = transfers
+    changes: &Changes<'_>,
+) -> Result<(), sqlx::Error> {
+    let mut arguments = Arguments::default();
+    let transfers: Vec<&TransferRecord> = changes.transfers.iter().collect();
+    let work_entries: Vec<&WorkEntryRow> = changes.work_entries.iter().collect();
+    let parts = [
+        retainers(&mut arguments, &changes.retainers)?,
+        packs_written(&mut arguments, &changes.packs)?,
+        holds_written(&mut arguments, &changes.holds)?,
+        crate::engagements::written(&mut arguments, &changes.engagements)?,
+        transfers_written(&mut arguments, &transfers)?,
+        accounts_summed(&mut arguments, &transfers)?,
+        work_entries_written(&mut arguments, &work_entries)?,
+        keys_written(&mut arguments, &changes.keys)?,
+    ];
+    let statements: Vec<String> = parts
         .iter()
-        .map(|transfer| TransferRow {
-            transfer_id: Uuid::now_v7(),
-            kind: transfer.kind,
-            debit_account_id: account_id(transfer.debit),
-            credit_account_id: account_id(transfer.credit),
-            amount: transfer.amount,
-            pending: transfer.pending,
-            pack_id: transfer.pack_id,
-            hold_id: transfer.hold_id,
-        })
+        .enumerate()
+        .map(|(index, part)| format!("written_{index} AS ({part})"))
         .collect();
+    let sql = format!("WITH {} SELECT 1", statements.join(",\n"));
+    sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments.0)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+fn retainers(arguments: &mut Arguments, rows: &[&RetainerRow]) -> Result<String, sqlx::Error> {
+    Ok(format!(
+        "UPDATE retainers r SET overdrawn = u.overdrawn, overdraft_limit = u.overdraft_limit,
+             low_balance_threshold = u.low_balance_threshold, terms_updated_at = u.updated_at,
+             terms_updated_by = u.updated_by, terms_updated_role = u.updated_role
+         FROM unnest({}::text[], {}::int8[], {}::int8[], {}::int8[], {}::timestamptz[], {}::text[],
+             {}::int4[])
+             AS u(partner_id, overdrawn, overdraft_limit, low_balance_threshold, updated_at, updated_by,
+                 updated_role)
+         WHERE r.partner_id = u.partner_id",
+        arguments.bind(column(rows, |row| row.partner_id.as_str()))?,
+        arguments.bind(column(rows, |row| row.overdrawn))?,
+        arguments.bind(column(rows, |row| row.overdraft_limit))?,
+        arguments.bind(column(rows, |row| row.low_balance_threshold))?,
+        arguments.bind(column(rows, |row| row.terms_updated_at))?,
+        arguments.bind(column(rows, |row| row.terms_updated_by.as_str()))?,
+        arguments.bind(column(rows, |row| row.terms_updated_role))?,
+    ))
+}
+
+fn packs_written(arguments: &mut Arguments, packs: &[&PackRow]) -> Result<String, sqlx::Error> {
+    Ok(format!(
+        "INSERT INTO packs (pack_id, partner_id, purchased, remaining, used, expired, purchased_at,
+             valid_from, expires_at, purchase_reference, description, issued_by)
+         SELECT * FROM unnest({}::uuid[], {}::text[], {}::int8[], {}::int8[], {}::int8[], {}::int8[],
+             {}::timestamptz[], {}::timestamptz[], {}::timestamptz[], {}::text[], {}::text[], {}::text[])
+         ON CONFLICT (pack_id) DO UPDATE SET remaining = EXCLUDED.remaining, used = EXCLUDED.used,
+             expired = EXCLUDED.expired",
+        arguments.bind(column(packs, |pack| pack.pack_id))?,
+        arguments.bind(column(packs, |pack| pack.partner_id.as_str()))?,
+        arguments.bind(column(packs, |pack| pack.purchased))?,
+        arguments.bind(column(packs, |pack| pack.remaining))?,
+        arguments.bind(column(packs, |pack| pack.used))?,
+        arguments.bind(column(packs, |pack| pack.expired))?,
+        arguments.bind(column(packs, |pack| pack.purchased_at))?,
+        arguments.bind(column(packs, |pack| pack.valid_from))?,
+        arguments.bind(column(packs, |pack| pack.expires_at))?,
+        arguments.bind(column(packs, |pack| pack.purchase_reference.as_str()))?,
+        arguments.bind(column(packs, |pack| pack.description.as_str()))?,
+        arguments.bind(column(packs, |pack| pack.issued_by.as_str()))?,
+    ))
+}
+
+fn holds_written(arguments: &mut Arguments, holds: &[&HoldRecord]) -> Result<String, sqlx::Error> {
+    Ok(format!(
+        "INSERT INTO holds (hold_id, partner_id, engagement_id, amount, used, state, created_at,
+             expires_at, resolved_at, description, created_by)
+         SELECT * FROM unnest({}::uuid[], {}::text[], {}::uuid[], {}::int8[], {}::int8[], {}::text[],
+             {}::timestamptz[], {}::timestamptz[], {}::timestamptz[], {}::text[], {}::text[])
+         ON CONFLICT (hold_id) DO UPDATE SET used = EXCLUDED.used, state = EXCLUDED.state,
+             resolved_at = EXCLUDED.resolved_at",
+        arguments.bind(column(holds, |hold| hold.hold_id))?,
+        arguments.bind(column(holds, |hold| hold.partner_id.as_str()))?,
+        arguments.bind(column(holds, |hold| hold.engagement_id))?,
+        arguments.bind(column(holds, |hold| hold.amount))?,
+        arguments.bind(column(holds, |hold| hold.used))?,
+        arguments.bind(column(holds, |hold| hold.state.name()))?,
+        arguments.bind(column(holds, |hold| hold.created_at))?,
+        arguments.bind(column(holds, |hold| hold.expires_at))?,
+        arguments.bind(column(holds, |hold| hold.resolved_at))?,
+        arguments.bind(column(holds, |hold| hold.description.as_str()))?,
+        arguments.bind(column(holds, |hold| hold.created_by.as_str()))?,
+    ))
+}
+
+fn transfers_written(
+    arguments: &mut Arguments,
+    transfers: &[&TransferRecord],
+) -> Result<String, sqlx::Error> {
+    Ok(format!(
+        "INSERT INTO transfers ({TRANSFER_COLUMNS})
+         SELECT * FROM unnest({}::uuid[], {}::text[], {}::text[], {}::uuid[], {}::uuid[], {}::int8[],
+             {}::bool[], {}::uuid[], {}::uuid[], {}::uuid[], {}::uuid[], {}::text[], {}::text[],
+             {}::text[], {}::int4[], {}::timestamptz[])",
+        arguments.bind(column(transfers, |transfer| transfer.transfer_id))?,
+        arguments.bind(column(transfers, |transfer| transfer.partner_id.as_str()))?,
+        arguments.bind(column(transfers, |transfer| transfer.kind.name()))?,
+        arguments.bind(column(transfers, |transfer| transfer.debit_account_id))?,
+        arguments.bind(column(transfers, |transfer| transfer.credit_account_id))?,
+        arguments.bind(column(transfers, |transfer| transfer.amount))?,
+        arguments.bind(column(transfers, |transfer| transfer.pending))?,
+        arguments.bind(column(transfers, |transfer| transfer.pack_id))?,
+        arguments.bind(column(transfers, |transfer| transfer.hold_id))?,
+        arguments.bind(column(transfers, |transfer| transfer.engagement_id))?,
+        arguments.bind(column(transfers, |transfer| transfer.work_entry_id))?,
+        arguments.bind(column(transfers, |transfer| transfer.idempotency_key.as_str()))?,
+        arguments.bind(column(transfers, |transfer| transfer.description.as_str()))?,
+        arguments.bind(column(transfers, |transfer| transfer.actor_subject.as_str()))?,
+        arguments.bind(column(transfers, |transfer| transfer.actor_role))?,
+        arguments.bind(column(transfers, |transfer| transfer.created_at))?,
+    ))
+}
+
+/// Adds the transfers to their accounts' running sums.
+fn accounts_summed(
+    arguments: &mut Arguments,
+    transfers: &[&TransferRecord],
+) -> Result<String, sqlx::Error> {
     // Each account's change: (debits posted, credits posted, debits pending, credits pending). A
     // pending transfer that reverses a hold (release, or the part work used) takes its
     // reservation back off the accounts it was put on.
     let mut sums: BTreeMap<Uuid, [i64; 4]> = BTreeMap::new();
-    for row in &rows {
-        match (row.pending, row.kind) {
+    for transfer in transfers {
+        let amount = transfer.amount;
+        match (transfer.pending, transfer.kind) {
             (false, _) => {
-                sums.entry(row.debit_account_id).or_default()[0] += row.amount;
-                sums.entry(row.credit_account_id).or_default()[1] += row.amount;
+                sums.entry(transfer.debit_account_id).or_default()[0] += amount;
+                sums.entry(transfer.credit_account_id).or_default()[1] += amount;
             }
             (true, TransferKind::Hold) => {
-                sums.entry(row.debit_account_id).or_default()[2] += row.amount;
-                sums.entry(row.credit_account_id).or_default()[3] += row.amount;
+                sums.entry(transfer.debit_account_id).or_default()[2] += amount;
+                sums.entry(transfer.credit_account_id).or_default()[3] += amount;
             }
             (true, _) => {
-                sums.entry(row.credit_account_id).or_default()[2] -= row.amount;
-                sums.entry(row.debit_account_id).or_default()[3] -= row.amount;
+                sums.entry(transfer.credit_account_id).or_default()[2] -= amount;
+                sums.entry(transfer.debit_account_id).or_default()[3] -= amount;
             }
         }
     }
-    let ids: Vec<Uuid> = rows.iter().map(|row| row.transfer_id).collect();
-    let kinds: Vec<&str> = rows.iter().map(|row| kind_name(row.kind)).collect();
-    let debits: Vec<Uuid> = rows.iter().map(|row| row.debit_account_id).collect();
-    let credits: Vec<Uuid> = rows.iter().map(|row| row.credit_account_id).collect();
-    let amounts: Vec<i64> = rows.iter().map(|row| row.amount).collect();
-    let pending: Vec<bool> = rows.iter().map(|row| row.pending).collect();
-    let packs: Vec<Option<Uuid>> = rows.iter().map(|row| row.pack_id).collect();
-    let holds: Vec<Option<Uuid>> = rows.iter().map(|row| row.hold_id).collect();
-    let accounts: Vec<Uuid> = sums.keys().copied().collect();
-    let column = |index: usize| -> Vec<i64> { sums.values().map(|sum| sum[index]).collect() };
-    sqlx::query(
-        "WITH added AS (
-             INSERT INTO transfers (transfer_id, partner_id, kind, debit_account_id, credit_account_id, amount,
-                 pending, pack_id, hold_id, idempotency_key, description, actor_subject, actor_role, created_at)
-             SELECT t.id, $9, t.kind, t.debit, t.credit, t.amount, t.pending, t.pack, t.hold, $10, $11, $12,
-                 $13, $14
-             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int8[], $6::bool[], $7::uuid[],
-                 $8::uuid[]) AS t(id, kind, debit, credit, amount, pending, pack, hold))
-         UPDATE accounts a SET debits_posted = a.debits_posted + s.debits_posted,
+    let sum = |index: usize| -> Vec<i64> { sums.values().map(|sum| sum[index]).collect() };
+    Ok(format!(
+        "UPDATE accounts a SET debits_posted = a.debits_posted + s.debits_posted,
              credits_posted = a.credits_posted + s.credits_posted,
              debits_pending = a.debits_pending + s.debits_pending,
              credits_pending = a.credits_pending + s.credits_pending
-         FROM unnest($15::uuid[], $16::int8[], $17::int8[], $18::int8[], $19::int8[])
+         FROM unnest({}::uuid[], {}::int8[], {}::int8[], {}::int8[], {}::int8[])
              AS s(account_id, debits_posted, credits_posted, debits_pending, credits_pending)
          WHERE a.account_id = s.account_id",
-    )
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&debits)
-    .bind(&credits)
-    .bind(&amounts)
-    .bind(&pending)
-    .bind(&packs)
-    .bind(&holds)
-    .bind(recorded.partner_id)
-    .bind(recorded.idempotency_key)
-    .bind(recorded.description)
-    .bind(recorded.actor_subject)
-    .bind(recorded.actor_role)
-    .bind(recorded.now)
-    .bind(&accounts)
-    .bind(column(0))
-    .bind(column(1))
-    .bind(column(2))
-    .bind(column(3))
-    .execute(connection)
-    .await?;
-    Ok(rows)
+        arguments.bind(sums.keys().copied().collect::<Vec<_>>())?,
+        arguments.bind(sum(0))?,
+        arguments.bind(sum(1))?,
+        arguments.bind(sum(2))?,
+        arguments.bind(sum(3))?,
+    ))
 }
 
-/// Sets a partner's overdraft limit and low-balance threshold.
-pub async fn set_terms(
-    connection: &mut PgConnection,
-    partner_id: &str,
-    overdraft_limit: i64,
-    low_balance_threshold: i64,
-    updated_by: (&str, i32),
+fn work_entries_written(
+    arguments: &mut Arguments,
+    entries: &[&WorkEntryRow],
+) -> Result<String, sqlx::Error> {
+    let debits = column(entries, |entry| {
+        let debits: Vec<serde_json::Value> = entry
+            .debits
+            .iter()
+            .map(|(pack_id, minutes)| serde_json::json!({ "pack_id": pack_id, "minutes": minutes }))
+            .collect();
+        serde_json::Value::from(debits).to_string()
+    });
+    // Arrays of arrays do not unnest: each entry's transfer ids travel as an array literal.
+    let transfer_ids = column(entries, |entry| {
+        let ids: Vec<String> = entry.transfer_ids.iter().map(Uuid::to_string).collect();
+        format!("{{{}}}", ids.join(","))
+    });
+    Ok(format!(
+        "INSERT INTO work_entries (work_entry_id, engagement_id, partner_id, investigator_subject,
+             investigator_role, minutes, description, performed_at, logged_at, idempotency_key, debits,
+             transfer_ids)
+         SELECT id, engagement, partner, subject, role, minutes, description, performed, logged, key,
+             debits::jsonb, transfers::uuid[]
+         FROM unnest({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::int4[], {}::int8[], {}::text[],
+             {}::timestamptz[], {}::timestamptz[], {}::text[], {}::text[], {}::text[])
+             AS e(id, engagement, partner, subject, role, minutes, description, performed, logged, key,
+                 debits, transfers)",
+        arguments.bind(column(entries, |entry| entry.work_entry_id))?,
+        arguments.bind(column(entries, |entry| entry.engagement_id))?,
+        arguments.bind(column(entries, |entry| entry.partner_id.as_str()))?,
+        arguments.bind(column(entries, |entry| entry.investigator_subject.as_str()))?,
+        arguments.bind(column(entries, |entry| entry.investigator_role))?,
+        arguments.bind(column(entries, |entry| entry.minutes))?,
+        arguments.bind(column(entries, |entry| entry.description.as_str()))?,
+        arguments.bind(column(entries, |entry| entry.performed_at))?,
+        arguments.bind(column(entries, |entry| entry.logged_at))?,
+        arguments.bind(column(entries, |entry| entry.idempotency_key.as_str()))?,
+        arguments.bind(debits)?,
+        arguments.bind(transfer_ids)?,
+    ))
+}
+
+fn keys_written(arguments: &mut Arguments, keys: &[&KeyRow]) -> Result<String, sqlx::Error> {
+    Ok(format!(
+        "INSERT INTO idempotency_keys (partner_id, idempotency_key, operation, request_sha256, response,
+             created_at)
+         SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::bytea[], {}::bytea[],
+             {}::timestamptz[])",
+        arguments.bind(column(keys, |key| key.partner_id.as_str()))?,
+        arguments.bind(column(keys, |key| key.idempotency_key.as_str()))?,
+        arguments.bind(column(keys, |key| key.operation.as_str()))?,
+        arguments.bind(column(keys, |key| key.request_sha256.as_slice()))?,
+        arguments.bind(column(keys, |key| key.response.as_slice()))?,
+        arguments.bind(column(keys, |key| key.created_at))?,
+    ))
+}
+
+/// The partners with packs past their validity or holds past their timeout by `now`.
+pub async fn lapsed<'c>(
+    executor: impl PgExecutor<'c>,
     now: DateTime<Utc>,
-) -> Result<RetainerRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE retainers SET overdraft_limit = $2, low_balance_threshold = $3, terms_updated_at = $4,
-             terms_updated_by = $5, terms_updated_role = $6
-         WHERE partner_id = $1 RETURNING {RETAINER_COLUMNS}"
-    )))
-    .bind(partner_id)
-    .bind(overdraft_limit)
-    .bind(low_balance_threshold)
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT partner_id FROM packs WHERE remaining > 0 AND expires_at <= $1
+         UNION SELECT partner_id FROM holds WHERE state = 'pending' AND expires_at <= $1",
+    )
     .bind(now)
-    .bind(updated_by.0)
-    .bind(updated_by.1)
-    .fetch_one(connection)
+    .fetch_all(executor)
     .await
 }
