@@ -17,7 +17,19 @@ pub async fn start(
     CreditLedgerServiceClient<Channel>,
     EngagementServiceClient<Channel>,
 ) {
-    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
+    start_with(env, "").await
+}
+
+/// A ledger started with `toml` over the test settings.
+pub async fn start_with(
+    env: &TestEnv,
+    toml: &str,
+) -> (
+    Application,
+    CreditLedgerServiceClient<Channel>,
+    EngagementServiceClient<Channel>,
+) {
+    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, toml);
     let application = ledger::build(platform, own, CancellationToken::new())
         .await
         .expect("ledger starts");
