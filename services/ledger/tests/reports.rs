@@ -180,7 +180,7 @@ async fn statements_listings_and_assignment_show_every_movement() {
             &partner,
             GetStatementRequest {
                 partner_id: "p1".into(),
-                period: Some(period.clone()),
+                period: Some(period),
                 format: StatementFormat::Csv.into(),
             },
         ))
@@ -229,7 +229,7 @@ async fn statements_listings_and_assignment_show_every_movement() {
             &partner,
             GetStatementRequest {
                 partner_id: "p1".into(),
-                period: Some(period.clone()),
+                period: Some(period),
                 format: StatementFormat::Proto.into(),
             },
         ))
@@ -242,7 +242,7 @@ async fn statements_listings_and_assignment_show_every_movement() {
             &partner,
             GetStatementRequest {
                 partner_id: "p2".into(),
-                period: Some(period.clone()),
+                period: Some(period),
                 format: StatementFormat::Csv.into(),
             },
         ))
