@@ -12,7 +12,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use picket_platform::EventFactory;
 use picket_platform::db::group_commit::{BatchApplier, GroupCommit};
-use picket_platform::db::outbox;
 use picket_platform::nats::OutgoingEvent;
 use picket_platform::time::to_timestamp;
 use picket_proto::Event;
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::engagements::{self, EngagementRow, Recommendation};
+use crate::engagements::{EngagementRow, Recommendation};
 use crate::engine::{self, Hold, HoldState, Operation, Pack, Refusal, Retainer, TransferKind};
 use crate::store::{self, HoldRecord, KeyRow, PackRow, RetainerRow, TransferRecord, WorkEntryRow};
 use crate::{api, engagement_api};
@@ -181,14 +180,47 @@ impl Partner {
             return Ok(None);
         };
         let partner_ids = [partner_id.to_owned()];
+        let read = store::read(
+            pool,
+            &store::Wanted {
+                partner_ids: &partner_ids,
+                engagement_ids: &[],
+                keys: (&[], &[]),
+            },
+        )
+        .await?;
         let mut partner = Partner::new(row);
-        partner.packs = store::packs(pool, &partner_ids).await?;
-        partner.holds = store::pending_holds(pool, &partner_ids)
-            .await?
-            .into_iter()
-            .map(|hold| (hold.hold_id, hold))
-            .collect();
+        partner.fill(partner_id, &read);
         Ok(Some(partner))
+    }
+
+    /// Takes the partner's rows of `read`.
+    fn fill(&mut self, partner_id: &str, read: &store::Read) {
+        let mine = |owner: &String| owner == partner_id;
+        self.packs = read
+            .packs
+            .iter()
+            .filter(|pack| mine(&pack.partner_id))
+            .cloned()
+            .collect();
+        self.holds = read
+            .holds
+            .iter()
+            .filter(|hold| mine(&hold.partner_id))
+            .map(|hold| (hold.hold_id, hold.clone()))
+            .collect();
+        self.engagements = read
+            .engagements
+            .iter()
+            .filter(|engagement| mine(&engagement.partner_id))
+            .map(|engagement| (engagement.engagement_id, engagement.clone()))
+            .collect();
+        self.keys = read
+            .keys
+            .iter()
+            .filter(|key| mine(&key.partner_id))
+            .map(|key| (key.idempotency_key.clone(), key.clone()))
+            .collect();
     }
 
     /// The engine's view of the position.
@@ -287,44 +319,30 @@ impl Book {
             .into_iter()
             .map(|row| (row.partner_id.clone(), Partner::new(row)))
             .collect();
-        for pack in store::packs(&mut *connection, &partner_ids).await? {
-            if let Some(partner) = partners.get_mut(&pack.partner_id) {
-                partner.packs.push(pack);
-            }
-        }
-        for hold in store::pending_holds(&mut *connection, &partner_ids).await? {
-            if let Some(partner) = partners.get_mut(&hold.partner_id) {
-                partner.holds.insert(hold.hold_id, hold);
-            }
-        }
         let engagement_ids: Vec<Uuid> = commands
             .iter()
             .filter_map(|command| command.action.engagement_id())
             .collect();
-        if !engagement_ids.is_empty() {
-            for engagement in engagements::get_many(&mut *connection, &engagement_ids).await? {
-                if let Some(partner) = partners.get_mut(&engagement.partner_id) {
-                    partner
-                        .engagements
-                        .insert(engagement.engagement_id, engagement);
-                }
-            }
-        }
         let keyed: Vec<&Command> = commands
             .iter()
             .filter(|command| !command.key.is_empty())
             .collect();
-        if !keyed.is_empty() {
-            let owners: Vec<&str> = keyed
-                .iter()
-                .map(|command| command.partner_id.as_str())
-                .collect();
-            let keys: Vec<&str> = keyed.iter().map(|command| command.key.as_str()).collect();
-            for key in store::keys(&mut *connection, &owners, &keys).await? {
-                if let Some(partner) = partners.get_mut(&key.partner_id) {
-                    partner.keys.insert(key.idempotency_key.clone(), key);
-                }
-            }
+        let owners: Vec<&str> = keyed
+            .iter()
+            .map(|command| command.partner_id.as_str())
+            .collect();
+        let keys: Vec<&str> = keyed.iter().map(|command| command.key.as_str()).collect();
+        let read = store::read(
+            &mut *connection,
+            &store::Wanted {
+                partner_ids: &partner_ids,
+                engagement_ids: &engagement_ids,
+                keys: (&owners, &keys),
+            },
+        )
+        .await?;
+        for (partner_id, partner) in &mut partners {
+            partner.fill(partner_id, &read);
         }
         Ok(Book {
             loaded: partners.clone(),
@@ -393,11 +411,12 @@ impl Book {
         }
     }
 
-    /// Writes what the batch changed, then its events to the outbox.
+    /// Writes what the batch changed, and its events to the outbox.
     async fn write(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
         let mut changes = store::Changes {
             transfers: &self.output.transfers,
             work_entries: &self.output.work_entries,
+            events: &self.output.events,
             ..Default::default()
         };
         for (partner_id, partner) in &self.partners {
@@ -426,8 +445,7 @@ impl Book {
                     .filter(|key| !loaded.keys.contains_key(&key.idempotency_key)),
             );
         }
-        store::write(connection, &changes).await?;
-        outbox::enqueue_all(connection, &self.output.events).await
+        store::write(connection, &changes).await
     }
 }
 

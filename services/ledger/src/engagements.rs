@@ -7,9 +7,11 @@ use picket_proto::ledger::v1 as ledger;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::store::{Arguments, WorkEntryRow, column};
+use picket_platform::db::statement::{Arguments, column};
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+use crate::store::WorkEntryRow;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, sqlx::FromRow)]
 pub struct EngagementRow {
     pub engagement_id: Uuid,
     pub partner_id: String,
@@ -142,19 +144,6 @@ pub fn written(arguments: &mut Arguments, rows: &[&EngagementRow]) -> Result<Str
         arguments.bind(column(rows, |row| row.summary.as_str()))?,
         arguments.bind(recommendations)?,
     ))
-}
-
-/// The engagements among `engagement_ids`.
-pub async fn get_many<'c>(
-    executor: impl PgExecutor<'c>,
-    engagement_ids: &[Uuid],
-) -> Result<Vec<EngagementRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENGAGEMENT_COLUMNS} FROM engagements WHERE engagement_id = ANY($1)"
-    )))
-    .bind(engagement_ids)
-    .fetch_all(executor)
-    .await
 }
 
 pub async fn get<'c>(

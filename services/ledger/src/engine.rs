@@ -111,7 +111,8 @@ pub struct Pack {
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum HoldState {
     Pending,
     /// Closed by its engagement or posted: what work did not use was released.

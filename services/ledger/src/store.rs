@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgArguments;
-use sqlx::{Arguments as _, Encode, PgConnection, PgExecutor, Postgres, Type};
+use picket_platform::db::outbox;
+use picket_platform::db::statement::{Arguments, column};
+use picket_platform::nats::OutgoingEvent;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::engagements::EngagementRow;
@@ -92,7 +94,7 @@ pub async fn retainer<'c>(
     .await
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, sqlx::FromRow)]
 pub struct PackRow {
     pub pack_id: Uuid,
     pub partner_id: String,
@@ -108,22 +110,7 @@ pub struct PackRow {
     pub issued_by: String,
 }
 
-/// The packs of `partner_ids`, each partner's oldest first (the order work draws on them).
-pub async fn packs<'c>(
-    executor: impl PgExecutor<'c>,
-    partner_ids: &[String],
-) -> Result<Vec<PackRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT pack_id, partner_id, purchased, remaining, used, expired, purchased_at, valid_from,
-             expires_at, purchase_reference, description, issued_by
-         FROM packs WHERE partner_id = ANY($1) ORDER BY partner_id, expires_at, purchased_at, pack_id",
-    )
-    .bind(partner_ids)
-    .fetch_all(executor)
-    .await
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, sqlx::FromRow)]
 pub struct HoldRecord {
     pub hold_id: Uuid,
     pub partner_id: String,
@@ -141,19 +128,6 @@ pub struct HoldRecord {
 
 const HOLD_COLUMNS: &str = "hold_id, partner_id, engagement_id, amount, used, state, created_at,
     expires_at, resolved_at, description, created_by";
-
-/// The pending holds of `partner_ids`.
-pub async fn pending_holds<'c>(
-    executor: impl PgExecutor<'c>,
-    partner_ids: &[String],
-) -> Result<Vec<HoldRecord>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {HOLD_COLUMNS} FROM holds WHERE partner_id = ANY($1) AND state = 'pending'"
-    )))
-    .bind(partner_ids)
-    .fetch_all(executor)
-    .await
-}
 
 pub async fn hold<'c>(
     executor: impl PgExecutor<'c>,
@@ -202,22 +176,107 @@ pub struct KeyRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// The keys among `(partner_ids[i], keys[i])` that were used already.
-pub async fn keys<'c>(
+/// What a batch reads of its partners once they are locked.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub packs: Vec<PackRow>,
+    /// Pending only.
+    pub holds: Vec<HoldRecord>,
+    pub engagements: Vec<EngagementRow>,
+    /// Among the keys asked for, those used already.
+    pub keys: Vec<KeyRow>,
+}
+
+/// Which rows to read; empty lists read nothing of theirs.
+pub struct Wanted<'a> {
+    pub partner_ids: &'a [String],
+    pub engagement_ids: &'a [Uuid],
+    /// (partner, key) pairs.
+    pub keys: (&'a [&'a str], &'a [&'a str]),
+}
+
+#[derive(sqlx::FromRow)]
+struct ReadRow {
+    kind: String,
+    row: sqlx::types::Json<serde_json::Value>,
+    request_sha256: Option<Vec<u8>>,
+    response: Option<Vec<u8>>,
+}
+
+#[derive(serde::Deserialize)]
+struct KeyFields {
+    partner_id: String,
+    idempotency_key: String,
+    operation: String,
+    created_at: DateTime<Utc>,
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(row: serde_json::Value) -> Result<T, sqlx::Error> {
+    serde_json::from_value(row).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Reads packs, pending holds, engagements and used keys in one round trip (rows as JSON; the
+/// keys' bytes beside them).
+pub async fn read<'c>(
     executor: impl PgExecutor<'c>,
-    partner_ids: &[&str],
-    keys: &[&str],
-) -> Result<Vec<KeyRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT k.partner_id, k.idempotency_key, k.operation, k.request_sha256, k.response, k.created_at
-         FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS u(partner_id, idempotency_key)
+    wanted: &Wanted<'_>,
+) -> Result<Read, sqlx::Error> {
+    let rows: Vec<ReadRow> = sqlx::query_as(
+        "SELECT 'pack' AS kind, to_jsonb(p) AS row, NULL::bytea AS request_sha256, NULL::bytea AS response
+         FROM packs p WHERE p.partner_id = ANY($1)
+         UNION ALL
+         SELECT 'hold', to_jsonb(h), NULL, NULL FROM holds h WHERE h.partner_id = ANY($1) AND h.state = 'pending'
+         UNION ALL
+         SELECT 'engagement', to_jsonb(e), NULL, NULL FROM engagements e WHERE e.engagement_id = ANY($2)
+         UNION ALL
+         SELECT 'key', jsonb_build_object('partner_id', k.partner_id, 'idempotency_key', k.idempotency_key,
+                 'operation', k.operation, 'created_at', k.created_at),
+             k.request_sha256, k.response
+         FROM idempotency_keys k JOIN unnest($3::text[], $4::text[]) AS u(partner_id, idempotency_key)
              USING (partner_id, idempotency_key)
          WHERE k.response IS NOT NULL",
     )
-    .bind(partner_ids)
-    .bind(keys)
+    .bind(wanted.partner_ids)
+    .bind(wanted.engagement_ids)
+    .bind(wanted.keys.0)
+    .bind(wanted.keys.1)
     .fetch_all(executor)
-    .await
+    .await?;
+    let mut read = Read::default();
+    for ReadRow {
+        kind,
+        row,
+        request_sha256,
+        response,
+    } in rows
+    {
+        match kind.as_str() {
+            "pack" => read.packs.push(decoded(row.0)?),
+            "hold" => read.holds.push(decoded(row.0)?),
+            "engagement" => read.engagements.push(decoded(row.0)?),
+            _ => {
+                let fields: KeyFields = decoded(row.0)?;
+                read.keys.push(KeyRow {
+                    partner_id: fields.partner_id,
+                    idempotency_key: fields.idempotency_key,
+                    operation: fields.operation,
+                    request_sha256: request_sha256.unwrap_or_default(),
+                    response: response.unwrap_or_default(),
+                    created_at: fields.created_at,
+                });
+            }
+        }
+    }
+    // Each partner's packs oldest first: the order work draws on them.
+    read.packs.sort_by(|a, b| {
+        (&a.partner_id, a.expires_at, a.purchased_at, a.pack_id).cmp(&(
+            &b.partner_id,
+            b.expires_at,
+            b.purchased_at,
+            b.pack_id,
+        ))
+    });
+    Ok(read)
 }
 
 /// An immutable movement of credits, as recorded.
@@ -274,26 +333,7 @@ pub struct Changes<'a> {
     pub keys: Vec<&'a KeyRow>,
     pub transfers: &'a [TransferRecord],
     pub work_entries: &'a [WorkEntryRow],
-}
-
-/// One statement's arguments, each bound where the statement's text names it.
-#[derive(Default)]
-pub struct Arguments(PgArguments);
-
-impl Arguments {
-    /// Binds `value`; returns its placeholder.
-    pub fn bind<'t, T>(&mut self, value: T) -> Result<String, sqlx::Error>
-    where
-        T: Encode<'t, Postgres> + Type<Postgres>,
-    {
-        self.0.add(value).map_err(sqlx::Error::Encode)?;
-        Ok(format!("${}", self.0.len()))
-    }
-}
-
-/// Collects a field of each row into a column to bind.
-pub fn column<'r, R, T>(rows: &[&'r R], field: impl Fn(&'r R) -> T) -> Vec<T> {
-    rows.iter().map(|row| field(row)).collect()
+    pub events: &'a [OutgoingEvent],
 }
 
 /// Writes a batch's changes in one statement, whose text does not change from batch to batch
@@ -314,14 +354,20 @@ pub async fn write(
         accounts_summed(&mut arguments, &transfers)?,
         work_entries_written(&mut arguments, &work_entries)?,
         keys_written(&mut arguments, &changes.keys)?,
+        outbox::inserted(&mut arguments, changes.events)?,
     ];
     let statements: Vec<String> = parts
         .iter()
         .enumerate()
         .map(|(index, part)| format!("written_{index} AS ({part})"))
         .collect();
-    let sql = format!("WITH {} SELECT 1", statements.join(",\n"));
-    sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments.0)
+    let events = format!("written_{}", parts.len() - 1);
+    let sql = format!(
+        "WITH {} {}",
+        statements.join(",\n"),
+        outbox::wake_relay_after(&events)
+    );
+    sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments.into_inner())
         .execute(connection)
         .await?;
     Ok(())

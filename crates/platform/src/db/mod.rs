@@ -6,6 +6,7 @@ pub mod group_commit;
 pub mod inbox;
 pub mod notify;
 pub mod outbox;
+pub mod statement;
 
 use std::str::FromStr;
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::notify;
+use crate::db::statement::{Arguments, column};
 use crate::metrics::Metrics;
 use crate::nats::OutgoingEvent;
 
@@ -41,48 +42,56 @@ pub async fn enqueue_all(
     if events.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
-    let subjects: Vec<&str> = events.iter().map(|event| event.subject.as_str()).collect();
-    let types: Vec<&str> = events
-        .iter()
-        .map(|event| event.event_type.as_str())
-        .collect();
-    let sources: Vec<&str> = events.iter().map(|event| event.source.as_str()).collect();
-    let ce_subjects: Vec<&str> = events
-        .iter()
-        .map(|event| event.ce_subject.as_str())
-        .collect();
-    let times: Vec<DateTime<Utc>> = events.iter().map(|event| event.time).collect();
-    let payloads: Vec<&[u8]> = events
-        .iter()
-        .map(|event| event.payload.as_slice())
-        .collect();
-    let trace_contexts: Vec<String> = events
-        .iter()
-        .map(|event| serde_json::to_string(&event.trace_context).unwrap_or_else(|_| "{}".into()))
-        .collect();
-    // WITH ORDINALITY keeps the events' order in the relay's sequence; the notification is sent
-    // at commit, once however many events the transaction added.
-    sqlx::query(
-        "WITH added AS (
-             INSERT INTO outbox (event_id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context)
-             SELECT id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context::jsonb
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bytea[], $8::text[])
-                 WITH ORDINALITY AS e(id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context, position)
-             ORDER BY position)
-         SELECT pg_notify(current_schema() || '_outbox', '')",
-    )
-    .bind(&ids)
-    .bind(&subjects)
-    .bind(&types)
-    .bind(&sources)
-    .bind(&ce_subjects)
-    .bind(&times)
-    .bind(&payloads)
-    .bind(&trace_contexts)
-    .execute(&mut *connection)
-    .await?;
+    let mut arguments = Arguments::default();
+    let sql = format!(
+        "WITH added AS ({}) {}",
+        inserted(&mut arguments, events)?,
+        wake_relay_after("added")
+    );
+    sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments.into_inner())
+        .execute(&mut *connection)
+        .await?;
     Ok(())
+}
+
+/// The statement that adds `events` to the outbox, returning their ids: a part of a larger
+/// statement, followed by [`wake_relay_after`].
+pub fn inserted(
+    arguments: &mut Arguments,
+    events: &[OutgoingEvent],
+) -> Result<String, sqlx::Error> {
+    let events: Vec<&OutgoingEvent> = events.iter().collect();
+    let trace_contexts = column(&events, |event| {
+        serde_json::to_string(&event.trace_context).unwrap_or_else(|_| "{}".into())
+    });
+    // WITH ORDINALITY keeps the events' order in the relay's sequence.
+    Ok(format!(
+        "INSERT INTO outbox (event_id, subject, event_type, source, ce_subject, occurred_at, payload,
+             trace_context)
+         SELECT id, subject, event_type, source, ce_subject, occurred_at, payload, trace_context::jsonb
+         FROM unnest({}::uuid[], {}::text[], {}::text[], {}::text[], {}::text[], {}::timestamptz[],
+             {}::bytea[], {}::text[])
+             WITH ORDINALITY AS e(id, subject, event_type, source, ce_subject, occurred_at, payload,
+                 trace_context, position)
+         ORDER BY position
+         RETURNING event_id",
+        arguments.bind(column(&events, |event| event.id))?,
+        arguments.bind(column(&events, |event| event.subject.as_str()))?,
+        arguments.bind(column(&events, |event| event.event_type.as_str()))?,
+        arguments.bind(column(&events, |event| event.source.as_str()))?,
+        arguments.bind(column(&events, |event| event.ce_subject.as_str()))?,
+        arguments.bind(column(&events, |event| event.time))?,
+        arguments.bind(column(&events, |event| event.payload.as_slice()))?,
+        arguments.bind(trace_contexts)?,
+    ))
+}
+
+/// The final query of a statement whose part `cte` ran [`inserted`]: wakes the relays at commit
+/// when it added any event (once, however many).
+pub fn wake_relay_after(cte: &str) -> String {
+    format!(
+        "SELECT pg_notify(current_schema() || '_{TOPIC}', '') WHERE EXISTS (SELECT 1 FROM {cte})"
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
