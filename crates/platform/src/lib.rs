@@ -10,6 +10,7 @@ pub mod db;
 pub mod grpc;
 pub mod metrics;
 pub mod nats;
+pub mod offboarding;
 pub mod runtime;
 pub mod settings;
 pub mod telemetry;

@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 use picket_platform::db::group_commit::GroupCommit;
 use picket_platform::nats::ConsumerSpec;
+use picket_platform::offboarding::Purger;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
+use picket_proto::Area;
 use picket_proto::notifications::v1::channel_service_server::{
     ChannelServiceServer, SERVICE_NAME as CHANNEL_SERVICE,
 };
@@ -85,7 +87,19 @@ pub async fn build(
                     area,
                     filter_subjects: Vec::new(),
                 },
-                routing::RoutingHandler::new(routes.clone(), consumer),
+                routing::RoutingHandler::new(
+                    routes.clone(),
+                    consumer,
+                    (area == Area::Offboarding).then(|| {
+                        Purger::new(
+                            platform.pool().clone(),
+                            platform.events(),
+                            SERVICE,
+                            consumer,
+                            routing::PURGES,
+                        )
+                    }),
+                ),
             )
             .await?;
     }

@@ -7,7 +7,10 @@ use chrono::Utc;
 use picket_platform::db::group_commit::{BatchApplier, GroupCommit};
 use picket_platform::db::inbox;
 use picket_platform::nats::{EventHandler, HandlerError, InboundEvent};
+use picket_platform::offboarding::{Purge, Purger};
 use picket_proto::Area;
+use picket_proto::offboarding::v1::{OffboardingCancelled, OffboardingRequested, PurgeRequested};
+use prost::Name;
 use sqlx::PgPool;
 
 use crate::catalog::{self, Webhook};
@@ -29,6 +32,22 @@ pub struct Route {
     consumer: &'static str,
     event_id: String,
     webhook: Webhook,
+    /// What it changes in which tenants are being offboarded.
+    offboarding: Option<Offboarding>,
+}
+
+/// An offboarding event's effect on routing.
+#[derive(Debug, Clone)]
+enum Offboarding {
+    /// The tenant's events are no longer routed.
+    Started(uuid::Uuid),
+    /// They are again.
+    Cancelled,
+}
+
+/// The offboarding notices reach the partner even while its tenant's other events do not.
+fn offboarding_notice(webhook: &Webhook) -> bool {
+    webhook.event_type.starts_with("offboarding.")
 }
 
 /// Routes batches of events to deliveries.
@@ -74,10 +93,31 @@ impl BatchApplier for Router {
                     .filter(|route| route.consumer == consumer && first.contains(&route.event_id)),
             );
         }
+        for route in &fresh {
+            match &route.offboarding {
+                Some(Offboarding::Started(offboarding_id)) => {
+                    store::stop_routing(&mut transaction, &route.webhook, *offboarding_id, now)
+                        .await?;
+                }
+                Some(Offboarding::Cancelled) => {
+                    store::resume_routing(&mut transaction, &route.webhook.tenant_id).await?;
+                }
+                None => {}
+            }
+        }
+        let tenant_ids: Vec<&str> = fresh
+            .iter()
+            .map(|route| route.webhook.tenant_id.as_str())
+            .filter(|tenant_id| !tenant_id.is_empty())
+            .collect();
+        let offboarded = store::offboarded(&mut transaction, &tenant_ids).await?;
         let leased_until =
             now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
         let webhooks: Vec<(&str, &Webhook)> = fresh
             .iter()
+            .filter(|route| {
+                offboarding_notice(&route.webhook) || !offboarded.contains(&route.webhook.tenant_id)
+            })
             .map(|route| (route.event_id.as_str(), &route.webhook))
             .collect();
         let created = store::fan_out(&mut transaction, &webhooks, now, leased_until).await?;
@@ -97,20 +137,73 @@ impl BatchApplier for Router {
     }
 }
 
-/// The consumers' handler: an event partners hear of is routed with others.
+/// The notifier's tables of a tenant, children first. The offboarding's own notices and their
+/// attempts are kept: they are the partner's record that its customer's data was removed.
+pub const PURGES: &[Purge] = &[
+    Purge {
+        table: "notifier.delivery_attempts",
+        sql: "DELETE FROM delivery_attempts a USING deliveries d
+              WHERE a.delivery_id = d.delivery_id AND d.tenant_id = $1 AND d.partner_id = $2
+                AND d.event_type NOT LIKE 'offboarding.%'",
+    },
+    Purge {
+        table: "notifier.deliveries",
+        sql: "DELETE FROM deliveries WHERE tenant_id = $1 AND partner_id = $2
+                AND event_type NOT LIKE 'offboarding.%'",
+    },
+    Purge {
+        table: "notifier.webhook_endpoints",
+        sql: "DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "notifier.email_recipients",
+        sql: "DELETE FROM email_recipients WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "notifier.offboarded_tenants",
+        sql: "DELETE FROM offboarded_tenants WHERE tenant_id = $1 AND partner_id = $2",
+    },
+];
+
+/// The consumers' handler: an event partners hear of is routed with others; the offboarding
+/// area's PurgeRequested purges the tenant.
 pub struct RoutingHandler {
     routes: GroupCommit<Router>,
     consumer: &'static str,
+    purger: Option<Purger>,
 }
 
 impl RoutingHandler {
-    pub fn new(routes: GroupCommit<Router>, consumer: &'static str) -> RoutingHandler {
-        RoutingHandler { routes, consumer }
+    pub fn new(
+        routes: GroupCommit<Router>,
+        consumer: &'static str,
+        purger: Option<Purger>,
+    ) -> RoutingHandler {
+        RoutingHandler {
+            routes,
+            consumer,
+            purger,
+        }
     }
 }
 
 impl EventHandler for RoutingHandler {
     async fn handle(&self, event: InboundEvent) -> Result<(), HandlerError> {
+        if let Some(purger) = &self.purger
+            && event.event_type == PurgeRequested::full_name()
+        {
+            return purger.handle(&event).await;
+        }
+        let offboarding = if event.event_type == OffboardingRequested::full_name() {
+            let requested: OffboardingRequested = event.decode()?;
+            let offboarding_id = uuid::Uuid::parse_str(&requested.offboarding_id)
+                .map_err(|_| HandlerError::Rejected("offboarding_id is not a UUID".into()))?;
+            Some(Offboarding::Started(offboarding_id))
+        } else if event.event_type == OffboardingCancelled::full_name() {
+            Some(Offboarding::Cancelled)
+        } else {
+            None
+        };
         let Some(webhook) = catalog::webhook_for(&event)? else {
             // Not an event partners are told of (for example an authority map change).
             return Ok(());
@@ -120,6 +213,7 @@ impl EventHandler for RoutingHandler {
                 consumer: self.consumer,
                 event_id: event.id,
                 webhook,
+                offboarding,
             })
             .await
     }

@@ -1032,3 +1032,51 @@ pub async fn disable_endpoint(
     .await?;
     Ok(Some((endpoint, abandoned)))
 }
+
+/// Stops routing the events of `webhook`'s tenant (an offboarding started).
+pub async fn stop_routing(
+    connection: &mut PgConnection,
+    webhook: &Webhook,
+    offboarding_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO offboarded_tenants (tenant_id, partner_id, offboarding_id, since)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(&webhook.tenant_id)
+    .bind(&webhook.partner_id)
+    .bind(offboarding_id)
+    .bind(now)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Routes a tenant's events again (its offboarding was cancelled).
+pub async fn resume_routing(
+    connection: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM offboarded_tenants WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// Which of `tenant_ids` are being offboarded.
+pub async fn offboarded(
+    connection: &mut PgConnection,
+    tenant_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if tenant_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let offboarded: Vec<String> =
+        sqlx::query_scalar("SELECT tenant_id FROM offboarded_tenants WHERE tenant_id = ANY($1)")
+            .bind(tenant_ids)
+            .fetch_all(connection)
+            .await?;
+    Ok(offboarded.into_iter().collect())
+}

@@ -5,9 +5,11 @@
 
 use picket_platform::db::group_commit::GroupCommit;
 use picket_platform::nats::{EventHandler, HandlerError, InboundEvent};
+use picket_platform::offboarding::{Purge, Purger};
 use picket_platform::time::from_timestamp;
 use picket_proto::findings::v1::{FindingCleared, FindingObserved};
 use picket_proto::fixes::v1::{FixApplied, FixFailed, FixRequested};
+use picket_proto::offboarding::v1::{OffboardingCancelled, OffboardingRequested, PurgeRequested};
 use picket_proto::tenants::v1::TenantOnboarded;
 use prost::Name;
 use uuid::Uuid;
@@ -218,5 +220,90 @@ impl EventHandler for TenantsHandler {
         }
         // Other tenant events (consent, scans, disconnection) do not concern the policy yet.
         Ok(())
+    }
+}
+
+pub const OFFBOARDING: &str = "prioritizer-offboarding";
+
+/// The prioritizer's tables of a tenant, children first. An auto-approve rule that named only
+/// this tenant goes; one that named others too forgets it.
+pub const PURGES: &[Purge] = &[
+    Purge {
+        table: "prioritizer.decisions",
+        sql: "DELETE FROM decisions d USING incidents i
+              WHERE d.incident_id = i.incident_id AND i.tenant_id = $1 AND i.partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.incident_timeline",
+        sql: "DELETE FROM incident_timeline t USING incidents i
+              WHERE t.incident_id = i.incident_id AND i.tenant_id = $1 AND i.partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.incidents",
+        sql: "DELETE FROM incidents WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.recommendations",
+        sql: "DELETE FROM recommendations WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.theme_launches",
+        sql: "DELETE FROM theme_launches WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.auto_approve_rules",
+        sql: "DELETE FROM auto_approve_rules
+              WHERE partner_id = $2 AND NOT all_tenants AND tenant_ids = ARRAY[$1]",
+    },
+    Purge {
+        table: "prioritizer.auto_approve_rules (tenant removed)",
+        sql: "UPDATE auto_approve_rules SET tenant_ids = array_remove(tenant_ids, $1)
+              WHERE partner_id = $2 AND $1 = ANY(tenant_ids)",
+    },
+    Purge {
+        table: "prioritizer.tenants",
+        sql: "DELETE FROM tenants WHERE tenant_id = $1 AND partner_id = $2",
+    },
+];
+
+/// The offboarding area: a tenant offboarded (its incidents close, its queue empties) or given
+/// back, and its purge.
+pub struct OffboardingHandler {
+    intake: Intake,
+    purger: Purger,
+}
+
+impl OffboardingHandler {
+    pub fn new(intake: Intake, purger: Purger) -> OffboardingHandler {
+        OffboardingHandler { intake, purger }
+    }
+}
+
+fn offboarding_id(id: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(id)
+        .map_err(|_| HandlerError::Rejected(format!("offboarding_id {id:?} is not a UUID")))
+}
+
+impl EventHandler for OffboardingHandler {
+    async fn handle(&self, event: InboundEvent) -> Result<(), HandlerError> {
+        if event.event_type == OffboardingRequested::full_name() {
+            let requested = event.decode::<OffboardingRequested>()?;
+            let key = tenant_key(&requested.partner_id, &requested.tenant_id)?;
+            let command = Command::Offboarded {
+                offboarding_id: offboarding_id(&requested.offboarding_id)?,
+            };
+            submit(&self.intake, OFFBOARDING, &event, key, command).await
+        } else if event.event_type == OffboardingCancelled::full_name() {
+            let cancelled = event.decode::<OffboardingCancelled>()?;
+            let key = tenant_key(&cancelled.partner_id, &cancelled.tenant_id)?;
+            let command = Command::OffboardingCancelled {
+                offboarding_id: offboarding_id(&cancelled.offboarding_id)?,
+            };
+            submit(&self.intake, OFFBOARDING, &event, key, command).await
+        } else if event.event_type == PurgeRequested::full_name() {
+            self.purger.handle(&event).await
+        } else {
+            Ok(())
+        }
     }
 }

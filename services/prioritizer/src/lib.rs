@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use picket_platform::db::group_commit::GroupCommit;
 use picket_platform::nats::ConsumerSpec;
+use picket_platform::offboarding::Purger;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
 use picket_proto::Area;
@@ -88,9 +89,22 @@ pub async fn build_with_clock(
     platform
         .consume(spec(consumers::FIXES, Area::Fixes), fixes)
         .await?;
-    let tenants = consumers::TenantsHandler::new(intake);
+    let tenants = consumers::TenantsHandler::new(intake.clone());
     platform
         .consume(spec(consumers::TENANTS, Area::Tenants), tenants)
+        .await?;
+    let purger = Purger::new(
+        platform.pool().clone(),
+        platform.events(),
+        SERVICE,
+        consumers::OFFBOARDING,
+        consumers::PURGES,
+    );
+    platform
+        .consume(
+            spec(consumers::OFFBOARDING, Area::Offboarding),
+            consumers::OffboardingHandler::new(intake, purger),
+        )
         .await?;
     let timers = scheduler::run(processor, platform.shutdown_token());
     platform.spawn("prioritizer-timers", timers);

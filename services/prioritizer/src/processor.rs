@@ -110,9 +110,26 @@ pub enum Command {
     Escalate {
         incident_id: Uuid,
     },
+    /// The tenant is being offboarded: its incidents close as offboarded, its queue empties, and
+    /// nothing else applies to it until the offboarding is cancelled.
+    Offboarded {
+        offboarding_id: Uuid,
+    },
+    /// Its offboarding was cancelled: the tenant is the partner's again.
+    OffboardingCancelled {
+        offboarding_id: Uuid,
+    },
 }
 
 impl Command {
+    /// Whether the command applies to a tenant being offboarded.
+    fn applies_while_offboarded(&self) -> bool {
+        matches!(
+            self,
+            Command::Offboarded { .. } | Command::OffboardingCancelled { .. }
+        )
+    }
+
     /// Whether the command comes from the scanner's events, which make a tenant known.
     fn introduces_tenant(&self) -> bool {
         matches!(
@@ -900,6 +917,13 @@ impl<'p> Batch<'p> {
                 job.key.tenant_id, job.key.partner_id
             ))));
         };
+        if tenant.row.offboarding_id.is_some() && !job.command.applies_while_offboarded() {
+            self.tenants.insert(job.key.clone(), tenant);
+            return Ok(Outcome::Refused(Refused::FailedPrecondition(format!(
+                "tenant {} of partner {} is being offboarded",
+                job.key.tenant_id, job.key.partner_id
+            ))));
+        }
         let outcome = self.command(connection, &mut tenant, job.command).await;
         self.tenants.insert(job.key, tenant);
         outcome
@@ -977,7 +1001,77 @@ impl<'p> Batch<'p> {
             Command::Escalate { incident_id } => {
                 self.escalate(connection, tenant, incident_id).await
             }
+            Command::Offboarded { offboarding_id } => {
+                self.offboarded(connection, tenant, offboarding_id).await
+            }
+            Command::OffboardingCancelled { offboarding_id } => {
+                if tenant.row.offboarding_id == Some(offboarding_id) {
+                    tenant.row.offboarding_id = None;
+                }
+                Ok(Outcome::Applied(Box::default()))
+            }
         }
+    }
+
+    /// Closes every incident of the tenant still open, awaiting a fix or muted, as offboarded,
+    /// and empties its queue: every recommendation goes idle.
+    async fn offboarded(
+        &mut self,
+        connection: &mut PgConnection,
+        tenant: &mut Tenant,
+        offboarding_id: Uuid,
+    ) -> Result<Outcome, ProcessError> {
+        tenant.row.offboarding_id = Some(offboarding_id);
+        let fingerprints: Vec<String> = tenant.recommendations.keys().cloned().collect();
+        for fingerprint in &fingerprints {
+            if let Some(mut incident) = self
+                .current_incident(connection, tenant, fingerprint)
+                .await?
+            {
+                let from = incident.state();
+                if matches!(
+                    from,
+                    IncidentState::Open | IncidentState::AwaitingFix | IncidentState::Muted
+                ) {
+                    incident.state = IncidentState::Offboarded.as_db().to_owned();
+                    incident.resolution = Some(Resolution::Offboarded.as_db().to_owned());
+                    incident.resolved_at = Some(self.now);
+                    incident.decision_due_at = None;
+                    let incident = self.save(incident);
+                    let details =
+                        HashMap::from([("offboarding_id".to_owned(), offboarding_id.to_string())]);
+                    self.timeline(
+                        &incident,
+                        incidents::TimelineEntryKind::Resolved,
+                        &system_actor(),
+                        Some(from),
+                        "closed: the tenant is being offboarded".to_owned(),
+                        None,
+                        details,
+                    );
+                    let resolved = incidents::IncidentResolved {
+                        partner_id: incident.partner_id.clone(),
+                        tenant_id: incident.tenant_id.clone(),
+                        incident: Some(self.incident_proto(&incident)),
+                        resolution: Resolution::Offboarded.to_proto().into(),
+                        resolved_at: Some(to_timestamp(self.now)),
+                        fix_id: String::new(),
+                        scan_id: String::new(),
+                        offboarding_id: offboarding_id.to_string(),
+                    };
+                    self.emit(&resolved)?;
+                }
+            }
+            if let Some(row) = tenant.recommendations.get_mut(fingerprint)
+                && (row.standing != "idle" || row.queued_at.is_some())
+            {
+                row.standing = "idle".to_owned();
+                row.queued_at = None;
+                tenant.dirty.insert(fingerprint.clone());
+            }
+        }
+        tenant.state = tenant.engine_state();
+        Ok(Outcome::Applied(Box::default()))
     }
 
     /// Resolves (applied) or reopens (failed) the incident waiting for this fix.

@@ -40,6 +40,8 @@ pub struct TenantRow {
     pub onboarded_at: DateTime<Utc>,
     pub last_launch_at: DateTime<Utc>,
     pub version: i64,
+    /// The offboarding the tenant is in, if any.
+    pub offboarding_id: Option<Uuid>,
 }
 
 impl TenantRow {
@@ -518,7 +520,7 @@ macro_rules! table {
 
 table!(TENANTS, bind_tenants, TenantRow, "tenants",
     conflict: "partner_id, tenant_id",
-    update: &["launched_themes", "last_launch_at", "version"],
+    update: &["launched_themes", "last_launch_at", "version", "offboarding_id"],
     [
         partner_id: "text",
         tenant_id: "text",
@@ -526,6 +528,7 @@ table!(TENANTS, bind_tenants, TenantRow, "tenants",
         onboarded_at: "timestamptz",
         last_launch_at: "timestamptz",
         version: "int8",
+        offboarding_id: "uuid",
     ]
 );
 

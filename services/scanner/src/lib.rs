@@ -4,6 +4,7 @@
 pub mod checks;
 pub mod fixes;
 pub mod graph;
+pub mod offboarding;
 pub mod scans;
 pub mod settings;
 pub mod tenants;
@@ -80,6 +81,16 @@ pub async fn build(
                 filter_subjects: Vec::new(),
             },
             fixes::FixHandler::new(scanning.clone()),
+        )
+        .await?;
+    platform
+        .consume(
+            ConsumerSpec {
+                durable_name: offboarding::CONSUMER.to_owned(),
+                area: Area::Offboarding,
+                filter_subjects: Vec::new(),
+            },
+            offboarding::OffboardingHandler::new(scanning.clone()),
         )
         .await?;
     let shutdown = platform.shutdown_token();

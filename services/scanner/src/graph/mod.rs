@@ -137,6 +137,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 impl GraphClient {
+    /// Drops every token held for `microsoft_tenant_id`; returns whether there were any.
+    pub fn forget_tenant(&self, microsoft_tenant_id: &str) -> bool {
+        self.tokens.forget(microsoft_tenant_id)
+    }
+
     pub fn new(settings: &ScannerSettings) -> reqwest::Result<GraphClient> {
         let http = reqwest::Client::builder()
             .timeout(settings.request_timeout)

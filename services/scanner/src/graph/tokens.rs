@@ -85,6 +85,18 @@ impl TokenCache {
         Ok(access_token)
     }
 
+    /// Forgets every token of `tenant_id` (its tokens are dropped when it is offboarded); returns
+    /// whether it held any.
+    pub fn forget(&self, tenant_id: &str) -> bool {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = slots.len();
+        slots.retain(|(tenant, _), _| tenant != tenant_id);
+        slots.len() != before
+    }
+
     /// Forgets the token, after Graph refused it.
     pub async fn invalidate(&self, tenant_id: &str, scope: &str) {
         *self.slot(tenant_id, scope).lock().await = None;
