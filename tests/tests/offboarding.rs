@@ -9,7 +9,10 @@ use std::time::Duration;
 use graph_sim::{GraphSim, SimConfig};
 use picket_e2e::{channel, start_notifier, start_prioritizer, start_scanner};
 use picket_platform::Application;
+use picket_platform::auth::{Principal, Role};
 use picket_platform::time::to_duration;
+use picket_proto::incidents::v1::ListIncidentsRequest;
+use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::ledger::v1::engagement_service_client::EngagementServiceClient;
 use picket_proto::ledger::v1::{OpenEngagementRequest, RequestChannel};
 use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
@@ -30,8 +33,7 @@ struct Picket {
     env: TestEnv,
     sim: GraphSim,
     scanner: Application,
-    /// Kept running for the test.
-    _prioritizer: Application,
+    prioritizer: Application,
     notifier: Option<Application>,
     ledger: Application,
     offboarding: Option<Application>,
@@ -94,7 +96,7 @@ impl Picket {
             env,
             sim,
             scanner,
-            _prioritizer: prioritizer,
+            prioritizer,
             notifier: Some(notifier),
             ledger,
             offboarding: Some(offboarding),
@@ -312,6 +314,43 @@ async fn an_offboarded_tenant_is_disconnected_then_purged_everywhere_with_a_cert
         .await
         .expect("engagement opened");
 
+    // A customer contact granted the tenant sees its incidents, until the offboarding starts.
+    let customer = picket.env.token(&Principal {
+        subject: "it@contoso.example".into(),
+        role: Role::Customer,
+        partner_id: Some(PARTNER.into()),
+        tenant_ids: vec![tenant_id.clone()],
+    });
+    let incidents = IncidentServiceClient::new(channel(&picket.prioritizer).await);
+    let visible = || {
+        let request = picket.env.request(
+            &customer,
+            ListIncidentsRequest {
+                partner_id: PARTNER.into(),
+                ..Default::default()
+            },
+        );
+        let mut incidents = incidents.clone();
+        async move {
+            incidents
+                .list_incidents(request)
+                .await
+                .expect("listed")
+                .into_inner()
+                .incidents
+                .len()
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "an incident for the customer",
+        || {
+            let listing = visible();
+            async move { (listing.await > 0).then_some(()) }
+        },
+    )
+    .await;
+
     let started = picket.offboard(&tenant_id).await;
     assert_eq!(
         started.state(),
@@ -350,6 +389,7 @@ async fn an_offboarded_tenant_is_disconnected_then_purged_everywhere_with_a_cert
     )
     .await;
     assert_eq!(queued, 0, "the tenant's queue is empty");
+    assert_eq!(visible().await, 0, "the customer's access ended");
 
     picket.retention_passes(&started.offboarding_id).await;
     let completed = picket

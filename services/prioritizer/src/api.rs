@@ -97,12 +97,42 @@ async fn visible_incident(
     incident_id: &str,
 ) -> Result<IncidentRow, Status> {
     let incident_id = parse_uuid(incident_id, "incident_id")?;
-    store::incidents_by_id(pool, &[incident_id])
+    let not_found = || Status::not_found(format!("incident {incident_id} not found"));
+    let incident = store::incidents_by_id(pool, &[incident_id])
         .await
         .map_err(internal)?
         .pop()
         .filter(|incident| principal.can_access_tenant(&incident.partner_id, &incident.tenant_id))
-        .ok_or_else(|| Status::not_found(format!("incident {incident_id} not found")))
+        .ok_or_else(not_found)?;
+    let granted =
+        without_offboarded(pool, principal, Some(vec![incident.tenant_id.clone()])).await?;
+    if granted.is_some_and(|tenants| tenants.is_empty()) {
+        return Err(not_found());
+    }
+    Ok(incident)
+}
+
+/// A customer's access to a tenant ends when the tenant's offboarding starts: `tenant_ids`
+/// without those (for customers; anyone else's scope is left as it is).
+async fn without_offboarded(
+    pool: &PgPool,
+    principal: &Principal,
+    tenant_ids: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, Status> {
+    let (Role::Customer, Some(tenant_ids)) = (principal.role, tenant_ids.as_ref()) else {
+        return Ok(tenant_ids);
+    };
+    let partner_id = principal.partner_id.as_deref().unwrap_or_default();
+    let offboarded = store::offboarded_tenants(pool, partner_id, tenant_ids)
+        .await
+        .map_err(internal)?;
+    Ok(Some(
+        tenant_ids
+            .iter()
+            .filter(|tenant_id| !offboarded.contains(*tenant_id))
+            .cloned()
+            .collect(),
+    ))
 }
 
 async fn with_decisions(
@@ -379,7 +409,8 @@ impl IncidentService for IncidentApi {
         request: Request<incidents::ListIncidentsRequest>,
     ) -> Result<Response<incidents::ListIncidentsResponse>, Status> {
         let principal = Principal::of(&request)?;
-        let filter = scoped_filter(principal, request.get_ref())?;
+        let mut filter = scoped_filter(principal, request.get_ref())?;
+        filter.tenant_ids = without_offboarded(self.pool(), principal, filter.tenant_ids).await?;
         let rows = list_incidents(self.pool(), &filter)
             .await
             .map_err(internal)?;
@@ -525,6 +556,7 @@ impl IncidentService for IncidentApi {
         let body = request.get_ref();
         let (partner_id, tenant_ids) =
             IncidentApi::recommendation_scope(principal, &body.partner_id, &body.tenant_id)?;
+        let tenant_ids = without_offboarded(self.pool(), principal, tenant_ids).await?;
         let limit = page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let offset = parse_offset_token(&body.page_token)?;
         let query = RecommendationQuery {
@@ -556,6 +588,7 @@ impl IncidentService for IncidentApi {
         let body = request.get_ref();
         let (partner_id, tenant_ids) =
             IncidentApi::recommendation_scope(principal, &body.partner_id, &body.tenant_id)?;
+        let tenant_ids = without_offboarded(self.pool(), principal, tenant_ids).await?;
         let states = parse_each(&body.states, "states", "a recommendation state", |value| {
             incidents::RecommendationState::try_from(value)
                 .ok()

@@ -2,7 +2,7 @@
 //! statement, each column sent as a binary array: PostgreSQL neither parses JSON records nor
 //! converts text per value, and a batch of events costs a handful of round trips.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use picket_proto::common::v1 as common;
 use picket_proto::incidents::v1 as incidents;
 use sqlx::postgres::PgArguments;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor, Postgres};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::model::{DecisionKind, IncidentState, Kind, Origin, Resolution, Severity};
@@ -783,6 +783,23 @@ impl Changes {
             .await?;
         Ok(())
     }
+}
+
+/// Which of a partner's `tenant_ids` are being offboarded.
+pub async fn offboarded_tenants(
+    pool: &PgPool,
+    partner_id: &str,
+    tenant_ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let offboarded: Vec<String> = sqlx::query_scalar(
+        "SELECT tenant_id FROM tenants
+         WHERE partner_id = $1 AND tenant_id = ANY($2) AND offboarding_id IS NOT NULL",
+    )
+    .bind(partner_id)
+    .bind(tenant_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(offboarded.into_iter().collect())
 }
 
 /// Creates the tenants not known yet (no theme launched); returns those it created.
