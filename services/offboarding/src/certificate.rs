@@ -232,3 +232,63 @@ fn html(certificate: &offboarding::DeletionCertificate) -> String {
         seal = escape(&certificate.sha256),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate() -> (offboarding::DeletionCertificate, serde_json::Value) {
+        let mut certificate = offboarding::DeletionCertificate {
+            certificate_id: "c1".into(),
+            tenant_id: "t1".into(),
+            tenant_display_name: "Contoso <Dental> & Co".into(),
+            services: vec![offboarding::ServiceDeletion {
+                service: "scanner".into(),
+                tables: vec![offboarding::PurgedTable {
+                    table: "scanner.tenants".into(),
+                    row_count: 1,
+                }],
+                total_rows: 1,
+                ..Default::default()
+            }],
+            total_rows: 1,
+            retained: retained(),
+            ..Default::default()
+        };
+        let (body, seal) = sealed(certificate.clone());
+        certificate.sha256 = seal;
+        (certificate, body)
+    }
+
+    #[test]
+    fn a_certificate_opens_only_with_its_seal() {
+        let (certificate, body) = certificate();
+        let opened = open(&body, &certificate.sha256).expect("the seal matches");
+        assert_eq!(opened, certificate);
+        let mut tampered = body.clone();
+        tampered["totalRows"] = serde_json::json!("0");
+        assert!(
+            open(&tampered, &certificate.sha256).is_none(),
+            "a changed row count is caught"
+        );
+    }
+
+    #[test]
+    fn documents_escape_what_the_partner_typed() {
+        let (certificate, _) = certificate();
+        let (html, content_type) =
+            render(&certificate, offboarding::CertificateFormat::Html).expect("rendered");
+        let html = String::from_utf8(html).expect("UTF-8");
+        assert_eq!(content_type, "text/html; charset=utf-8");
+        assert!(html.contains("Contoso &lt;Dental&gt; &amp; Co"), "{html}");
+        assert!(!html.contains("<Dental>"));
+        let (markdown, _) =
+            render(&certificate, offboarding::CertificateFormat::Markdown).expect("rendered");
+        assert!(
+            String::from_utf8(markdown)
+                .expect("UTF-8")
+                .contains("| scanner | `scanner.tenants` | 1 |")
+        );
+        assert!(render(&certificate, offboarding::CertificateFormat::Unspecified).is_none());
+    }
+}
