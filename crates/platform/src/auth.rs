@@ -26,6 +26,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role a `picket.common.v1.Role` value names (`None` for unspecified or unknown).
+    pub fn from_proto(value: i32) -> Option<Role> {
+        use picket_proto::common::v1 as common;
+        match common::Role::try_from(value).ok()? {
+            common::Role::Operator => Some(Role::Operator),
+            common::Role::Partner => Some(Role::Partner),
+            common::Role::Customer => Some(Role::Customer),
+            common::Role::Investigator => Some(Role::Investigator),
+            common::Role::Unspecified => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Operator => "operator",

@@ -19,6 +19,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::authority::Authority;
 use crate::model::{DecisionKind, IncidentState, Kind, Severity};
 use crate::processor::{Command, Decide, Job, Outcome, ProcessError, Processor, Refused, Reply};
 use crate::store::{self, DecisionRow, IncidentRow, RecommendationRow, TenantKey, TimelineRow};
@@ -28,11 +29,15 @@ const MAX_PAGE_SIZE: i64 = 500;
 
 pub struct IncidentApi {
     processor: Arc<Processor>,
+    authority: Authority,
 }
 
 impl IncidentApi {
-    pub fn new(processor: Arc<Processor>) -> IncidentApi {
-        IncidentApi { processor }
+    pub fn new(processor: Arc<Processor>, authority: Authority) -> IncidentApi {
+        IncidentApi {
+            processor,
+            authority,
+        }
     }
 
     fn pool(&self) -> &PgPool {
@@ -45,26 +50,6 @@ pub fn principal_actor(principal: &Principal) -> common::Actor {
         kind: common::ActorKind::Principal.into(),
         principal: Some(principal.to_proto()),
         ..Default::default()
-    }
-}
-
-/// Who may decide on an incident, per the standard authority map: the MSP decides for its
-/// tenants and the operator may act for any partner; a customer only where the partner granted
-/// it for that tenant (grants arrive with the authority map; until then none exists).
-pub fn decision_basis(principal: &Principal, incident: &IncidentRow) -> Result<String, Status> {
-    match principal.role {
-        Role::Operator => Ok("standard map: the operator contains by exception".into()),
-        Role::Partner if principal.can_access_partner(&incident.partner_id) => {
-            Ok("standard map: the MSP decides".into())
-        }
-        Role::Customer => Err(Status::permission_denied(format!(
-            "a customer decides only where the partner granted it for tenant {}; no grant exists",
-            incident.tenant_id
-        ))),
-        _ => Err(Status::permission_denied(format!(
-            "role {} may not decide on incidents",
-            principal.role.as_str()
-        ))),
     }
 }
 
@@ -358,7 +343,10 @@ impl IncidentApi {
         expected_version: u64,
     ) -> Result<Reply, Status> {
         let incident = visible_incident(self.pool(), principal, incident_id).await?;
-        let authority_basis = decision_basis(principal, &incident)?;
+        let authority_basis = self
+            .authority
+            .check(principal, &incident, kind.to_proto())
+            .await?;
         let job = Job::new(
             incident.key(),
             Command::Decide(Decide {

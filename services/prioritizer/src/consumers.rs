@@ -261,6 +261,22 @@ pub const PURGES: &[Purge] = &[
               WHERE partner_id = $2 AND $1 = ANY(tenant_ids)",
     },
     Purge {
+        table: "prioritizer.customer_grants",
+        sql: "DELETE FROM customer_grants WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.authority_map_changes",
+        sql: "DELETE FROM authority_map_changes WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.authority_maps",
+        sql: "DELETE FROM authority_maps WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "prioritizer.authority_map_versions",
+        sql: "DELETE FROM authority_map_versions WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
         table: "prioritizer.tenants",
         sql: "DELETE FROM tenants WHERE tenant_id = $1 AND partner_id = $2",
     },

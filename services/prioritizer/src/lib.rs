@@ -2,6 +2,7 @@
 //! incident from opening to resolution.
 
 pub mod api;
+pub mod authority;
 pub mod clock;
 pub mod consumers;
 pub mod engine;
@@ -22,6 +23,7 @@ use picket_platform::offboarding::Purger;
 use picket_platform::settings::PlatformSettings;
 use picket_platform::{Application, Platform, StartError};
 use picket_proto::Area;
+use picket_proto::incidents::v1::authority_service_server::{self, AuthorityServiceServer};
 use picket_proto::incidents::v1::incident_service_server::{self, IncidentServiceServer};
 use picket_proto::incidents::v1::policy_service_server::{self, PolicyServiceServer};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +55,11 @@ pub async fn build_with_clock(
 ) -> Result<Application, StartError> {
     let mut platform = Platform::new(SERVICE, settings, shutdown).await?;
     let batch_size = own.batch_size;
+    let authority = authority::Authority::new(
+        platform.pool().clone(),
+        platform.events(),
+        authority::standard::standard_map(&escalation::Escalation::standard(&own)),
+    );
     let processor = Arc::new(processor::Processor::new(
         platform.pool().clone(),
         platform.events(),
@@ -60,15 +67,19 @@ pub async fn build_with_clock(
         themes::Themes::shipped(),
         own,
     ));
-    let incidents = IncidentServiceServer::new(api::IncidentApi::new(processor.clone()));
+    let incidents =
+        IncidentServiceServer::new(api::IncidentApi::new(processor.clone(), authority.clone()));
     let policies = PolicyServiceServer::new(policy_api::PolicyApi::new(processor.clone()));
+    let authorities = AuthorityServiceServer::new(authority::AuthorityApi::new(authority));
     let routes = tonic::service::Routes::new(platform.authenticated(incidents))
-        .add_service(platform.authenticated(policies));
+        .add_service(platform.authenticated(policies))
+        .add_service(platform.authenticated(authorities));
     platform.serve_grpc(
         routes,
         &[
             incident_service_server::SERVICE_NAME,
             policy_service_server::SERVICE_NAME,
+            authority_service_server::SERVICE_NAME,
         ],
     )?;
     platform

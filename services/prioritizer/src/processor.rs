@@ -1022,6 +1022,25 @@ impl<'p> Batch<'p> {
         offboarding_id: Uuid,
     ) -> Result<Outcome, ProcessError> {
         tenant.row.offboarding_id = Some(offboarding_id);
+        // Customer contacts lose their grants for the tenant.
+        let revoked = crate::authority::store::revoke(
+            &mut *connection,
+            crate::authority::store::Revoked::Tenant {
+                partner_id: &tenant.row.partner_id,
+                tenant_id: &tenant.row.tenant_id,
+            },
+            &system_actor(),
+            "the tenant is being offboarded",
+            self.now,
+        )
+        .await?;
+        for grant in revoked {
+            self.emit(&incidents::CustomerGrantChanged {
+                partner_id: grant.partner_id.clone(),
+                tenant_id: grant.tenant_id.clone(),
+                grant: Some(grant),
+            })?;
+        }
         let fingerprints: Vec<String> = tenant.recommendations.keys().cloned().collect();
         for fingerprint in &fingerprints {
             if let Some(mut incident) = self
