@@ -1,6 +1,6 @@
-//! Escalation orders: when an undecided incident escalates and to whom. The standard authority
-//! map's order applies (the SOC analyst on duty first, then the security manager); the times
-//! allowed to decide per severity are settings.
+//! The standard authority map's escalation order: the SOC analyst on duty first, then the
+//! security manager, after the times allowed to decide per severity (settings). A partner's map
+//! may set its own order and times; `authority` follows whichever is in force.
 
 use std::time::Duration;
 
@@ -70,22 +70,5 @@ impl Escalation {
                 after: Some(to_duration(within * order)),
             })
             .collect()
-    }
-
-    /// Step `level` (1-based) with its owner, and how long after it the next step fires.
-    pub fn step(
-        &self,
-        severity: Severity,
-        level: u32,
-    ) -> Option<(EscalationStep, AuthorityOwner, Option<Duration>)> {
-        let steps = self.steps(severity);
-        let step = steps.get((level as usize).checked_sub(1)?)?.clone();
-        let owner = self
-            .owners
-            .iter()
-            .find(|owner| owner.owner_id == step.owner_id)?
-            .clone();
-        let next = (level as usize) < steps.len();
-        Some((step, owner, next.then(|| self.decide_within(severity))))
     }
 }

@@ -55,11 +55,7 @@ pub async fn build_with_clock(
 ) -> Result<Application, StartError> {
     let mut platform = Platform::new(SERVICE, settings, shutdown).await?;
     let batch_size = own.batch_size;
-    let authority = authority::Authority::new(
-        platform.pool().clone(),
-        platform.events(),
-        authority::standard::standard_map(&escalation::Escalation::standard(&own)),
-    );
+
     let processor = Arc::new(processor::Processor::new(
         platform.pool().clone(),
         platform.events(),
@@ -67,6 +63,11 @@ pub async fn build_with_clock(
         themes::Themes::shipped(),
         own,
     ));
+    let authority = authority::Authority::new(
+        platform.pool().clone(),
+        platform.events(),
+        processor.standard_map().clone(),
+    );
     let incidents =
         IncidentServiceServer::new(api::IncidentApi::new(processor.clone(), authority.clone()));
     let policies = PolicyServiceServer::new(policy_api::PolicyApi::new(processor.clone()));

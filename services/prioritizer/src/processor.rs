@@ -22,6 +22,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::authority;
 use crate::clock::Clock;
 use crate::engine::{self, Closure, Effect, Input, Refusal, Rules, Standing, TenantState};
 use crate::escalation::Escalation;
@@ -269,7 +270,8 @@ pub struct Processor {
     events: EventFactory,
     clock: Clock,
     themes: Themes,
-    escalation: Escalation,
+    /// The standard authority map, in force where a partner has not deviated from it.
+    standard: incidents::AuthorityMap,
     settings: PrioritizerSettings,
     cache: Mutex<HashMap<TenantKey, Cached>>,
 }
@@ -303,7 +305,7 @@ impl Processor {
             events,
             clock,
             themes,
-            escalation: Escalation::standard(&settings),
+            standard: authority::standard::standard_map(&Escalation::standard(&settings)),
             settings,
             cache: Mutex::new(HashMap::new()),
         }
@@ -311,6 +313,10 @@ impl Processor {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn standard_map(&self) -> &incidents::AuthorityMap {
+        &self.standard
     }
 
     pub fn clock(&self) -> &Clock {
@@ -453,6 +459,8 @@ struct Tenant {
     /// Fingerprints whose rows changed.
     dirty: HashSet<String>,
     policy: EffectivePolicy,
+    /// The authority map in force: its escalation order and times.
+    authority: incidents::AuthorityMap,
 }
 
 impl Tenant {
@@ -727,12 +735,17 @@ impl<'p> Batch<'p> {
         for rule in store::auto_approve_rules(&mut *connection, &partner_ids).await? {
             rules.entry(rule.partner_id.clone()).or_default().push(rule);
         }
+        let mut maps =
+            authority::store::effective_maps(&mut *connection, keys, &processor.standard).await?;
         let tenants = locked
             .into_iter()
             .map(|row| {
                 let key = row.key();
                 let policy =
                     EffectivePolicy::of(policies.get(&key.partner_id), &processor.settings);
+                let authority = maps
+                    .remove(&key)
+                    .unwrap_or_else(|| processor.standard.clone());
                 let tenant = match cached.remove(&key) {
                     Some(cached) => Tenant {
                         recommendations: cached.recommendations,
@@ -740,6 +753,7 @@ impl<'p> Batch<'p> {
                         row,
                         dirty: HashSet::new(),
                         policy,
+                        authority,
                     },
                     None => {
                         let mut tenant = Tenant {
@@ -748,6 +762,7 @@ impl<'p> Batch<'p> {
                             row,
                             dirty: HashSet::new(),
                             policy,
+                            authority,
                         };
                         tenant.state = tenant.engine_state();
                         tenant
@@ -854,11 +869,10 @@ impl<'p> Batch<'p> {
         Ok(Some(incident))
     }
 
-    /// When an incident of `severity` opened now escalates if still undecided.
-    fn decision_due(&self, severity: Severity) -> Option<DateTime<Utc>> {
-        chrono::Duration::from_std(self.processor.escalation.decide_within(severity))
-            .ok()
-            .map(|within| self.now + within)
+    /// When an incident of `severity` opened now escalates if still undecided, by the tenant's
+    /// authority map.
+    fn decision_due(&self, tenant: &Tenant, severity: Severity) -> Option<DateTime<Utc>> {
+        authority::escalation_due(&tenant.authority, severity.to_proto(), self.now, 0)
     }
 
     /// Stores a changed incident: a new version.
@@ -1328,7 +1342,7 @@ impl<'p> Batch<'p> {
     ) -> Result<Uuid, ProcessError> {
         let now = self.now;
         let row = tenant.recommendation(fingerprint)?.clone();
-        let due = self.decision_due(row.severity());
+        let due = self.decision_due(tenant, row.severity());
         let incident = IncidentRow {
             incident_id: Uuid::now_v7(),
             partner_id: row.partner_id.clone(),
@@ -1464,7 +1478,7 @@ impl<'p> Batch<'p> {
         incident.resolved_at = None;
         incident.muted_until = None;
         incident.escalation_level = 0;
-        incident.decision_due_at = self.decision_due(incident.severity());
+        incident.decision_due_at = self.decision_due(tenant, incident.severity());
         let (kind, summary, fix_id, reason, detail) = match &cause.fix {
             Some(fix) => {
                 incident.last_fix_error = fix.detail.clone();
@@ -2008,18 +2022,19 @@ impl<'p> Batch<'p> {
             return Ok(Outcome::Applied(Box::default()));
         }
         let level = u32::try_from(incident.escalation_level).unwrap_or_default() + 1;
-        let severity = incident.severity();
-        let Some((step, owner, next_after)) = self.processor.escalation.step(severity, level)
-        else {
+        let severity = incident.severity().to_proto();
+        let map = &tenant.authority;
+        let Some((step, owner)) = authority::escalation_step(map, severity, level) else {
             incident.decision_due_at = None;
             self.save(incident);
             return Ok(Outcome::Applied(Box::default()));
         };
         incident.escalation_level = i32::try_from(level).unwrap_or(i32::MAX);
         incident.escalated_at = Some(now);
-        incident.decision_due_at = next_after
-            .and_then(|after| chrono::Duration::from_std(after).ok())
-            .map(|after| now + after);
+        // The map's times run from the opening: the next step fires at its own `after`.
+        incident.decision_due_at =
+            authority::escalation_due(map, severity, incident.opened_at, level)
+                .map(|due| due.max(now));
         let incident = self.save(incident);
         let details = HashMap::from([
             ("level".to_owned(), level.to_string()),
@@ -2048,7 +2063,7 @@ impl<'p> Batch<'p> {
             undecided_for: Some(to_duration(undecided_for)),
             escalated_at: Some(to_timestamp(now)),
             next_escalation_at: incident.decision_due_at.map(to_timestamp),
-            authority_map_version: 0,
+            authority_map_version: tenant.authority.version,
         };
         self.emit(&escalated)?;
         Ok(Outcome::Applied(Box::default()))

@@ -329,3 +329,99 @@ async fn decisions_follow_the_partners_map_and_its_grants() {
     assert!(reset.standard);
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_follows_the_maps_order_and_times() {
+    let harness = harness().await;
+    let mut client = authority(&harness).await;
+    let partner = harness.partner();
+    let mut map = client
+        .get_standard_authority_map(
+            harness
+                .env
+                .request(&partner, incidents::GetStandardAuthorityMapRequest {}),
+        )
+        .await
+        .expect("standard")
+        .into_inner()
+        .map
+        .expect("map");
+    // Critical incidents: the security manager after 10 minutes, then the vendor IR firm after 25.
+    map.owners.push(incidents::AuthorityOwner {
+        owner_id: "vendor-ir".into(),
+        party: incidents::Party::Vendor.into(),
+        role_name: "Incident response".into(),
+        display_name: "IR firm hotline".into(),
+        vendor_name: "Example IR".into(),
+        contacts: vec![incidents::Contact {
+            contact_id: "ir-hotline".into(),
+            channel: incidents::ContactChannel::Phone.into(),
+            address: "+4930999999".into(),
+            ..Default::default()
+        }],
+    });
+    let step = |order: u32, owner_id: &str, minutes: u64| incidents::EscalationStep {
+        order,
+        owner_id: owner_id.into(),
+        channels: Vec::new(),
+        after: Some(picket_platform::time::to_duration(
+            std::time::Duration::from_secs(minutes * 60),
+        )),
+    };
+    for policy in map
+        .escalations
+        .iter_mut()
+        .filter(|policy| policy.severity() == Severity::Critical)
+    {
+        policy.steps = vec![
+            step(1, "msp-security-manager", 10),
+            step(2, "vendor-ir", 25),
+        ];
+    }
+    client
+        .update_authority_map(harness.env.request(
+            &partner,
+            incidents::UpdateAuthorityMapRequest {
+                partner_id: PARTNER.into(),
+                tenant_id: TENANT.into(),
+                map: Some(map),
+                comment: "critical incidents go to the IR firm".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("saved");
+
+    harness
+        .publish(&suspicion("ransomware", Severity::Critical))
+        .await;
+    harness.incident("ransomware", State::Open).await;
+    harness.advance(chrono::Duration::minutes(9)).await;
+    assert!(
+        harness
+            .events::<incidents::IncidentEscalated>(|_| true)
+            .is_empty(),
+        "not before the map's first time"
+    );
+    harness.advance(chrono::Duration::minutes(2)).await;
+    let first = harness
+        .event::<incidents::IncidentEscalated>("the first step", |event| event.level == 1)
+        .await;
+    assert_eq!(first.owner.expect("owner").owner_id, "msp-security-manager");
+    assert_eq!(first.authority_map_version, 1);
+    harness.advance(chrono::Duration::minutes(10)).await;
+    assert!(
+        harness
+            .events::<incidents::IncidentEscalated>(|event| event.level == 2)
+            .is_empty(),
+        "the second step fires 25 minutes after the opening"
+    );
+    harness.advance(chrono::Duration::minutes(5)).await;
+    let second = harness
+        .event::<incidents::IncidentEscalated>("the second step", |event| event.level == 2)
+        .await;
+    let owner = second.owner.expect("owner");
+    assert_eq!(owner.owner_id, "vendor-ir");
+    assert_eq!(owner.vendor_name, "Example IR");
+    harness.stop().await;
+}

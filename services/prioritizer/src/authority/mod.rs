@@ -138,6 +138,59 @@ impl Authority {
     }
 }
 
+/// The escalation order of `map` for `severity`, in order.
+fn escalation_steps(
+    map: &incidents::AuthorityMap,
+    severity: common::Severity,
+) -> Vec<&incidents::EscalationStep> {
+    let mut steps: Vec<&incidents::EscalationStep> = map
+        .escalations
+        .iter()
+        .filter(|policy| policy.severity() == severity)
+        .flat_map(|policy| &policy.steps)
+        .collect();
+    steps.sort_by_key(|step| step.order);
+    steps
+}
+
+/// When an undecided incident of `severity`, opened at `opened_at`, reaches the escalation step
+/// after the first `fired` ones (`None` when the order has no more steps).
+pub fn escalation_due(
+    map: &incidents::AuthorityMap,
+    severity: common::Severity,
+    opened_at: chrono::DateTime<Utc>,
+    fired: u32,
+) -> Option<chrono::DateTime<Utc>> {
+    let step = escalation_steps(map, severity)
+        .into_iter()
+        .nth(fired as usize)?;
+    let after = picket_platform::time::from_duration(step.after.as_ref()?)?;
+    Some(opened_at + chrono::Duration::from_std(after).ok()?)
+}
+
+/// Step `level` (1-based) of the escalation order for `severity`, with its owner.
+pub fn escalation_step(
+    map: &incidents::AuthorityMap,
+    severity: common::Severity,
+    level: u32,
+) -> Option<(incidents::EscalationStep, incidents::AuthorityOwner)> {
+    let step = escalation_steps(map, severity)
+        .into_iter()
+        .nth(usize::try_from(level.checked_sub(1)?).ok()?)?
+        .clone();
+    let owner = map
+        .owners
+        .iter()
+        .find(|owner| owner.owner_id == step.owner_id)
+        .cloned()
+        .unwrap_or_else(|| incidents::AuthorityOwner {
+            owner_id: step.owner_id.clone(),
+            display_name: step.owner_id.clone(),
+            ..Default::default()
+        });
+    Some((step, owner))
+}
+
 fn owner_ids(assignment: &incidents::StageAssignment) -> [(&'static str, &Vec<String>); 4] {
     [
         ("responsible", &assignment.responsible_owner_ids),

@@ -6,7 +6,11 @@ use picket_proto::common::v1 as common;
 use picket_proto::incidents::v1::{AuthorityMap, AuthorityMapChange, CustomerGrant};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashMap;
+
 use uuid::Uuid;
+
+use crate::store::TenantKey;
 
 #[derive(sqlx::FromRow)]
 struct MapRow {
@@ -41,6 +45,39 @@ pub async fn maps<'c>(
         }
     }
     Ok((partner, if tenant_id.is_empty() { None } else { tenant }))
+}
+
+/// The map in force for each of `keys`: the tenant's deviation, else the partner's map, else
+/// `standard`.
+pub async fn effective_maps(
+    connection: &mut PgConnection,
+    keys: &[TenantKey],
+    standard: &AuthorityMap,
+) -> Result<HashMap<TenantKey, AuthorityMap>, sqlx::Error> {
+    let partners: Vec<&str> = keys.iter().map(|key| key.partner_id.as_str()).collect();
+    let rows: Vec<(String, String, i64, Json<AuthorityMap>)> = sqlx::query_as(
+        "SELECT partner_id, tenant_id, version, map FROM authority_maps WHERE partner_id = ANY($1)",
+    )
+    .bind(&partners)
+    .fetch_all(connection)
+    .await?;
+    let mut stored: HashMap<(String, String), AuthorityMap> = HashMap::new();
+    for (partner_id, tenant_id, version, map) in rows {
+        let mut map = map.0;
+        map.version = u64::try_from(version).unwrap_or_default();
+        stored.insert((partner_id, tenant_id), map);
+    }
+    Ok(keys
+        .iter()
+        .map(|key| {
+            let map = stored
+                .get(&(key.partner_id.clone(), key.tenant_id.clone()))
+                .or_else(|| stored.get(&(key.partner_id.clone(), String::new())))
+                .cloned()
+                .unwrap_or_else(|| standard.clone());
+            (key.clone(), map)
+        })
+        .collect())
 }
 
 /// Locks a map's version counter; returns the current version (0 before the first change).
