@@ -485,3 +485,83 @@ async fn a_low_credit_balance_is_emailed_to_the_partner() {
     assert!(text.contains("Threshold: 120 minutes"), "{text}");
     notifier.env.teardown().await;
 }
+
+/// The standard authority map with e-mail contacts for `owners` (owner id, address).
+fn map_with_contacts(owners: &[(&str, &str)]) -> picket_proto::incidents::v1::AuthorityMap {
+    let settings: prioritizer::Settings =
+        picket_testkit::service_settings(prioritizer::SERVICE, prioritizer::DEFAULTS, "");
+    let mut map = prioritizer::authority::standard::standard_map(
+        &prioritizer::escalation::Escalation::standard(&settings),
+    );
+    map.standard = false;
+    map.partner_id = "p1".into();
+    for (owner_id, address) in owners {
+        let owner = map
+            .owners
+            .iter_mut()
+            .find(|owner| owner.owner_id == *owner_id)
+            .expect("a standard owner");
+        owner.contacts.push(picket_proto::incidents::v1::Contact {
+            contact_id: format!("{owner_id}-mail"),
+            channel: picket_proto::incidents::v1::ContactChannel::Email.into(),
+            address: (*address).into(),
+            ..Default::default()
+        });
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incidents_reach_the_owners_the_authority_map_names() {
+    use picket_proto::incidents::v1::{AuthorityMapChange, AuthorityMapChanged};
+    let smtp = SmtpServer::start().await;
+    let notifier = NotifierClient::start(&smtp_toml(smtp.port())).await;
+    // The partner's map: its security manager is informed of detections, its account manager
+    // talks to the client; a deviation for tenant t2 names no one.
+    let changed = |tenant_id: &str, map: picket_proto::incidents::v1::AuthorityMap, version| {
+        AuthorityMapChanged {
+            partner_id: "p1".into(),
+            tenant_id: tenant_id.into(),
+            map: Some(picket_proto::incidents::v1::AuthorityMap {
+                tenant_id: tenant_id.into(),
+                version,
+                ..map
+            }),
+            change: Some(AuthorityMapChange {
+                version,
+                ..Default::default()
+            }),
+        }
+    };
+    let partner_map = map_with_contacts(&[
+        ("msp-security-manager", "sm@msp.example"),
+        ("msp-account-manager", "am@msp.example"),
+    ]);
+    notifier
+        .env
+        .publish("prioritizer", &changed("", partner_map, 1))
+        .await;
+    notifier
+        .env
+        .publish("prioritizer", &changed("t2", map_with_contacts(&[]), 1))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    notifier.open_incident("i-1", "t1", Severity::High).await;
+    let to = eventually(WAIT, "both owners mailed", || async {
+        let mut to: Vec<String> = smtp
+            .received()
+            .iter()
+            .filter_map(|mail| mail.header("To"))
+            .collect();
+        to.sort();
+        (to.len() >= 2).then_some(to)
+    })
+    .await;
+    assert_eq!(to, ["am@msp.example", "sm@msp.example"]);
+    // Tenant t2 follows its own deviation: no one is mailed.
+    notifier.open_incident("i-2", "t2", Severity::High).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.received().len(), 2, "the deviation names no contact");
+    notifier.env.teardown().await;
+}

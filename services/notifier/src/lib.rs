@@ -2,6 +2,7 @@
 //! reliably.
 
 pub mod api;
+mod authority;
 pub mod catalog;
 pub mod delivery_api;
 pub mod egress;
@@ -88,6 +89,7 @@ pub async fn build(
                     filter_subjects: Vec::new(),
                 },
                 routing::RoutingHandler::new(
+                    platform.pool().clone(),
                     routes.clone(),
                     consumer,
                     (area == Area::Offboarding).then(|| {

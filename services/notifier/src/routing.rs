@@ -9,10 +9,12 @@ use picket_platform::db::inbox;
 use picket_platform::nats::{EventHandler, HandlerError, InboundEvent};
 use picket_platform::offboarding::{Purge, Purger};
 use picket_proto::Area;
+use picket_proto::incidents::v1::AuthorityMapChanged;
 use picket_proto::offboarding::v1::{OffboardingCancelled, OffboardingRequested, PurgeRequested};
 use prost::Name;
 use sqlx::PgPool;
 
+use crate::authority;
 use crate::catalog::{self, Webhook};
 use crate::store;
 use crate::worker::{Dispatcher, dispatches};
@@ -160,6 +162,14 @@ pub const PURGES: &[Purge] = &[
         sql: "DELETE FROM email_recipients WHERE tenant_id = $1 AND partner_id = $2",
     },
     Purge {
+        table: "notifier.authority_routes",
+        sql: "DELETE FROM authority_routes WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
+        table: "notifier.authority_scopes",
+        sql: "DELETE FROM authority_scopes WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
         table: "notifier.offboarded_tenants",
         sql: "DELETE FROM offboarded_tenants WHERE tenant_id = $1 AND partner_id = $2",
     },
@@ -168,6 +178,7 @@ pub const PURGES: &[Purge] = &[
 /// The consumers' handler: an event partners hear of is routed with others; the offboarding
 /// area's PurgeRequested purges the tenant.
 pub struct RoutingHandler {
+    pool: PgPool,
     routes: GroupCommit<Router>,
     consumer: &'static str,
     purger: Option<Purger>,
@@ -175,11 +186,13 @@ pub struct RoutingHandler {
 
 impl RoutingHandler {
     pub fn new(
+        pool: PgPool,
         routes: GroupCommit<Router>,
         consumer: &'static str,
         purger: Option<Purger>,
     ) -> RoutingHandler {
         RoutingHandler {
+            pool,
             routes,
             consumer,
             purger,
@@ -193,6 +206,9 @@ impl EventHandler for RoutingHandler {
             && event.event_type == PurgeRequested::full_name()
         {
             return purger.handle(&event).await;
+        }
+        if event.event_type == AuthorityMapChanged::full_name() {
+            return authority::map_changed(&self.pool, self.consumer, &event).await;
         }
         let offboarding = if event.event_type == OffboardingRequested::full_name() {
             let requested: OffboardingRequested = event.decode()?;

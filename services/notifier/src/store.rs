@@ -479,8 +479,37 @@ pub async fn fan_out(
                  e.event_type, e.body, 'pending', $7, $8, e.direct_email, e.change_key
              FROM events e WHERE e.direct_email <> ''
              ON CONFLICT DO NOTHING
+             RETURNING {DUE_COLUMNS}),
+         -- The authority map's routes: the tenant's deviation when it has one, else the partner's.
+         mapped AS (
+             SELECT e.*, r.channel AS route_channel, r.address
+             FROM events e JOIN authority_routes r
+                 ON r.partner_id = e.partner_id AND r.event_type = e.event_type
+                    AND r.tenant_id = CASE WHEN EXISTS (
+                        SELECT 1 FROM authority_scopes s
+                        WHERE s.partner_id = e.partner_id AND s.tenant_id = e.tenant_id AND e.tenant_id <> '')
+                        THEN e.tenant_id ELSE '' END),
+         map_emails AS (
+             INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, direct, event_id,
+                 event_type, body, status, created_at, next_attempt_at, destination, change_key)
+             SELECT DISTINCT ON (m.event_id, m.address) gen_random_uuid(), m.partner_id, m.tenant_id,
+                 'email', true, m.event_id, m.event_type, m.body, 'pending', $7, $8, m.address, m.change_key
+             FROM mapped m WHERE m.route_channel = 'email'
+             ON CONFLICT DO NOTHING
+             RETURNING {DUE_COLUMNS}),
+         map_webhooks AS (
+             INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, endpoint_id, event_id,
+                 event_type, body, status, created_at, next_attempt_at, destination, change_key)
+             SELECT DISTINCT ON (m.event_id, w.endpoint_id) gen_random_uuid(), m.partner_id, m.tenant_id,
+                 'webhook', w.endpoint_id, m.event_id, m.event_type, m.body, 'pending', $7, $8, w.url,
+                 m.change_key
+             FROM mapped m JOIN webhook_endpoints w
+                 ON m.route_channel = 'webhook' AND w.endpoint_id::text = m.address
+                    AND w.partner_id = m.partner_id AND w.enabled
+             ON CONFLICT DO NOTHING
              RETURNING {DUE_COLUMNS})
-         SELECT * FROM webhooks UNION ALL SELECT * FROM emails UNION ALL SELECT * FROM directs"
+         SELECT * FROM webhooks UNION ALL SELECT * FROM emails UNION ALL SELECT * FROM directs
+         UNION ALL SELECT * FROM map_emails UNION ALL SELECT * FROM map_webhooks"
     )))
     .bind(&event_ids)
     .bind(&partner_ids)
