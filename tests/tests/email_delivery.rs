@@ -563,5 +563,43 @@ async fn incidents_reach_the_owners_the_authority_map_names() {
     notifier.open_incident("i-2", "t2", Severity::High).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.received().len(), 2, "the deviation names no contact");
+    // An escalation reaches the owner of its step, on the step's channels.
+    let escalated = picket_proto::incidents::v1::IncidentEscalated {
+        partner_id: "p1".into(),
+        tenant_id: "t2".into(),
+        incident: Some(Incident {
+            incident_id: "i-2".into(),
+            severity: Severity::High.into(),
+            title: "Sign-in from a new country".into(),
+            ..Default::default()
+        }),
+        level: 2,
+        owner: Some(picket_proto::incidents::v1::AuthorityOwner {
+            owner_id: "msp-ciso".into(),
+            contacts: vec![
+                picket_proto::incidents::v1::Contact {
+                    channel: picket_proto::incidents::v1::ContactChannel::Email.into(),
+                    address: "ciso@msp.example".into(),
+                    ..Default::default()
+                },
+                picket_proto::incidents::v1::Contact {
+                    channel: picket_proto::incidents::v1::ContactChannel::Phone.into(),
+                    address: "+4930123456".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    notifier.env.publish("prioritizer", &escalated).await;
+    let to = eventually(WAIT, "the escalated owner mailed", || async {
+        smtp.received()
+            .iter()
+            .filter_map(|mail| mail.header("To"))
+            .find(|to| to == "ciso@msp.example")
+    })
+    .await;
+    assert_eq!(to, "ciso@msp.example");
     notifier.env.teardown().await;
 }

@@ -21,9 +21,9 @@ pub struct Webhook {
     pub body: String,
     /// The incident's `picket.common.v1.Severity`, 0 for events that have none.
     pub severity: i32,
-    /// An address the event itself asks to e-mail (a consent request forwarded to a customer's
-    /// administrator), beside the partner's own channels.
-    pub direct_email: Option<String>,
+    /// Addresses the event itself asks to e-mail, beside the partner's own channels: a consent
+    /// request forwarded to a customer's administrator, or the owner an incident escalated to.
+    pub direct_emails: Vec<String>,
     /// The change it tells of; a destination hears of each change once.
     pub change_key: String,
 }
@@ -53,6 +53,50 @@ fn severity_of(data: &serde_json::Value) -> i32 {
         .map_or(0, i32::from)
 }
 
+/// The addresses an event names to e-mail: a forwarded consent request's administrator, or the
+/// e-mail contacts of the owner an incident escalated to (those of the step's channels).
+fn direct_emails(event_type: &str, data: &serde_json::Value) -> Vec<String> {
+    match event_type {
+        "tenant.consent_forwarded" => data["recipientEmail"]
+            .as_str()
+            .filter(|address| !address.is_empty())
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        "incident.escalated" => {
+            let channels: Vec<&str> = data["step"]["channels"]
+                .as_array()
+                .map(|channels| {
+                    channels
+                        .iter()
+                        .filter_map(|channel| channel.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let email = "CONTACT_CHANNEL_EMAIL";
+            if !channels.is_empty() && !channels.contains(&email) {
+                return Vec::new();
+            }
+            let mut addresses: Vec<String> = data["owner"]["contacts"]
+                .as_array()
+                .map(|contacts| {
+                    contacts
+                        .iter()
+                        .filter(|contact| contact["channel"].as_str() == Some(email))
+                        .filter_map(|contact| contact["address"].as_str())
+                        .filter(|address| !address.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            addresses.sort();
+            addresses.dedup();
+            addresses
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn webhook<E: Event + serde::Serialize>(
     event_type: &'static str,
     inbound: &InboundEvent,
@@ -69,9 +113,7 @@ fn webhook<E: Event + serde::Serialize>(
         tenant_id: message.tenant_id().to_owned(),
         severity: severity_of(&body["data"]),
         change_key: change_key(event_type, &inbound.id, &body["data"]),
-        direct_email: (event_type == "tenant.consent_forwarded")
-            .then(|| body["data"]["recipientEmail"].as_str().map(str::to_owned))
-            .flatten(),
+        direct_emails: direct_emails(event_type, &body["data"]),
         body: body.to_string(),
     })
 }

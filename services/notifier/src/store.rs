@@ -441,15 +441,16 @@ pub async fn fan_out(
         .iter()
         .map(|(_, w)| w.change_key.as_str())
         .collect();
-    let direct_emails: Vec<&str> = webhooks
+    // Each event's addresses travel as a JSON array (arrays of arrays do not unnest).
+    let direct_emails: Vec<String> = webhooks
         .iter()
-        .map(|(_, w)| w.direct_email.as_deref().unwrap_or_default())
+        .map(|(_, w)| serde_json::Value::from(w.direct_emails.clone()).to_string())
         .collect();
     sqlx::query_as(AssertSqlSafe(format!(
         "WITH events AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
                  $9::text[], $10::text[])
-                 AS e(event_id, partner_id, tenant_id, event_type, body, severity, direct_email,
+                 AS e(event_id, partner_id, tenant_id, event_type, body, severity, direct_emails,
                      change_key)),
          webhooks AS (
              INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, endpoint_id, event_id,
@@ -476,8 +477,8 @@ pub async fn fan_out(
              INSERT INTO deliveries (delivery_id, partner_id, tenant_id, channel, direct, event_id,
                  event_type, body, status, created_at, next_attempt_at, destination, change_key)
              SELECT gen_random_uuid(), e.partner_id, e.tenant_id, 'email', true, e.event_id,
-                 e.event_type, e.body, 'pending', $7, $8, e.direct_email, e.change_key
-             FROM events e WHERE e.direct_email <> ''
+                 e.event_type, e.body, 'pending', $7, $8, d.address, e.change_key
+             FROM events e, jsonb_array_elements_text(e.direct_emails::jsonb) AS d(address)
              ON CONFLICT DO NOTHING
              RETURNING {DUE_COLUMNS}),
          -- The authority map's routes: the tenant's deviation when it has one, else the partner's.
