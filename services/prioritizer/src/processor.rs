@@ -5,7 +5,7 @@
 //! A tenant's recommendations are cached between batches while the tenant's row version matches.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -271,7 +271,7 @@ pub struct Processor {
     clock: Clock,
     themes: Themes,
     /// The standard authority map, in force where a partner has not deviated from it.
-    standard: incidents::AuthorityMap,
+    standard: Arc<incidents::AuthorityMap>,
     settings: PrioritizerSettings,
     cache: Mutex<HashMap<TenantKey, Cached>>,
 }
@@ -305,7 +305,9 @@ impl Processor {
             events,
             clock,
             themes,
-            standard: authority::standard::standard_map(&Escalation::standard(&settings)),
+            standard: Arc::new(authority::standard::standard_map(&Escalation::standard(
+                &settings,
+            ))),
             settings,
             cache: Mutex::new(HashMap::new()),
         }
@@ -460,7 +462,7 @@ struct Tenant {
     dirty: HashSet<String>,
     policy: EffectivePolicy,
     /// The authority map in force: its escalation order and times.
-    authority: incidents::AuthorityMap,
+    authority: Arc<incidents::AuthorityMap>,
 }
 
 impl Tenant {

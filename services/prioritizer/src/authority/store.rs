@@ -7,6 +7,7 @@ use picket_proto::incidents::v1::{AuthorityMap, AuthorityMapChange, CustomerGran
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -48,24 +49,32 @@ pub async fn maps<'c>(
 }
 
 /// The map in force for each of `keys`: the tenant's deviation, else the partner's map, else
-/// `standard`.
+/// `standard`. Each map is decoded once and shared.
 pub async fn effective_maps(
     connection: &mut PgConnection,
     keys: &[TenantKey],
-    standard: &AuthorityMap,
-) -> Result<HashMap<TenantKey, AuthorityMap>, sqlx::Error> {
-    let partners: Vec<&str> = keys.iter().map(|key| key.partner_id.as_str()).collect();
+    standard: &Arc<AuthorityMap>,
+) -> Result<HashMap<TenantKey, Arc<AuthorityMap>>, sqlx::Error> {
+    let mut partners: Vec<&str> = keys.iter().map(|key| key.partner_id.as_str()).collect();
+    partners.sort_unstable();
+    partners.dedup();
     let rows: Vec<(String, String, i64, Json<AuthorityMap>)> = sqlx::query_as(
         "SELECT partner_id, tenant_id, version, map FROM authority_maps WHERE partner_id = ANY($1)",
     )
     .bind(&partners)
     .fetch_all(connection)
     .await?;
-    let mut stored: HashMap<(String, String), AuthorityMap> = HashMap::new();
+    let mut stored: HashMap<(String, String), Arc<AuthorityMap>> = HashMap::new();
     for (partner_id, tenant_id, version, map) in rows {
         let mut map = map.0;
         map.version = u64::try_from(version).unwrap_or_default();
-        stored.insert((partner_id, tenant_id), map);
+        stored.insert((partner_id, tenant_id), Arc::new(map));
+    }
+    if stored.is_empty() {
+        return Ok(keys
+            .iter()
+            .map(|key| (key.clone(), standard.clone()))
+            .collect());
     }
     Ok(keys
         .iter()
@@ -73,8 +82,8 @@ pub async fn effective_maps(
             let map = stored
                 .get(&(key.partner_id.clone(), key.tenant_id.clone()))
                 .or_else(|| stored.get(&(key.partner_id.clone(), String::new())))
-                .cloned()
-                .unwrap_or_else(|| standard.clone());
+                .unwrap_or(standard)
+                .clone();
             (key.clone(), map)
         })
         .collect())
