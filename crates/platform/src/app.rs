@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use picket_proto::Event;
+use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPool;
 use tokio::net::TcpListener;
@@ -139,11 +140,16 @@ impl Platform {
         let grpc_address = local_address("grpc", &grpc_listener)?;
         let admin_address = local_address("admin", &admin_listener)?;
         let pool = db::connect_lazy(&settings.database).map_err(StartError::Database)?;
-        let nats = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name(format!("picket-{service}"))
-            .retry_on_initial_connect()
-            .connect(settings.nats.url.as_str())
-            .await?;
+            .retry_on_initial_connect();
+        if !settings.nats.user.is_empty() {
+            options = options.user_and_password(
+                settings.nats.user.clone(),
+                settings.nats.password.expose_secret().to_owned(),
+            );
+        }
+        let nats = options.connect(settings.nats.url.as_str()).await?;
         let jetstream = jetstream::new(nats.clone());
         let subjects = Subjects::new(settings.nats.namespace.clone());
         let metrics = Arc::new(Metrics::new());

@@ -80,6 +80,13 @@ pub enum StreamStorage {
 #[derive(Debug, Clone, Deserialize)]
 pub struct NatsSettings {
     pub url: String,
+    /// The service's NATS user (one per service in production: `deploy/nats/nats-server.conf`);
+    /// empty connects without credentials.
+    #[serde(default)]
+    pub user: String,
+    /// Its password, from `PICKET__NATS__PASSWORD`.
+    #[serde(default = "no_secret")]
+    pub password: SecretString,
     /// First subject token and stream-name prefix; tests use their own to stay isolated.
     pub namespace: String,
     /// Deliveries of one message before it goes to the dead-letter subject.
@@ -104,6 +111,10 @@ pub struct NatsSettings {
     /// How often the outbox relay looks for unpublished events when no notification wakes it.
     #[serde(with = "humantime_serde")]
     pub outbox_poll_interval: Duration,
+}
+
+fn no_secret() -> SecretString {
+    SecretString::from(String::new())
 }
 
 #[derive(Debug, Clone, Deserialize)]

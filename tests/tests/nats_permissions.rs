@@ -1,0 +1,231 @@
+//! The production NATS configuration (`deploy/nats/nats-server.conf`) on a real nats-server:
+//! services run under their own users (the ledger provisions the streams and publishes its events;
+//! the offboarding service and the notifier create and read their consumers), a service is
+//! refused a subject it does not own, and the integrators' user reads but cannot publish.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt;
+use picket_proto::ledger::v1::PurchaseCreditsRequest;
+use picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient;
+use picket_testkit::{TestEnv, eventually};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deploy/nats/nats-server.conf"
+);
+const USERS: [&str; 6] = [
+    "scanner",
+    "prioritizer",
+    "notifier",
+    "ledger",
+    "offboarding",
+    "integrator",
+];
+
+fn password(user: &str) -> String {
+    format!("{user}-test-secret")
+}
+
+/// A nats-server on a free loopback port with the production configuration.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+    store: std::path::PathBuf,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let store = std::env::temp_dir().join(format!("picket-nats-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&store).expect("a store directory");
+        // The production file as it is, but for where JetStream keeps its data.
+        let config = std::fs::read_to_string(CONFIG)
+            .expect("the configuration")
+            .replace(
+                "/data/jetstream",
+                &store.join("jetstream").to_string_lossy(),
+            );
+        let config_file = store.join("nats-server.conf");
+        std::fs::write(&config_file, config).expect("write the configuration");
+        let mut command = std::process::Command::new("nats-server");
+        command
+            .arg("-c")
+            .arg(&config_file)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for user in USERS {
+            command.env(format!("{}_PASSWORD", user.to_uppercase()), password(user));
+        }
+        let child = command.spawn().expect("nats-server starts");
+        eventually(Duration::from_secs(10), "nats-server to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Server { child, port, store }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A connection as `user`, and the server errors it is told of.
+    async fn connect(&self, user: &str) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+        let (errors, told) = mpsc::unbounded_channel();
+        let client =
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+                .event_callback(move |event| {
+                    let errors = errors.clone();
+                    async move {
+                        if let async_nats::Event::ServerError(error) = event {
+                            let _closed = errors.send(error.to_string());
+                        }
+                    }
+                })
+                .connect(self.url())
+                .await
+                .expect("connects");
+        (client, told)
+    }
+
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _gone = self.child.kill();
+        let _gone = self.child.wait();
+        let _gone = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+async fn refusal(errors: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("refused in time")
+        .expect("an error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read() {
+    let server = Server::start().await;
+    let env = TestEnv::new().await;
+    // The ledger runs as its own user: it provisions the streams and publishes its events.
+    let toml = format!(
+        "[nats]\nurl = \"{}\"\nnamespace = \"picket\"\nuser = \"ledger\"\npassword = \"{}\"\n",
+        server.url(),
+        password("ledger")
+    );
+    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, &toml);
+    let ledger = ledger::build(platform, own, CancellationToken::new())
+        .await
+        .expect("the ledger starts as user ledger");
+    // Services that consume start too: their users may create and read consumers on the streams
+    // they read.
+    let as_user = |user: &str| {
+        format!(
+            "[nats]\nurl = \"{}\"\nnamespace = \"picket\"\nuser = \"{user}\"\npassword = \"{}\"\n",
+            server.url(),
+            password(user)
+        )
+    };
+    let (platform, own) = env.settings(
+        offboarding::SERVICE,
+        offboarding::DEFAULTS,
+        &as_user("offboarding"),
+    );
+    let offboarding = offboarding::build(platform, own, CancellationToken::new())
+        .await
+        .expect("the offboarding service starts as user offboarding");
+    let notifier = picket_e2e::start_notifier(&env, &as_user("notifier")).await;
+    let (integrator, mut integrator_errors) = server.connect("integrator").await;
+    let mut events = integrator
+        .subscribe("picket.>")
+        .await
+        .expect("integrators subscribe");
+    integrator.flush().await.expect("flush");
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", ledger.grpc_address()))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+    CreditLedgerServiceClient::new(channel)
+        .purchase_credits(env.request(
+            &env.operator_token(),
+            PurchaseCreditsRequest {
+                partner_id: "p1".into(),
+                idempotency_key: "order-1".into(),
+                minutes: 600,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("bought");
+    let message = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the event in time")
+        .expect("a message");
+    assert!(
+        message
+            .subject
+            .starts_with("picket.ledger.v1.credits_purchased.p1"),
+        "{}",
+        message.subject
+    );
+
+    // The ledger's user may not publish an incident: the server refuses it and nobody gets it.
+    let (as_ledger, mut ledger_errors) = server.connect("ledger").await;
+    as_ledger
+        .publish("picket.incidents.v1.incident_opened.p1.t1", "forged".into())
+        .await
+        .expect("sent");
+    as_ledger.flush().await.expect("flush");
+    let refused = refusal(&mut ledger_errors).await;
+    assert!(
+        refused.to_lowercase().contains("permissions violation"),
+        "{refused}"
+    );
+    // Integrators read, and publish nothing.
+    integrator
+        .publish("picket.ledger.v1.credits_purchased.p1._", "forged".into())
+        .await
+        .expect("sent");
+    integrator.flush().await.expect("flush");
+    let refused = refusal(&mut integrator_errors).await;
+    assert!(
+        refused.to_lowercase().contains("permissions violation"),
+        "{refused}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), events.next())
+            .await
+            .is_err(),
+        "no forged event reached the integrator"
+    );
+    // A service with a wrong password is not let in.
+    let wrong =
+        async_nats::ConnectOptions::with_user_and_password("scanner".into(), "guess".into())
+            .connect(server.url())
+            .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+
+    ledger.shutdown().await;
+    offboarding.shutdown().await;
+    notifier.shutdown().await;
+    env.teardown().await;
+    server.stop();
+}
