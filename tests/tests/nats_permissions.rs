@@ -26,6 +26,18 @@ const USERS: [&str; 6] = [
     "integrator",
 ];
 
+/// The nats-server binary, as `scripts/stack.sh` finds it: on PATH, else Debian's.
+fn nats_server() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|directory| directory.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .expect("nats-server on PATH or in /usr/sbin: run scripts/stack.sh up, which installs it")
+}
+
 fn password(user: &str) -> String {
     format!("{user}-test-secret")
 }
@@ -55,7 +67,7 @@ impl Server {
             );
         let config_file = store.join("nats-server.conf");
         std::fs::write(&config_file, config).expect("write the configuration");
-        let mut command = std::process::Command::new("nats-server");
+        let mut command = std::process::Command::new(nats_server());
         command
             .arg("-c")
             .arg(&config_file)
