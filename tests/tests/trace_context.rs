@@ -60,3 +60,52 @@ async fn incident_event_continues_the_trace_of_its_finding() {
     prioritizer.shutdown().await;
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_continues_the_trace_of_the_grpc_call_that_caused_it() {
+    let env = TestEnv::new().await;
+    let mut purchases = env
+        .nats
+        .subscribe(format!("{}.ledger.v1.credits_purchased.>", env.namespace))
+        .await
+        .expect("subscribe");
+    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
+    let ledger = ledger::build(platform, own, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("ledger starts");
+    let channel = picket_e2e::channel(&ledger).await;
+    let caller_traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = env.request(
+        &env.operator_token(),
+        picket_proto::ledger::v1::PurchaseCreditsRequest {
+            partner_id: "p1".into(),
+            idempotency_key: "traced".into(),
+            minutes: 60,
+            ..Default::default()
+        },
+    );
+    request
+        .metadata_mut()
+        .insert("traceparent", caller_traceparent.parse().expect("ascii"));
+    picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient::new(channel)
+        .purchase_credits(request)
+        .await
+        .expect("bought");
+    let purchased = tokio::time::timeout(Duration::from_secs(20), purchases.next())
+        .await
+        .expect("CreditsPurchased is published")
+        .expect("subscription open");
+    let received = purchased
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get("traceparent"))
+        .map(|value| value.as_str().to_owned())
+        .expect("CreditsPurchased carries a traceparent");
+    assert_eq!(
+        trace_id(&received),
+        trace_id(caller_traceparent),
+        "one trace from the gRPC call to the event, across the ledger's group commit"
+    );
+    ledger.shutdown().await;
+    env.teardown().await;
+}

@@ -60,6 +60,7 @@ impl LedgerApi {
             request_sha256: Sha256::digest(request.encode_to_vec()).to_vec(),
             actor: principal.to_proto(),
             action,
+            span: tracing::Span::current(),
         };
         let answer = self
             .commands

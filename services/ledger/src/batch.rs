@@ -38,6 +38,9 @@ pub(crate) struct Command {
     pub request_sha256: Vec<u8>,
     pub actor: common::Principal,
     pub action: Action,
+    /// The span the call came in on: the events it causes continue that trace, whichever batch
+    /// applies it.
+    pub span: tracing::Span,
 }
 
 /// What a command does, with what its handler parsed from the request.
@@ -372,6 +375,7 @@ impl Book {
                 )))
             };
         }
+        let _entered = command.span.enter();
         let saved = partner.clone();
         let marks = self.output.marks();
         let now = Utc::now();
@@ -840,6 +844,7 @@ pub(crate) async fn sweep(
                     ..Default::default()
                 },
                 action: Action::Expire,
+                span: tracing::Span::current(),
             })
         });
         for outcome in futures::future::join_all(expiries).await {
