@@ -14,6 +14,7 @@ pub mod offboarding;
 pub mod runtime;
 pub mod settings;
 pub mod telemetry;
+pub mod text;
 pub mod time;
 
 /// Every Picket process allocates through mimalloc: the services allocate many small, short-lived

@@ -30,10 +30,11 @@ pub struct Purger {
     purges: &'static [Purge],
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Deleted {
-    table: String,
-    row_count: u64,
+/// Rows deleted from one table, as a purge report lists them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deleted {
+    pub table: String,
+    pub row_count: u64,
 }
 
 impl Purger {

@@ -701,9 +701,9 @@ impl CreditLedgerService for LedgerApi {
         principal.require_partner(&message.partner_id)?;
         let kinds = parse_each(&message.kinds, "kinds", "a transfer kind", |value| {
             let kind = ledger::TransferKind::try_from(value).ok()?;
-            reports::TRANSFER_KINDS
-                .iter()
-                .find(|known| transfer_kind_proto(**known) == kind)
+            TransferKind::ALL
+                .into_iter()
+                .find(|known| transfer_kind_proto(*known) == kind)
                 .map(|known| known.name())
         })?;
         let (from, until) = time_range(message.created.as_ref(), "created")?;

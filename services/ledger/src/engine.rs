@@ -54,6 +54,17 @@ pub enum TransferKind {
 }
 
 impl TransferKind {
+    /// Every kind, for parsing and filters.
+    pub const ALL: [TransferKind; 7] = [
+        TransferKind::Purchase,
+        TransferKind::Hold,
+        TransferKind::HoldPost,
+        TransferKind::HoldVoid,
+        TransferKind::HoldExpire,
+        TransferKind::WorkDebit,
+        TransferKind::Expiry,
+    ];
+
     /// The kind as stored.
     pub fn name(self) -> &'static str {
         match self {
@@ -72,18 +83,10 @@ impl TryFrom<String> for TransferKind {
     type Error = String;
 
     fn try_from(name: String) -> Result<Self, Self::Error> {
-        [
-            TransferKind::Purchase,
-            TransferKind::Hold,
-            TransferKind::HoldPost,
-            TransferKind::HoldVoid,
-            TransferKind::HoldExpire,
-            TransferKind::WorkDebit,
-            TransferKind::Expiry,
-        ]
-        .into_iter()
-        .find(|kind| kind.name() == name)
-        .ok_or_else(|| format!("unknown transfer kind {name}"))
+        TransferKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| format!("unknown transfer kind {name}"))
     }
 }
 

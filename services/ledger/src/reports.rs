@@ -2,6 +2,7 @@
 //! period (as protobuf lines and as CSV).
 
 use chrono::{DateTime, Utc};
+use picket_platform::text::csv_field;
 use picket_platform::time::to_timestamp;
 use picket_proto::common::v1 as common;
 use picket_proto::ledger::v1 as ledger;
@@ -11,17 +12,6 @@ use uuid::Uuid;
 use crate::api::transfer_kind_proto;
 use crate::engine::TransferKind;
 use crate::store::{PackRow, TRANSFER_COLUMNS, TransferRecord};
-
-/// Every kind of transfer, for filters.
-pub const TRANSFER_KINDS: [TransferKind; 7] = [
-    TransferKind::Purchase,
-    TransferKind::Hold,
-    TransferKind::HoldPost,
-    TransferKind::HoldVoid,
-    TransferKind::HoldExpire,
-    TransferKind::WorkDebit,
-    TransferKind::Expiry,
-];
 
 /// A page of a partner's packs, newest first.
 pub async fn packs<'c>(
@@ -271,33 +261,4 @@ pub fn csv(statement: &ledger::Statement) -> Vec<u8> {
         csv.push_str("\r\n");
     }
     csv.into_bytes()
-}
-
-/// Quotes a free-text field as RFC 4180 asks, and defuses what a spreadsheet would run as a
-/// formula.
-fn csv_field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if text.contains([',', '"', '\r', '\n']) || text.starts_with('\'') {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_field;
-
-    #[test]
-    fn free_text_is_quoted_and_formulas_are_defused() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a, b"), "\"a, b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-    }
 }

@@ -6,6 +6,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use picket_platform::text::html_escape;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -135,13 +136,6 @@ fn minutes(value: &Value) -> i64 {
         .unwrap_or_default()
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The lines of a message: a sentence, then labelled facts.
 struct Letter {
     subject: String,
@@ -172,16 +166,16 @@ impl Letter {
             .map(|(label, value)| {
                 format!(
                     "<tr><th align=\"left\" valign=\"top\">{}</th><td>{}</td></tr>",
-                    escape(label),
-                    escape(value).replace('\n', "<br>")
+                    html_escape(label),
+                    html_escape(value).replace('\n', "<br>")
                 )
             })
             .collect();
         let html = format!(
             "<!DOCTYPE html><html><body><p>{}</p><p>{}</p><table cellpadding=\"4\">{rows}</table><p>{}</p><p>&mdash; Picket</p></body></html>",
-            escape(&greeting),
-            escape(&self.lead),
-            escape(&self.closing),
+            html_escape(&greeting),
+            html_escape(&self.lead),
+            html_escape(&self.closing),
         );
         Rendered {
             subject: self.subject,

@@ -2,6 +2,7 @@
 //! why, sealed with the SHA-256 of its canonical JSON; rendered as JSON, Markdown or HTML.
 
 use chrono::{DateTime, Utc};
+use picket_platform::text::html_escape;
 use picket_platform::time::{from_timestamp, to_timestamp};
 use picket_proto::offboarding::v1 as offboarding;
 use sha2::{Digest, Sha256};
@@ -171,22 +172,14 @@ fn markdown(certificate: &offboarding::DeletionCertificate) -> String {
     text
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn html(certificate: &offboarding::DeletionCertificate) -> String {
     let mut rows = String::new();
     for service in &certificate.services {
         for table in &service.tables {
             rows.push_str(&format!(
                 "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td></tr>\n",
-                escape(&service.service),
-                escape(&table.table),
+                html_escape(&service.service),
+                html_escape(&table.table),
                 table.row_count,
                 time(service.confirmed_at.as_ref())
             ));
@@ -198,9 +191,9 @@ fn html(certificate: &offboarding::DeletionCertificate) -> String {
         .map(|kept| {
             format!(
                 "<li>{}: {} ({})</li>",
-                escape(&kept.service),
-                escape(&kept.description),
-                escape(&kept.reason)
+                html_escape(&kept.service),
+                html_escape(&kept.description),
+                html_escape(&kept.reason)
             )
         })
         .collect();
@@ -218,18 +211,18 @@ fn html(certificate: &offboarding::DeletionCertificate) -> String {
          <li>Certificate <code>{id}</code>, issued {issued}</li><li>SHA-256: <code>{seal}</code></li></ul>\
          <table><tr><th>Service</th><th>Table</th><th>Rows deleted</th><th>Confirmed</th></tr>\n{rows}</table>\
          <h2>Kept on purpose</h2><ul>{kept}</ul></body></html>\n",
-        name = escape(&certificate.tenant_display_name),
-        tenant = escape(&certificate.tenant_id),
-        microsoft = escape(&certificate.microsoft_tenant_id),
-        partner = escape(&certificate.partner_id),
-        reason = escape(&certificate.reason),
+        name = html_escape(&certificate.tenant_display_name),
+        tenant = html_escape(&certificate.tenant_id),
+        microsoft = html_escape(&certificate.microsoft_tenant_id),
+        partner = html_escape(&certificate.partner_id),
+        reason = html_escape(&certificate.reason),
         requested = time(certificate.requested_at.as_ref()),
         due = time(certificate.purge_due_at.as_ref()),
         completed = time(certificate.completed_at.as_ref()),
         total = certificate.total_rows,
-        id = escape(&certificate.certificate_id),
+        id = html_escape(&certificate.certificate_id),
         issued = time(certificate.issued_at.as_ref()),
-        seal = escape(&certificate.sha256),
+        seal = html_escape(&certificate.sha256),
     )
 }
 

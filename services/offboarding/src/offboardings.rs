@@ -93,10 +93,9 @@ impl Offboardings {
             .await
             .map_err(internal)?
         {
-            let (_, progress) = store::lock(&mut transaction, active.offboarding_id)
+            let progress = store::progress(&mut *transaction, &[active.offboarding_id])
                 .await
-                .map_err(internal)?
-                .ok_or_else(|| Status::internal("internal error"))?;
+                .map_err(internal)?;
             let saga = Saga {
                 row: active,
                 progress,

@@ -1,6 +1,7 @@
 //! The offboarding service's tables: the tenant directory, sagas, their progress, certificates.
 
 use chrono::{DateTime, Utc};
+pub use picket_platform::offboarding::Deleted;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -90,13 +91,6 @@ const COLUMNS: &str =
     reason, retention_seconds, state, requested_by, requested_role, requested_at, disconnected_at,
     tokens_dropped, purge_due_at, purge_started_at, purge_attempt, completed_at, cancelled_at,
     cancel_reason, cancelled_by, cancelled_role, certificate_id, updated_at";
-
-/// Rows deleted from one table, as a service reported them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Deleted {
-    pub table: String,
-    pub row_count: u64,
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProgressRow {

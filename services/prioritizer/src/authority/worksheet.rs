@@ -1,6 +1,7 @@
 //! The worksheet an MSP discusses internally: one row per stage with its owners, and the gaps
 //! highlighted; as Markdown, CSV (RFC 4180) or a printable HTML page.
 
+use picket_platform::text::{csv_field, html_escape};
 use picket_proto::incidents::v1::{AuthorityGap, AuthorityMap, AuthorityStage, WorksheetFormat};
 
 use super::gaps::stage_name;
@@ -155,20 +156,6 @@ fn markdown(rows: &[Row], gaps: &[AuthorityGap]) -> String {
     text
 }
 
-/// RFC 4180 quoting, with spreadsheet formulas defused.
-fn csv_field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if text.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
-}
-
 fn csv(rows: &[Row]) -> String {
     let mut text = String::from("stage,responsible,accountable,consulted,informed,notes,gaps\r\n");
     for row in rows {
@@ -186,14 +173,6 @@ fn csv(rows: &[Row]) -> String {
         text.push_str("\r\n");
     }
     text
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 fn html(map: &AuthorityMap, rows: &[Row], gaps: &[AuthorityGap]) -> String {
@@ -216,18 +195,18 @@ fn html(map: &AuthorityMap, rows: &[Row], gaps: &[AuthorityGap]) -> String {
         };
         body.push_str(&format!(
             "<tr{class}><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape(row.stage),
-            escape(&row.responsible),
-            escape(&row.accountable),
-            escape(&row.consulted),
-            escape(&row.informed),
-            escape(&row.notes),
-            escape(&row.gaps.join("; ")),
+            html_escape(row.stage),
+            html_escape(&row.responsible),
+            html_escape(&row.accountable),
+            html_escape(&row.consulted),
+            html_escape(&row.informed),
+            html_escape(&row.notes),
+            html_escape(&row.gaps.join("; ")),
         ));
     }
     let others: String = other_gaps(gaps, rows)
         .iter()
-        .map(|gap| format!("<li class=\"gap\">{}</li>", escape(gap)))
+        .map(|gap| format!("<li class=\"gap\">{}</li>", html_escape(gap)))
         .collect();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
@@ -238,7 +217,7 @@ fn html(map: &AuthorityMap, rows: &[Row], gaps: &[AuthorityGap]) -> String {
          <table><tr><th>Stage</th><th>Responsible</th><th>Accountable</th><th>Consulted</th>\
          <th>Informed</th><th>Notes</th><th>Gaps</th></tr>\n{body}</table>\
          <h2>Other gaps</h2><ul>{others}</ul></body></html>\n",
-        title = escape(&title),
+        title = html_escape(&title),
         version = map.version,
         standard = if map.standard {
             ", the standard map"

@@ -1,6 +1,7 @@
 //! The HTTP endpoint Microsoft redirects an admin to after consent:
 //! `?tenant=…&admin_consent=True&state=…`, or `?error=…&error_description=…&state=…`.
 
+use picket_platform::text::html_escape;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,18 +22,11 @@ pub fn router(onboarding: Arc<Onboarding>) -> Router {
         .with_state(onboarding)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn page(status: StatusCode, title: &str, detail: &str) -> (StatusCode, Html<String>) {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Picket: {title}</title></head>\
          <body><h1>{title}</h1><p>{}</p></body></html>",
-        escape(detail)
+        html_escape(detail)
     );
     (status, Html(body))
 }
