@@ -59,6 +59,11 @@ pub trait Event: prost::Message + prost::Name + Default + Send + Sync + 'static 
     fn tenant_id(&self) -> &str;
 }
 
+/// Receives an event decoded by [`decode_event`], typed, with its canonical protobuf JSON form.
+pub trait EventVisitor {
+    fn visit<E: Event + serde::Serialize>(&mut self, event: E);
+}
+
 macro_rules! events {
     ($($area:ident => { $($message:path => $token:literal),+ $(,)? })+) => {
         $($(
@@ -75,6 +80,23 @@ macro_rules! events {
                 }
             }
         )+)+
+
+        /// Decodes `payload` as the event whose protobuf full name (its `ce-type`) is `event_type`
+        /// and hands it to `visitor`; `Ok(false)` when no event has that name.
+        pub fn decode_event<V: EventVisitor>(
+            event_type: &str,
+            payload: &[u8],
+            visitor: &mut V,
+        ) -> Result<bool, prost::DecodeError> {
+            use prost::{Message, Name};
+            $($(
+                if event_type == <$message>::full_name() {
+                    visitor.visit(<$message>::decode(payload)?);
+                    return Ok(true);
+                }
+            )+)+
+            Ok(false)
+        }
 
         /// Every event's `(area, subject token, ce-type)`, for documentation and validation.
         pub fn all_events() -> Vec<(Area, &'static str, String)> {
@@ -150,6 +172,29 @@ mod tests {
                 "{token}"
             );
         }
+    }
+
+    /// Records the full name of what it was given, to show each type decodes as itself.
+    struct Names(Vec<String>);
+
+    impl EventVisitor for Names {
+        fn visit<E: Event + serde::Serialize>(&mut self, _event: E) {
+            self.0.push(E::full_name());
+        }
+    }
+
+    #[test]
+    fn every_event_type_decodes_as_itself() {
+        let mut names = Names(Vec::new());
+        for (_, _, event_type) in all_events() {
+            assert_eq!(decode_event(&event_type, &[], &mut names), Ok(true));
+            assert_eq!(names.0.last(), Some(&event_type));
+        }
+        assert_eq!(
+            decode_event("picket.nope.v1.Nope", &[], &mut names),
+            Ok(false)
+        );
+        assert!(decode_event(&all_events()[0].2, &[0xff], &mut names).is_err());
     }
 
     #[test]

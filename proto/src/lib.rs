@@ -5,7 +5,7 @@
 
 mod catalog;
 
-pub use catalog::{Area, Event, all_events};
+pub use catalog::{Area, Event, EventVisitor, all_events, decode_event};
 pub use pbjson_types;
 
 /// One module per protobuf package: prost messages, tonic clients and servers, and serde in
