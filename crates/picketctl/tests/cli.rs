@@ -1,0 +1,298 @@
+//! picketctl as an operator uses it: the real binary against running services, real NATS and
+//! PostgreSQL, and graph-sim for Microsoft Graph.
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use graph_sim::{GraphSim, SimConfig};
+use picket_e2e::{channel, start_prioritizer, start_scanner};
+use picket_platform::Application;
+use picket_proto::tenants::v1 as tenants;
+use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
+use picket_testkit::{TestEnv, eventually};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const PARTNER: &str = "partner-cli";
+
+/// picketctl pointed at the test's services, with a partner token.
+struct Cli {
+    env: TestEnv,
+    token: String,
+    scanner: String,
+    prioritizer: String,
+}
+
+impl Cli {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_picketctl"));
+        command
+            .env_clear()
+            .args([
+                "--scanner",
+                &self.scanner,
+                "--prioritizer",
+                &self.prioritizer,
+            ])
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut with_token = vec!["--token", &self.token];
+        with_token.extend_from_slice(args);
+        self.command(&with_token)
+            .output()
+            .await
+            .expect("picketctl runs")
+    }
+
+    /// Runs a command that must succeed, with `--output json`, and parses what it printed.
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut json = vec!["--output", "json"];
+        json.extend_from_slice(args);
+        let output = self.run(&json).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("picketctl prints JSON")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn address(application: &Application) -> String {
+    format!("http://{}", application.grpc_address())
+}
+
+#[tokio::test]
+async fn an_operator_takes_a_tenant_from_onboarding_to_a_fixed_incident() {
+    let env = TestEnv::new().await;
+    let sim = GraphSim::start(
+        SimConfig {
+            tenants: 1,
+            ..SimConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .expect("graph-sim starts");
+    let scanner = start_scanner(
+        &env,
+        &sim.base_url(),
+        &sim.config().client_id,
+        &sim.config().client_secret,
+        "",
+    )
+    .await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let cli = Cli {
+        token: env.partner_token(PARTNER),
+        scanner: address(&scanner),
+        prioritizer: address(&prioritizer),
+        env,
+    };
+
+    let microsoft_tenant = sim.tenant_ids()[0].clone();
+    let onboarded = cli
+        .json(&[
+            "tenants",
+            "onboard",
+            "--name",
+            "Contoso Dental",
+            "--microsoft-tenant",
+            &microsoft_tenant,
+        ])
+        .await;
+    let tenant_id = onboarded["tenant"]["tenantId"]
+        .as_str()
+        .expect("tenant id")
+        .to_owned();
+    assert_eq!(onboarded["tenant"]["state"], "TENANT_STATE_PENDING_CONSENT");
+    // The administrator accepts; Microsoft's redirect carries the state back.
+    let state = onboarded["consentUrl"]
+        .as_str()
+        .and_then(|url| url.split("state=").nth(1))
+        .expect("consent state")
+        .to_owned();
+    let mut tenants_client = TenantServiceClient::new(channel(&scanner).await);
+    tenants_client
+        .complete_consent(cli.env.request(
+            &cli.token,
+            tenants::CompleteConsentRequest {
+                state,
+                microsoft_tenant_id: microsoft_tenant,
+                admin_consent: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("consent completes");
+
+    let listed = cli.run(&["tenants", "list"]).await;
+    let table = text(&listed.stdout);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(table.starts_with("TENANT "), "{table}");
+    assert!(
+        table.contains("Contoso Dental") && table.contains("active"),
+        "{table}"
+    );
+
+    // The onboarding scan opens incidents; one with a fix is approved and Picket applies it.
+    let incident_id = eventually(
+        Duration::from_secs(60),
+        "an incident with a fix",
+        || async {
+            let listed = cli.json(&["incidents", "list", "--state", "open"]).await;
+            listed["incidents"].as_array().and_then(|incidents| {
+                incidents
+                    .iter()
+                    .find(|incident| {
+                        incident["tenantId"] == tenant_id.as_str()
+                            && incident["fixAction"].is_string()
+                    })
+                    .map(|incident| incident["incidentId"].as_str().expect("id").to_owned())
+            })
+        },
+    )
+    .await;
+
+    // `events tail` is subscribed before the decision, so it sees the decision's event.
+    let mut tail = cli
+        .command(&[
+            "events",
+            "tail",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--namespace",
+            &cli.env.namespace,
+            "--area",
+            "incidents",
+            "--partner",
+            PARTNER,
+            "--count",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("events tail starts");
+    let mut stderr = BufReader::new(tail.stderr.take().expect("stderr")).lines();
+    let ready = stderr.next_line().await.expect("stderr readable");
+    assert_eq!(
+        ready.as_deref(),
+        Some("waiting for events (Ctrl-C stops)...")
+    );
+
+    let approved = cli
+        .json(&["incidents", "approve", &incident_id, "--comment", "fix it"])
+        .await;
+    assert_eq!(approved["incident"]["state"], "INCIDENT_STATE_AWAITING_FIX");
+    assert_eq!(approved["decision"]["kind"], "DECISION_KIND_APPROVE");
+
+    let tailed = tokio::time::timeout(Duration::from_secs(20), tail.wait_with_output())
+        .await
+        .expect("events tail prints the decision")
+        .expect("events tail exits");
+    assert!(tailed.status.success(), "{}", text(&tailed.stderr));
+    let line: Value = serde_json::from_slice(&tailed.stdout).expect("one JSON line");
+    assert_eq!(line["type"], "picket.incidents.v1.IncidentDecided");
+    assert_eq!(line["data"]["partnerId"], PARTNER);
+    assert!(
+        line["subject"]
+            .as_str()
+            .is_some_and(|subject| subject.ends_with(&format!(".{PARTNER}.{tenant_id}"))),
+        "{line}"
+    );
+
+    eventually(
+        Duration::from_secs(30),
+        "the fix to resolve the incident",
+        || async {
+            let shown = cli.json(&["incidents", "show", &incident_id]).await;
+            (shown["incident"]["state"] == "INCIDENT_STATE_RESOLVED").then_some(shown)
+        },
+    )
+    .await;
+    let shown = cli.run(&["incidents", "show", &incident_id]).await;
+    let record = text(&shown.stdout);
+    assert!(record.contains("state            resolved"), "{record}");
+    assert!(record.contains("fix-applied"), "{record}");
+
+    cli.env.teardown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_a_failing_exit_status() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let cli = Cli {
+        token: env.partner_token(PARTNER),
+        scanner: "http://127.0.0.1:1".into(),
+        prioritizer: address(&prioritizer),
+        env,
+    };
+    let failure = |output: &Output, code: i32, expected: &str| {
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected `{expected}` in: {stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "nothing on stdout: {}",
+            text(&output.stdout)
+        );
+    };
+
+    let no_token = cli
+        .command(&["--partner", PARTNER, "incidents", "list"])
+        .output()
+        .await
+        .expect("runs");
+    failure(&no_token, 1, "no token: pass --token or set PICKET_TOKEN");
+
+    let bad_state = cli.run(&["incidents", "list", "--state", "sideways"]).await;
+    failure(&bad_state, 2, "`sideways` is not a known value");
+
+    let unknown = cli
+        .run(&["incidents", "show", "01a23792-0000-7000-8000-000000000000"])
+        .await;
+    failure(&unknown, 1, "not found");
+
+    let other_partner = cli
+        .run(&["--partner", "someone-else", "incidents", "list"])
+        .await;
+    failure(&other_partner, 1, "permission denied");
+
+    let unreachable = cli.run(&["tenants", "list"]).await;
+    failure(
+        &unreachable,
+        1,
+        "cannot reach the scanner at http://127.0.0.1:1",
+    );
+
+    let forged = cli
+        .command(&[
+            "--token",
+            "not.a.token",
+            "incidents",
+            "list",
+            "--partner",
+            PARTNER,
+        ])
+        .output()
+        .await
+        .expect("runs");
+    failure(&forged, 1, "not authenticated");
+
+    cli.env.teardown().await;
+}
