@@ -7,7 +7,10 @@ google.protobuf.json_format (canonical protobuf JSON, the form Picket's webhooks
 
     ./generate.sh                                   # once: protobuf modules into ./generated
     NATS_URL=nats://nats.example.net:4222 NATS_USER=integrator NATS_PASSWORD=... \
-        python subscribe.py --area incidents --durable acme-siem
+        python subscribe.py --area incidents --durable integrator-1
+
+As user integrator the durable name must be integrator-1, integrator-2 or integrator-3 (one set per
+stream; deploy/nats/nats-server.conf refuses any other name).
 
 See docs/integrators.md for the subjects, headers, ack and ordering rules this follows.
 """
@@ -156,7 +159,13 @@ class Subscriber:
 
     async def run(self) -> None:
         args = self.args
-        options = {"servers": [args.url], "name": "picket-python-subscriber"}
+
+        async def on_error(error: Exception) -> None:
+            # The server reports a refused subject here (for instance a durable name the user may
+            # not use); the request that caused it then times out.
+            print(error, file=sys.stderr)
+
+        options = {"servers": [args.url], "name": "picket-python-subscriber", "error_cb": on_error}
         if args.user:
             options.update(user=args.user, password=args.password)
         nc = await nats.connect(**options)
@@ -222,7 +231,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--area", default="incidents", help="tenants, findings, fixes, incidents, notifications, ledger or offboarding")
     parser.add_argument("--stream", help="stream name (default <NAMESPACE>_<AREA>, e.g. PICKET_INCIDENTS)")
     parser.add_argument("--filter", help="filter subject (default <namespace>.<area>.v1.>)")
-    parser.add_argument("--durable", default=env("PICKET_DURABLE", "integrator-example"), help="durable consumer name")
+    parser.add_argument("--durable", default=env("PICKET_DURABLE", "integrator-1"), help="durable consumer name (user integrator: integrator-1, -2 or -3)")
     parser.add_argument("--deliver", choices=("all", "new"), default="all", help="where a new consumer starts (default all)")
     parser.add_argument("--ack-wait", type=float, default=30.0, help="seconds before an unacked message is redelivered")
     parser.add_argument("--max-ack-pending", type=int, default=1000)

@@ -1,7 +1,8 @@
 //! The production NATS configuration (`deploy/nats/nats-server.conf`) on a real nats-server:
 //! services run under their own users (the ledger provisions the streams and publishes its events;
 //! the offboarding service and the notifier create and read their consumers), a service is
-//! refused a subject it does not own, and the integrators' user reads but cannot publish.
+//! refused a subject it does not own, and the integrators' user reads (through consumers under its
+//! own names, never a service's) but cannot publish.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -227,6 +228,62 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
             .await
             .is_err(),
         "no forged event reached the integrator"
+    );
+    // Integrators read the streams through consumers under their own fixed names
+    // (integrator-1 to integrator-3): created, pulled from and acked.
+    let own = async_nats::jetstream::new(integrator.clone())
+        .create_consumer_on_stream(
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("integrator-1".into()),
+                filter_subject: "picket.ledger.v1.>".into(),
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+            "PICKET_LEDGER",
+        )
+        .await
+        .expect("the integrator creates a consumer under its own name");
+    let mut pulled = own
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("the integrator pulls from its own consumer");
+    let purchase = pulled
+        .next()
+        .await
+        .expect("the purchase in time")
+        .expect("a message");
+    assert!(
+        purchase
+            .subject
+            .starts_with("picket.ledger.v1.credits_purchased.p1"),
+        "{}",
+        purchase.subject
+    );
+    purchase
+        .double_ack()
+        .await
+        .expect("the integrator acks on its own consumer");
+    // But never from a service's consumer: pulling from the notifier's would take its events away.
+    let (notifier_incidents, _) = notifier::routing::CONSUMERS
+        .into_iter()
+        .find(|(_, area)| *area == picket_proto::Area::Incidents)
+        .expect("the notifier consumes incidents");
+    integrator
+        .publish(
+            format!("$JS.API.CONSUMER.MSG.NEXT.PICKET_INCIDENTS.{notifier_incidents}"),
+            r#"{"batch":1}"#.into(),
+        )
+        .await
+        .expect("sent");
+    integrator.flush().await.expect("flush");
+    let refused = refusal(&mut integrator_errors).await;
+    assert!(
+        refused.to_lowercase().contains("permissions violation")
+            && refused.contains(notifier_incidents),
+        "{refused}"
     );
     // A service with a wrong password is not let in.
     let wrong =
