@@ -58,6 +58,35 @@ pub async fn start_scanner(
         .expect("scanner starts")
 }
 
+/// A minimal HTTP/1.1 GET on the admin port, to keep an HTTP client out of this crate.
+pub async fn admin_get(application: &Application, path: &str) -> (u16, String) {
+    let address = application.admin_address();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("admin port answers");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// A gRPC channel to a running service.
 pub async fn channel(application: &Application) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{}", application.grpc_address()))

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use picket_e2e::{channel, start_notifier, start_prioritizer, suspicious_sign_in};
+use picket_e2e::{admin_get, channel, start_notifier, start_prioritizer, suspicious_sign_in};
 use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
 use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
@@ -83,6 +83,26 @@ async fn monitoring_finding_reaches_the_partner_as_a_signed_webhook() {
     assert_eq!(
         incident.recommended_fix,
         "Revoke the user's sessions and reset the password"
+    );
+
+    // The domain counters: the incident the prioritizer published, the attempt that delivered it.
+    let (_, published) = admin_get(&prioritizer, "/metrics").await;
+    assert!(
+        published.contains(
+            r#"picket_events_published_total{event_type="picket.incidents.v1.IncidentOpened"} 1"#
+        ),
+        "prioritizer metrics:\n{published}"
+    );
+    let delivered = r#"picket_delivery_attempts_total{channel="webhook",status="succeeded"} 1"#;
+    eventually(WAIT, "the attempt counted", || async {
+        let (_, metrics) = admin_get(&notifier, "/metrics").await;
+        metrics.contains(delivered).then_some(())
+    })
+    .await;
+    let (_, metrics) = admin_get(&notifier, "/metrics").await;
+    assert!(
+        metrics.contains(r#"picket_delivery_attempt_seconds_count{channel="webhook"} 1"#),
+        "notifier metrics:\n{metrics}"
     );
 
     prioritizer.shutdown().await;

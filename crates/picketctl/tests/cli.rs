@@ -5,14 +5,14 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::{channel, start_prioritizer, start_scanner};
+use picket_e2e::{admin_get, channel, start_prioritizer, start_scanner};
 use picket_platform::Application;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
 use picket_testkit::{TestEnv, eventually};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
 
 const PARTNER: &str = "partner-cli";
 
@@ -47,6 +47,25 @@ impl Cli {
             .output()
             .await
             .expect("picketctl runs")
+    }
+
+    /// Starts `events tail` and waits until it is subscribed; the rest of its stderr comes along
+    /// (dropping it would break the pipe it reports skipped messages on).
+    async fn tail(&self, args: &[&str]) -> (Child, Lines<BufReader<ChildStderr>>) {
+        let mut tail = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("events tail starts");
+        let mut stderr = BufReader::new(tail.stderr.take().expect("stderr")).lines();
+        let ready = stderr.next_line().await.expect("stderr readable");
+        assert_eq!(
+            ready.as_deref(),
+            Some("waiting for events (Ctrl-C stops)...")
+        );
+        (tail, stderr)
     }
 
     /// Runs a command that must succeed, with `--output json`, and parses what it printed.
@@ -163,33 +182,24 @@ async fn an_operator_takes_a_tenant_from_onboarding_to_a_fixed_incident() {
     )
     .await;
 
-    // `events tail` is subscribed before the decision, so it sees the decision's event.
-    let mut tail = cli
-        .command(&[
-            "events",
-            "tail",
-            "--nats",
-            "nats://127.0.0.1:4222",
-            "--namespace",
-            &cli.env.namespace,
-            "--area",
-            "incidents",
-            "--partner",
-            PARTNER,
-            "--count",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("events tail starts");
-    let mut stderr = BufReader::new(tail.stderr.take().expect("stderr")).lines();
-    let ready = stderr.next_line().await.expect("stderr readable");
-    assert_eq!(
-        ready.as_deref(),
-        Some("waiting for events (Ctrl-C stops)...")
-    );
+    // Two `events tail`s are subscribed before the decision: one follows every incident event,
+    // the other stops after the first.
+    let tail_args = [
+        "events",
+        "tail",
+        "--nats",
+        "nats://127.0.0.1:4222",
+        "--namespace",
+        &cli.env.namespace,
+        "--area",
+        "incidents",
+        "--partner",
+        PARTNER,
+    ];
+    let (mut tail, _tail_stderr) = cli.tail(&tail_args).await;
+    let (counted, _counted_stderr) = cli
+        .tail(&[&tail_args[..], &["--count", "1"]].concat())
+        .await;
 
     let approved = cli
         .json(&["incidents", "approve", &incident_id, "--comment", "fix it"])
@@ -197,20 +207,37 @@ async fn an_operator_takes_a_tenant_from_onboarding_to_a_fixed_incident() {
     assert_eq!(approved["incident"]["state"], "INCIDENT_STATE_AWAITING_FIX");
     assert_eq!(approved["decision"]["kind"], "DECISION_KIND_APPROVE");
 
-    let tailed = tokio::time::timeout(Duration::from_secs(20), tail.wait_with_output())
-        .await
-        .expect("events tail prints the decision")
-        .expect("events tail exits");
-    assert!(tailed.status.success(), "{}", text(&tailed.stderr));
-    let line: Value = serde_json::from_slice(&tailed.stdout).expect("one JSON line");
-    assert_eq!(line["type"], "picket.incidents.v1.IncidentDecided");
-    assert_eq!(line["data"]["partnerId"], PARTNER);
+    // Every incident event prints as one JSON line; other incidents may still be opening.
+    let mut stdout = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    let decided = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = stdout.next_line().await.expect("stdout readable") {
+            let line: Value = serde_json::from_str(&line).expect("a JSON line");
+            if line["type"] == "picket.incidents.v1.IncidentDecided" {
+                return line;
+            }
+        }
+        panic!("events tail ended before the decision");
+    })
+    .await
+    .expect("events tail prints the decision");
+    assert_eq!(
+        decided["data"]["decision"]["incidentId"],
+        incident_id.as_str()
+    );
+    assert_eq!(decided["data"]["partnerId"], PARTNER);
     assert!(
-        line["subject"]
+        decided["subject"]
             .as_str()
             .is_some_and(|subject| subject.ends_with(&format!(".{PARTNER}.{tenant_id}"))),
-        "{line}"
+        "{decided}"
     );
+    tail.kill().await.expect("events tail stops");
+    let counted = tokio::time::timeout(Duration::from_secs(20), counted.wait_with_output())
+        .await
+        .expect("events tail --count 1 stops after one event")
+        .expect("events tail exits");
+    assert!(counted.status.success());
+    assert_eq!(text(&counted.stdout).lines().count(), 1);
 
     eventually(
         Duration::from_secs(30),
@@ -225,6 +252,13 @@ async fn an_operator_takes_a_tenant_from_onboarding_to_a_fixed_incident() {
     let record = text(&shown.stdout);
     assert!(record.contains("state            resolved"), "{record}");
     assert!(record.contains("fix-applied"), "{record}");
+
+    // The scanner counted Microsoft's answers to the scan and the fix.
+    let (_, metrics) = admin_get(&scanner, "/metrics").await;
+    assert!(
+        metrics.contains(r#"picket_graph_responses_total{api="graph",status="200"}"#),
+        "scanner metrics:\n{metrics}"
+    );
 
     cli.env.teardown().await;
 }

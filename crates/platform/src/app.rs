@@ -222,6 +222,11 @@ impl Platform {
         &self.pool
     }
 
+    /// The service's metrics, where it registers its own domain counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn subjects(&self) -> &Subjects {
         &self.subjects
     }

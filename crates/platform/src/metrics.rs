@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
@@ -27,6 +27,12 @@ pub struct GrpcHandledLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The event's protobuf full name (its `ce-type`), such as `picket.incidents.v1.IncidentOpened`.
+    pub event_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabels {
     pub consumer: String,
 }
@@ -38,7 +44,7 @@ pub struct ConsumerOutcomeLabels {
     pub outcome: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
+pub fn latency_histogram() -> Histogram {
     // 1 ms to ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
@@ -52,7 +58,9 @@ pub struct Metrics {
     pub messages_redelivered: Family<ConsumerLabels, Counter>,
     pub message_handling_seconds: Family<ConsumerLabels, Histogram, fn() -> Histogram>,
     pub consumer_pending: Family<ConsumerLabels, Gauge>,
-    pub outbox_published: Counter,
+    /// The domain's own count: every event a service published (incidents opened, fixes applied,
+    /// credits debited, purges completed, ...), by type.
+    pub events_published: Family<EventLabels, Counter>,
     pub outbox_publish_failures: Counter,
 }
 
@@ -67,7 +75,7 @@ impl Metrics {
             messages_redelivered: Family::default(),
             message_handling_seconds: Family::new_with_constructor(latency_histogram),
             consumer_pending: Family::default(),
-            outbox_published: Counter::default(),
+            events_published: Family::default(),
             outbox_publish_failures: Counter::default(),
         };
         {
@@ -111,9 +119,9 @@ impl Metrics {
                 metrics.consumer_pending.clone(),
             );
             registry.register(
-                "picket_outbox_published",
-                "Outbox events relayed to JetStream",
-                metrics.outbox_published.clone(),
+                "picket_events_published",
+                "Domain events published to JetStream, by type",
+                metrics.events_published.clone(),
             );
             registry.register(
                 "picket_outbox_publish_failures",
@@ -122,6 +130,14 @@ impl Metrics {
             );
         }
         metrics
+    }
+
+    /// Adds a service's own domain metric, named `picket_<something>`.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .register(name, help, metric);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -115,6 +115,7 @@ pub async fn build(
         mailer,
         platform.events(),
         settings,
+        worker::DeliveryMetrics::registered(platform.metrics()),
     );
     let worker_shutdown = platform.shutdown_token();
     platform.spawn(

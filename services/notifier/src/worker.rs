@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use picket_platform::EventFactory;
 use picket_platform::db::notify;
+use picket_platform::metrics::{Metrics, latency_histogram};
 use picket_proto::notifications::v1 as notifications;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
@@ -41,6 +46,47 @@ pub struct DeliveryWorker {
     mailer: Mailer,
     events: EventFactory,
     settings: NotifierSettings,
+    metrics: DeliveryMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    /// `webhook` or `email`.
+    channel: String,
+    /// What the attempt made of its delivery: `succeeded`, `failed` (retried) or `dead`.
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+/// The notifier's domain metrics: delivery attempts by outcome and how long they took.
+#[derive(Clone)]
+pub struct DeliveryMetrics {
+    attempts: Family<AttemptLabels, Counter>,
+    attempt_seconds: Family<ChannelLabels, Histogram, fn() -> Histogram>,
+}
+
+impl DeliveryMetrics {
+    pub fn registered(metrics: &Metrics) -> DeliveryMetrics {
+        let delivery = DeliveryMetrics {
+            attempts: Family::default(),
+            attempt_seconds: Family::new_with_constructor(latency_histogram),
+        };
+        metrics.register(
+            "picket_delivery_attempts",
+            "Webhook and e-mail delivery attempts, by channel and the delivery's resulting status",
+            delivery.attempts.clone(),
+        );
+        metrics.register(
+            "picket_delivery_attempt_seconds",
+            "Time one delivery attempt took, by channel",
+            delivery.attempt_seconds.clone(),
+        );
+        delivery
+    }
 }
 
 /// A delivery ready to attempt, with its endpoint (webhook) or recipient (e-mail) as it was when
@@ -166,6 +212,7 @@ impl DeliveryWorker {
         mailer: Mailer,
         events: EventFactory,
         settings: NotifierSettings,
+        metrics: DeliveryMetrics,
     ) -> DeliveryWorker {
         DeliveryWorker {
             pool,
@@ -174,6 +221,7 @@ impl DeliveryWorker {
             mailer,
             events,
             settings,
+            metrics,
         }
     }
 
@@ -560,6 +608,20 @@ impl DeliveryWorker {
         }
         transaction.commit().await?;
         for (made, conclusion) in batch.iter().zip(&conclusions) {
+            let channel = &made.dispatch.delivery.channel;
+            self.metrics
+                .attempts
+                .get_or_create(&AttemptLabels {
+                    channel: channel.clone(),
+                    status: conclusion.status,
+                })
+                .inc();
+            self.metrics
+                .attempt_seconds
+                .get_or_create(&ChannelLabels {
+                    channel: channel.clone(),
+                })
+                .observe(f64::from(made.latency_ms) / 1000.0);
             if conclusion.status != "succeeded" {
                 tracing::info!(
                     delivery_id = %made.dispatch.delivery.delivery_id,

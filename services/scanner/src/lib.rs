@@ -37,7 +37,9 @@ pub async fn build(
 ) -> Result<Application, StartError> {
     let mut platform = Platform::new(SERVICE, settings, shutdown).await?;
     let graph = Arc::new(
-        graph::GraphClient::new(&own).map_err(|error| StartError::Client(error.to_string()))?,
+        graph::GraphClient::new(&own)
+            .map_err(|error| StartError::Client(error.to_string()))?
+            .observed_by(graph::GraphMetrics::registered(platform.metrics())),
     );
     let catalogue = Arc::new(
         checks::catalogue::Catalogue::builtin()

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::db::notify;
 use crate::db::statement::{Arguments, column};
-use crate::metrics::Metrics;
+use crate::metrics::{EventLabels, Metrics};
 use crate::nats::OutgoingEvent;
 
 /// Rows relayed per transaction.
@@ -164,6 +164,7 @@ impl OutboxRelay {
             return Ok(0);
         }
         let mut sequences = Vec::with_capacity(rows.len());
+        let mut event_types = Vec::with_capacity(rows.len());
         let mut acks = Vec::with_capacity(rows.len());
         for row in &rows {
             let trace_context: sqlx::types::Json<HashMap<String, String>> =
@@ -179,6 +180,7 @@ impl OutboxRelay {
                 trace_context: trace_context.0,
             };
             sequences.push(row.try_get::<i64, _>("seq")?);
+            event_types.push(event.event_type.clone());
             // Sent in order on one connection; acks are awaited together below.
             let ack = self
                 .jetstream
@@ -196,7 +198,12 @@ impl OutboxRelay {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        self.metrics.outbox_published.inc_by(sequences.len() as u64);
+        for event_type in event_types {
+            self.metrics
+                .events_published
+                .get_or_create(&EventLabels { event_type })
+                .inc();
+        }
         Ok(sequences.len())
     }
 }

@@ -13,6 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use picket_platform::metrics::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rand::Rng;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -36,6 +40,33 @@ pub fn url_encode(value: &str) -> String {
 pub enum Api {
     Graph,
     Defender,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    /// `graph` or `defender`.
+    api: &'static str,
+    /// The HTTP status Microsoft answered.
+    status: u16,
+}
+
+/// Microsoft's answers to every request, by API and status: throttling (429) and outages (5xx)
+/// show here before scans fail.
+#[derive(Debug, Clone, Default)]
+pub struct GraphMetrics {
+    responses: Family<ResponseLabels, Counter>,
+}
+
+impl GraphMetrics {
+    pub fn registered(metrics: &Metrics) -> GraphMetrics {
+        let graph = GraphMetrics::default();
+        metrics.register(
+            "picket_graph_responses",
+            "Responses from Microsoft Graph and Defender, by API and HTTP status",
+            graph.responses.clone(),
+        );
+        graph
+    }
 }
 
 /// Counts the requests of one scan or fix.
@@ -116,6 +147,7 @@ pub struct GraphClient {
     initial_backoff: Duration,
     gates: Mutex<HashMap<String, Arc<TenantGate>>>,
     health: Mutex<HashMap<String, AccessHealth>>,
+    metrics: GraphMetrics,
 }
 
 /// Graph's error body: `{"error": {"code", "message"}}`.
@@ -142,6 +174,12 @@ impl GraphClient {
         self.tokens.forget(microsoft_tenant_id)
     }
 
+    /// Counts Microsoft's responses in `metrics` (unregistered by default).
+    pub fn observed_by(mut self, metrics: GraphMetrics) -> GraphClient {
+        self.metrics = metrics;
+        self
+    }
+
     pub fn new(settings: &ScannerSettings) -> reqwest::Result<GraphClient> {
         let http = reqwest::Client::builder()
             .timeout(settings.request_timeout)
@@ -162,6 +200,7 @@ impl GraphClient {
             initial_backoff: settings.initial_backoff,
             gates: Mutex::default(),
             health: Mutex::default(),
+            metrics: GraphMetrics::default(),
         })
     }
 
@@ -333,6 +372,16 @@ impl GraphClient {
             meter.requests.fetch_add(1, Ordering::Relaxed);
             let response = request.send().await.map_err(GraphError::transport)?;
             let status = response.status().as_u16();
+            self.metrics
+                .responses
+                .get_or_create(&ResponseLabels {
+                    api: match api {
+                        Api::Graph => "graph",
+                        Api::Defender => "defender",
+                    },
+                    status,
+                })
+                .inc();
             let headers = response.headers().clone();
             let body_bytes = response.bytes().await.map_err(GraphError::transport)?;
             match status {
