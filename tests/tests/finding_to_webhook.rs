@@ -4,11 +4,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures::StreamExt;
 use picket_e2e::{admin_get, channel, start_notifier, start_prioritizer, suspicious_sign_in};
+use picket_platform::nats::InboundEvent;
 use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
-use picket_proto::notifications::v1::CreateWebhookEndpointRequest;
 use picket_proto::notifications::v1::channel_service_client::ChannelServiceClient;
+use picket_proto::notifications::v1::{
+    CreateWebhookEndpointRequest, DeliveryChannel, DeliveryFailed, DeliverySucceeded,
+};
 use picket_testkit::{
     TestEnv, WebhookReceiver, eventually, reference_library_accepts, verify_standard_webhook,
 };
@@ -183,6 +187,13 @@ async fn failed_webhook_is_retried_with_the_same_webhook_id() {
     let receiver = WebhookReceiver::start().await;
     let secret = register_endpoint(&env, &notifier, "p1", &receiver.url()).await;
     receiver.answer_next_with(&[500, 503]);
+    // Integrators hear of every attempt on the notifications stream.
+    let mut notices = env
+        .nats
+        .subscribe(format!("{}.notifications.v1.*.p1.t1", env.namespace))
+        .await
+        .expect("subscribed");
+    env.nats.flush().await.expect("flushed");
 
     env.publish("scanner", &suspicious_sign_in("p1", "t1", "fp-1"))
         .await;
@@ -210,6 +221,42 @@ async fn failed_webhook_is_retried_with_the_same_webhook_id() {
             .all(|webhook| webhook.body == attempts[0].body),
         "the same body each time"
     );
+
+    let mut notice = async || {
+        let message = tokio::time::timeout(WAIT, notices.next())
+            .await
+            .expect("a delivery notice")
+            .expect("subscription open");
+        InboundEvent::parse(
+            &env.subjects,
+            &message.subject,
+            message.headers.as_ref(),
+            message.payload,
+            1,
+        )
+        .expect("a Picket event")
+    };
+    for (attempt, status) in [(1, 500), (2, 503)] {
+        let failed: DeliveryFailed = notice().await.decode().expect("DeliveryFailed");
+        assert_eq!(
+            (failed.attempt_number, failed.response_status),
+            (attempt, status)
+        );
+        assert_eq!(failed.event_type, "incident.opened");
+        assert!(
+            !failed.dead && failed.next_attempt_at.is_some(),
+            "{failed:?}"
+        );
+        assert_eq!(failed.delivery_id, attempts[0].id);
+    }
+    let succeeded: DeliverySucceeded = notice().await.decode().expect("DeliverySucceeded");
+    assert_eq!(
+        (succeeded.attempt_number, succeeded.response_status),
+        (3, 200)
+    );
+    assert_eq!(succeeded.delivery_id, attempts[0].id);
+    assert_eq!(succeeded.channel, i32::from(DeliveryChannel::Webhook));
+    assert!(succeeded.end_to_end_ms >= u64::from(succeeded.latency_ms));
 
     prioritizer.shutdown().await;
     notifier.shutdown().await;

@@ -267,9 +267,9 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
         .await
         .expect("the integrator acks on its own consumer");
     // But never from a service's consumer: pulling from the notifier's would take its events away.
-    let (notifier_incidents, _) = notifier::routing::CONSUMERS
+    let (notifier_incidents, _, _) = notifier::routing::CONSUMERS
         .into_iter()
-        .find(|(_, area)| *area == picket_proto::Area::Incidents)
+        .find(|(_, area, _)| *area == picket_proto::Area::Incidents)
         .expect("the notifier consumes incidents");
     integrator
         .publish(

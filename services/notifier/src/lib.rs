@@ -80,13 +80,17 @@ pub async fn build(
         platform.shutdown_token(),
     );
     // Every area partners hear of, its own notices (an endpoint disabled) included.
-    for (consumer, area) in routing::CONSUMERS {
+    for (consumer, area, only) in routing::CONSUMERS {
+        let filter_subjects = only
+            .map(|event| platform.subjects().event_wildcard(area, event))
+            .into_iter()
+            .collect();
         platform
             .consume(
                 ConsumerSpec {
                     durable_name: consumer.to_owned(),
                     area,
-                    filter_subjects: Vec::new(),
+                    filter_subjects,
                 },
                 routing::RoutingHandler::new(
                     platform.pool().clone(),

@@ -8,9 +8,10 @@ use picket_platform::db::group_commit::{BatchApplier, GroupCommit};
 use picket_platform::db::inbox;
 use picket_platform::nats::{EventHandler, HandlerError, InboundEvent};
 use picket_platform::offboarding::{Purge, Purger};
-use picket_proto::Area;
 use picket_proto::incidents::v1::AuthorityMapChanged;
+use picket_proto::notifications::v1 as notifications;
 use picket_proto::offboarding::v1::{OffboardingCancelled, OffboardingRequested, PurgeRequested};
+use picket_proto::{Area, Event};
 use prost::Name;
 use sqlx::PgPool;
 
@@ -19,13 +20,19 @@ use crate::catalog::{self, Webhook};
 use crate::store;
 use crate::worker::{Dispatcher, dispatches};
 
-/// The durable consumer of each area partners hear of (its name is also its inbox key).
-pub const CONSUMERS: [(&str, Area); 5] = [
-    ("notifier-tenants", Area::Tenants),
-    ("notifier-incidents", Area::Incidents),
-    ("notifier-notices", Area::Notifications),
-    ("notifier-ledger", Area::Ledger),
-    ("notifier-offboarding", Area::Offboarding),
+/// The durable consumer of each area partners hear of (its name is also its inbox key), and the
+/// one event it is limited to, if any: of its own area the notifier routes only an endpoint
+/// disabled, not the notice of every delivery it made.
+pub const CONSUMERS: [(&str, Area, Option<&str>); 5] = [
+    ("notifier-tenants", Area::Tenants, None),
+    ("notifier-incidents", Area::Incidents, None),
+    (
+        "notifier-endpoints",
+        Area::Notifications,
+        Some(notifications::EndpointDisabled::TOKEN),
+    ),
+    ("notifier-ledger", Area::Ledger, None),
+    ("notifier-offboarding", Area::Offboarding, None),
 ];
 
 /// One consumed event to route.
@@ -79,7 +86,7 @@ impl BatchApplier for Router {
         let now = Utc::now();
         let mut transaction = self.pool.begin().await?;
         let mut fresh = Vec::with_capacity(routes.len());
-        for (consumer, _) in CONSUMERS {
+        for (consumer, _, _) in CONSUMERS {
             let event_ids: Vec<String> = routes
                 .iter()
                 .filter(|route| route.consumer == consumer)

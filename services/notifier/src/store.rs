@@ -413,7 +413,7 @@ pub async fn rotate_secret(
 const DUE_COLUMNS: &str =
     "delivery_id, partner_id, tenant_id, channel, endpoint_id, recipient_id, destination, event_id,
              event_type, body, direct, attempt_count, next_attempt_at, next_trigger, next_requested_by,
-             next_requested_role, next_replay_id";
+             next_requested_role, next_replay_id, created_at";
 
 /// Creates one delivery of each event (webhook body with its event id) per enabled endpoint and
 /// per enabled e-mail recipient that subscribes to it (e-mail recipients also by severity), leased
@@ -552,6 +552,8 @@ pub struct DueDelivery {
     pub next_requested_by: Option<String>,
     pub next_requested_role: Option<i32>,
     pub next_replay_id: Option<Uuid>,
+    /// When the event was routed to this destination.
+    pub created_at: DateTime<Utc>,
 }
 
 /// Claims up to `limit` due deliveries for `lease`: another worker takes one over only if this one

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use picket_platform::EventFactory;
-use picket_platform::db::notify;
+use picket_platform::db::{notify, outbox};
 use picket_platform::metrics::{Metrics, latency_histogram};
+use picket_platform::nats::OutgoingEvent;
+use picket_platform::time::to_timestamp;
 use picket_proto::notifications::v1 as notifications;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -507,6 +509,66 @@ impl DeliveryWorker {
         }
     }
 
+    /// The event that tells integrators what an attempt made of its delivery: DeliverySucceeded,
+    /// or DeliveryFailed (retried later, or dead).
+    fn notice(&self, made: &Made, conclusion: &Conclusion) -> Result<OutgoingEvent, sqlx::Error> {
+        let delivery = &made.dispatch.delivery;
+        let ended_at = made.started_at + chrono::Duration::milliseconds(made.latency_ms.into());
+        let channel = match delivery.channel.as_str() {
+            "email" => notifications::DeliveryChannel::Email,
+            _ => notifications::DeliveryChannel::Webhook,
+        };
+        let id = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+        let attempt_number = u32::try_from(conclusion.attempt_number).unwrap_or_default();
+        let latency_ms = u32::try_from(made.latency_ms).unwrap_or_default();
+        let response_status = u32::try_from(made.attempted.response_status).unwrap_or_default();
+        let outgoing = if conclusion.status == "succeeded" {
+            self.events.event(
+                &notifications::DeliverySucceeded {
+                    partner_id: delivery.partner_id.clone(),
+                    tenant_id: delivery.tenant_id.clone(),
+                    delivery_id: delivery.delivery_id.to_string(),
+                    channel: channel.into(),
+                    endpoint_id: id(delivery.endpoint_id),
+                    recipient_id: id(delivery.recipient_id),
+                    event_id: delivery.event_id.clone(),
+                    event_type: delivery.event_type.clone(),
+                    attempt_number,
+                    latency_ms,
+                    response_status,
+                    succeeded_at: Some(to_timestamp(ended_at)),
+                    end_to_end_ms: u64::try_from(
+                        (ended_at - delivery.created_at).num_milliseconds(),
+                    )
+                    .unwrap_or_default(),
+                },
+                ended_at,
+            )
+        } else {
+            self.events.event(
+                &notifications::DeliveryFailed {
+                    partner_id: delivery.partner_id.clone(),
+                    tenant_id: delivery.tenant_id.clone(),
+                    delivery_id: delivery.delivery_id.to_string(),
+                    channel: channel.into(),
+                    endpoint_id: id(delivery.endpoint_id),
+                    recipient_id: id(delivery.recipient_id),
+                    event_id: delivery.event_id.clone(),
+                    event_type: delivery.event_type.clone(),
+                    attempt_number,
+                    latency_ms,
+                    response_status,
+                    error: conclusion.error.clone(),
+                    failed_at: Some(to_timestamp(ended_at)),
+                    next_attempt_at: conclusion.next_attempt_at.map(to_timestamp),
+                    dead: conclusion.status == "dead",
+                },
+                ended_at,
+            )
+        };
+        outgoing.map_err(|error| sqlx::Error::Protocol(format!("delivery notice: {error}")))
+    }
+
     /// Records a batch of attempts in one transaction, with what they mean for their endpoints:
     /// a success ends a failure streak, a failure starts or extends one, and a streak as long as
     /// `disable_after_failing` (or a 410) disables the endpoint.
@@ -528,8 +590,14 @@ impl DeliveryWorker {
                 next_attempt_at: conclusion.next_attempt_at,
             })
             .collect();
+        let notices = batch
+            .iter()
+            .zip(&conclusions)
+            .map(|(made, conclusion)| self.notice(made, conclusion))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut transaction = self.pool.begin().await?;
         store::record_attempts(&mut transaction, &records).await?;
+        outbox::enqueue_all(&mut transaction, &notices).await?;
         // Endpoints that only succeeded end their streaks together; the others, rarer, go
         // attempt by attempt in the order they were made.
         let enabled = |made: &&Made| made.dispatch.endpoint.as_ref().is_some_and(|e| e.enabled);

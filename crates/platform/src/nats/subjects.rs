@@ -98,6 +98,11 @@ impl Subjects {
         format!("{}.{}.v1.>", self.namespace, area.token())
     }
 
+    /// Every subject of one event of an area, whatever the partner and tenant.
+    pub fn event_wildcard(&self, area: Area, event: &str) -> String {
+        format!("{}.{}.v1.{event}.>", self.namespace, area.token())
+    }
+
     /// The JetStream stream that holds an area's events.
     pub fn stream_name(&self, area: Area) -> String {
         format!("{}_{}", self.namespace, area.token()).to_uppercase()
