@@ -5,7 +5,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::{admin_get, channel, start_prioritizer, start_scanner};
+use picket_e2e::{admin_get, channel, start_notifier, start_prioritizer, start_scanner};
 use picket_platform::Application;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
@@ -13,6 +13,7 @@ use picket_testkit::{TestEnv, eventually};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
+use tokio_util::sync::CancellationToken;
 
 const PARTNER: &str = "partner-cli";
 
@@ -20,8 +21,8 @@ const PARTNER: &str = "partner-cli";
 struct Cli {
     env: TestEnv,
     token: String,
-    scanner: String,
-    prioritizer: String,
+    /// `--<service> <url>` flags of the services the test runs.
+    endpoints: Vec<String>,
 }
 
 impl Cli {
@@ -29,12 +30,7 @@ impl Cli {
         let mut command = Command::new(env!("CARGO_BIN_EXE_picketctl"));
         command
             .env_clear()
-            .args([
-                "--scanner",
-                &self.scanner,
-                "--prioritizer",
-                &self.prioritizer,
-            ])
+            .args(&self.endpoints)
             .args(args)
             .stdin(Stdio::null());
         command
@@ -86,8 +82,17 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn address(application: &Application) -> String {
-    format!("http://{}", application.grpc_address())
+/// The flags that point picketctl at running services: `[("scanner", &scanner), ...]`.
+fn endpoints(services: &[(&str, &Application)]) -> Vec<String> {
+    services
+        .iter()
+        .flat_map(|(name, application)| {
+            [
+                format!("--{name}"),
+                format!("http://{}", application.grpc_address()),
+            ]
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -113,8 +118,7 @@ async fn an_operator_takes_a_tenant_from_onboarding_to_a_fixed_incident() {
     let prioritizer = start_prioritizer(&env, "").await;
     let cli = Cli {
         token: env.partner_token(PARTNER),
-        scanner: address(&scanner),
-        prioritizer: address(&prioritizer),
+        endpoints: endpoints(&[("scanner", &scanner), ("prioritizer", &prioritizer)]),
         env,
     };
 
@@ -269,8 +273,11 @@ async fn bad_input_gets_a_clear_error_and_a_failing_exit_status() {
     let prioritizer = start_prioritizer(&env, "").await;
     let cli = Cli {
         token: env.partner_token(PARTNER),
-        scanner: "http://127.0.0.1:1".into(),
-        prioritizer: address(&prioritizer),
+        endpoints: [
+            endpoints(&[("prioritizer", &prioritizer)]),
+            vec!["--scanner".into(), "http://127.0.0.1:1".into()],
+        ]
+        .concat(),
         env,
     };
     let failure = |output: &Output, code: i32, expected: &str| {
@@ -327,6 +334,173 @@ async fn bad_input_gets_a_clear_error_and_a_failing_exit_status() {
         .await
         .expect("runs");
     failure(&forged, 1, "not authenticated");
+
+    cli.env.teardown().await;
+}
+
+#[tokio::test]
+async fn the_retainer_the_authority_map_and_the_channels_from_the_command_line() {
+    let env = TestEnv::new().await;
+    let prioritizer = start_prioritizer(&env, "").await;
+    let notifier = start_notifier(&env, "").await;
+    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
+    let ledger = ledger::build(platform, own, CancellationToken::new())
+        .await
+        .expect("ledger starts");
+    let (platform, own) = env.settings(offboarding::SERVICE, offboarding::DEFAULTS, "");
+    let offboarding = offboarding::build(platform, own, CancellationToken::new())
+        .await
+        .expect("offboarding starts");
+    let operator = env.operator_token();
+    let cli = Cli {
+        token: env.partner_token(PARTNER),
+        endpoints: endpoints(&[
+            ("prioritizer", &prioritizer),
+            ("notifier", &notifier),
+            ("ledger", &ledger),
+            ("offboarding", &offboarding),
+        ]),
+        env,
+    };
+
+    // The operator sells a pack; the partner sees it in its balance and statement.
+    let purchase = cli
+        .command(&[
+            "--token",
+            &operator,
+            "--output",
+            "json",
+            "ledger",
+            "purchase",
+            "--partner",
+            PARTNER,
+            "--minutes",
+            "600",
+            "--validity",
+            "365d",
+            "--reference",
+            "INV-1",
+        ])
+        .output()
+        .await
+        .expect("runs");
+    assert!(purchase.status.success(), "{}", text(&purchase.stderr));
+    let purchased: Value = serde_json::from_slice(&purchase.stdout).expect("JSON");
+    assert_eq!(purchased["balance"]["availableMinutes"], "600");
+    let balance = text(&cli.run(&["ledger", "balance"]).await.stdout);
+    assert!(balance.contains("available minutes  600"), "{balance}");
+    let statement = cli
+        .run(&[
+            "ledger",
+            "statement",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2100-01-01",
+            "--csv",
+        ])
+        .await;
+    assert!(statement.status.success(), "{}", text(&statement.stderr));
+    let csv = text(&statement.stdout);
+    assert!(csv.starts_with("occurred_at,kind,"), "{csv}");
+    assert!(
+        csv.lines().any(|line| line.contains(",600,")),
+        "the purchase is a line: {csv}"
+    );
+    let partner_purchase = cli.run(&["ledger", "purchase", "--minutes", "60"]).await;
+    assert_eq!(partner_purchase.status.code(), Some(1));
+    assert!(text(&partner_purchase.stderr).contains("permission denied"));
+
+    // The authority map: shown per stage, validated (failing exactly when it has gaps), exported.
+    let map = text(&cli.run(&["authority", "show"]).await.stdout);
+    assert!(map.starts_with("STAGE "), "{map}");
+    assert!(map.contains("detection-and-triage"), "{map}");
+    let validated = cli.run(&["authority", "validate"]).await;
+    let gap_count = cli
+        .command(&["--token", &cli.token, "-o", "json", "authority", "validate"])
+        .output()
+        .await
+        .expect("runs");
+    let gap_count = serde_json::from_slice::<Value>(&gap_count.stdout).expect("JSON")["gaps"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(
+        validated.status.success(),
+        gap_count == 0,
+        "{}",
+        text(&validated.stderr)
+    );
+    let worksheet = cli.run(&["authority", "export", "--format", "csv"]).await;
+    assert!(worksheet.status.success(), "{}", text(&worksheet.stderr));
+    assert!(text(&worksheet.stdout).lines().count() > 1);
+
+    // Auto-approve rules: created, listed, deleted.
+    let rule = cli
+        .json(&[
+            "rules",
+            "create",
+            "--check",
+            "MS.AAD.3.1v1",
+            "--description",
+            "MFA everywhere",
+        ])
+        .await;
+    let rule_id = rule["rule"]["ruleId"].as_str().expect("rule id").to_owned();
+    let rules = text(&cli.run(&["rules", "list"]).await.stdout);
+    assert!(rules.contains(&rule_id) && rules.contains("all"), "{rules}");
+    assert!(
+        cli.run(&["rules", "delete", &rule_id])
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(text(&cli.run(&["rules", "list"]).await.stdout), "(none)\n");
+
+    // Channels: an e-mail recipient added, listed, removed; no deliveries yet.
+    let added = cli
+        .json(&[
+            "channels",
+            "add-email",
+            "--email",
+            "soc@msp.example",
+            "--name",
+            "SOC",
+        ])
+        .await;
+    let recipient_id = added["recipient"]["recipientId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let channels = text(&cli.run(&["channels", "list"]).await.stdout);
+    assert!(
+        channels.contains("soc@msp.example") && channels.contains("email"),
+        "{channels}"
+    );
+    assert!(
+        cli.run(&["channels", "remove-email", &recipient_id])
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(
+        text(&cli.run(&["deliveries", "list"]).await.stdout),
+        "(none)\n"
+    );
+
+    // Offboarding: nothing yet, and an unknown tenant is refused by name.
+    assert_eq!(
+        text(&cli.run(&["offboarding", "status"]).await.stdout),
+        "(none)\n"
+    );
+    let unknown = cli
+        .run(&["offboarding", "start", "no-such-tenant", "--reason", "left"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("no-such-tenant"),
+        "{}",
+        text(&unknown.stderr)
+    );
 
     cli.env.teardown().await;
 }
