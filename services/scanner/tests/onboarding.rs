@@ -319,3 +319,60 @@ async fn a_partner_changes_the_plan_and_name_of_its_tenant_and_a_bad_plan_is_nam
     );
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_list_in_pages_and_a_foreign_page_token_is_named() {
+    let mut harness = harness().await;
+    let microsoft_tenants = harness.sim.tenant_ids();
+    let mut onboarded = Vec::new();
+    for microsoft_tenant in microsoft_tenants.iter().take(3) {
+        let response = harness.onboard("p1", microsoft_tenant).await;
+        onboarded.push(response.tenant.expect("tenant").tenant_id);
+    }
+    let token = harness.env.partner_token("p1");
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = harness
+            .client
+            .list_tenants(harness.env.request(
+                &token,
+                tenants::ListTenantsRequest {
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("a page")
+            .into_inner();
+        pages += 1;
+        listed.extend(page.tenants.into_iter().map(|tenant| tenant.tenant_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(listed, onboarded, "every tenant once, oldest first");
+    assert_eq!(pages, 2);
+
+    let foreign = harness
+        .client
+        .list_tenants(harness.env.request(
+            &token,
+            tenants::ListTenantsRequest {
+                page_token: "not-a-token".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(foreign.code(), tonic::Code::InvalidArgument);
+    assert!(
+        foreign.message().starts_with("page_token"),
+        "{}",
+        foreign.message()
+    );
+    harness.finish().await;
+}

@@ -6,7 +6,7 @@ use chrono::Utc;
 use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::db::outbox;
-use picket_platform::grpc::{internal, page_size};
+use picket_platform::grpc::{internal, keyset_token, page_size, parse_keyset_token};
 use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_server::TenantService;
@@ -17,6 +17,7 @@ use crate::tenants::consent::ConsentResponse;
 use crate::tenants::onboarding::{CompleteError, Onboarding};
 use crate::tenants::store::{self, NewTenant, TenantRow};
 
+const DEFAULT_PAGE_SIZE: i64 = 100;
 const MAX_PAGE_SIZE: i64 = 500;
 
 pub struct TenantApi {
@@ -146,19 +147,26 @@ impl TenantService for TenantApi {
                 })?;
             states.push(state);
         }
-        let limit = page_size(message.page_size, MAX_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let limit = page_size(message.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let rows = store::list_tenants(
             &self.onboarding.pool,
             partner_id.as_deref(),
             granted.as_deref(),
             &states,
+            parse_keyset_token(&message.page_token)?,
             limit,
         )
         .await
         .map_err(internal)?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() as i64 == limit => {
+                keyset_token(last.created_at, last.tenant_id)
+            }
+            _ => String::new(),
+        };
         Ok(Response::new(tenants::ListTenantsResponse {
             tenants: rows.iter().map(|tenant| self.to_proto(tenant)).collect(),
-            next_page_token: String::new(),
+            next_page_token,
         }))
     }
 

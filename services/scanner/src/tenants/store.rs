@@ -218,17 +218,22 @@ pub async fn list_tenants(
     partner_id: Option<&str>,
     tenant_ids: Option<&[Uuid]>,
     states: &[&str],
+    after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<TenantRow>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
     sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenants
          WHERE ($1::text IS NULL OR partner_id = $1) AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))
            AND (cardinality($3::text[]) = 0 OR state = ANY($3))
-         ORDER BY created_at, tenant_id LIMIT $4"
+           AND ($4::timestamptz IS NULL OR (created_at, tenant_id) > ($4, $5))
+         ORDER BY created_at, tenant_id LIMIT $6"
     )))
     .bind(partner_id)
     .bind(tenant_ids)
     .bind(states)
+    .bind(after_at)
+    .bind(after_id)
     .bind(limit)
     .fetch_all(pool)
     .await
