@@ -174,6 +174,15 @@ pub fn check_partner_id(partner_id: &str) -> Result<(), Status> {
         .map_err(|error| Status::invalid_argument(format!("partner_id: {error}")))
 }
 
+/// An optional tenant id (empty: none) that travels in subjects, so must be a valid token.
+pub fn check_tenant_id(tenant_id: &str) -> Result<(), Status> {
+    if tenant_id.is_empty() {
+        return Ok(());
+    }
+    crate::nats::subjects::validate_token(tenant_id)
+        .map_err(|error| Status::invalid_argument(format!("tenant_id: {error}")))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("{0}")]

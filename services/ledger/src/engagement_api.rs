@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use picket_platform::Principal;
-use picket_platform::auth::{Role, check_partner_id};
+use picket_platform::auth::{Role, check_partner_id, check_tenant_id};
 use picket_platform::grpc::{
     internal, next_offset_token, page_size, parse_each, parse_offset_token, parse_optional_uuid,
     parse_uuid, positive_duration, time_range,
@@ -349,6 +349,7 @@ impl EngagementService for EngagementApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         check_partner_id(&message.partner_id)?;
+        check_tenant_id(&message.tenant_id)?;
         check_key(&message.idempotency_key)?;
         principal.require_role(&[Role::Operator, Role::Partner])?;
         principal.require_partner(&message.partner_id)?;

@@ -115,6 +115,23 @@ async fn work_is_paid_from_the_hold_and_the_oldest_pack_and_closing_releases_the
         .await
         .expect_err("partners do not log work");
     assert_eq!(refused.code(), Code::PermissionDenied);
+    // A tenant id that could not travel in a subject is named, not an internal error.
+    let bad_tenant = engagements
+        .open_engagement(env.request(
+            &partner,
+            OpenEngagementRequest {
+                tenant_id: "t1.>".into(),
+                ..open("ask-bad", 10)
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(bad_tenant.code(), Code::InvalidArgument);
+    assert!(
+        bad_tenant.message().starts_with("tenant_id:"),
+        "{}",
+        bad_tenant.message()
+    );
 
     // Work is paid from the hold, from the pack that expires first.
     let first = engagements

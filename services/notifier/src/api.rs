@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use picket_platform::auth::Role;
+use picket_platform::auth::{Role, check_tenant_id};
 use picket_platform::grpc::{
     internal, next_offset_token, page_size, parse_offset_token, parse_uuid,
 };
-use picket_platform::nats::subjects::validate_token;
 use picket_platform::time::{from_duration, to_timestamp};
 use picket_platform::{EventFactory, Principal};
 use picket_proto::common::v1 as common;
@@ -103,14 +102,6 @@ fn check_severity(severity: i32) -> Result<(), Status> {
         })
 }
 
-fn check_tenant(tenant_id: &str) -> Result<(), Status> {
-    if tenant_id.is_empty() {
-        return Ok(());
-    }
-    validate_token(tenant_id)
-        .map_err(|error| Status::invalid_argument(format!("tenant_id: {error}")))
-}
-
 const DEFAULT_PAGE_SIZE: i64 = 50;
 const MAX_PAGE_SIZE: i64 = 500;
 
@@ -142,7 +133,7 @@ impl ChannelService for ChannelApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_partner_manager(&message.partner_id)?;
-        check_tenant(&message.tenant_id)?;
+        check_tenant_id(&message.tenant_id)?;
         self.policy
             .check_url(&message.url)
             .map_err(|error| Status::invalid_argument(format!("url: {error}")))?;
@@ -219,7 +210,7 @@ impl ChannelService for ChannelApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_partner_manager(&message.partner_id)?;
-        check_tenant(&message.tenant_id)?;
+        check_tenant_id(&message.tenant_id)?;
         check_email(&message.email)?;
         check_event_types(&message.event_types)?;
         check_severity(message.minimum_severity)?;
@@ -270,7 +261,7 @@ impl ChannelService for ChannelApi {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
         principal.require_partner_manager(&message.partner_id)?;
-        check_tenant(&message.tenant_id)?;
+        check_tenant_id(&message.tenant_id)?;
         let limit = page_size(message.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let offset = parse_offset_token(&message.page_token)?;
         let tenant_id = (!message.tenant_id.is_empty()).then_some(message.tenant_id.as_str());
