@@ -1,6 +1,7 @@
 //! Starts Picket's services in-process against a [`TestEnv`], as the end-to-end tests and the
 //! benchmark need them.
 
+use graph_sim::GraphSim;
 use picket_platform::Application;
 use picket_platform::time::to_timestamp;
 use picket_proto::common::v1::{FindingKind, Severity};
@@ -41,16 +42,14 @@ pub async fn start_notifier(env: &TestEnv, extra_toml: &str) -> Application {
         .expect("notifier starts")
 }
 
-/// The scanner against a Graph simulator at `graph_base_url` (login, Graph and Defender alike).
-pub async fn start_scanner(
-    env: &TestEnv,
-    graph_base_url: &str,
-    client_id: &str,
-    client_secret: &str,
-    extra_toml: &str,
-) -> Application {
+/// The scanner against a Graph simulator (login, Graph and Defender alike), with its operator
+/// app's credentials.
+pub async fn start_scanner(env: &TestEnv, sim: &GraphSim, extra_toml: &str) -> Application {
+    let graph_base_url = sim.base_url();
+    let config = sim.config();
     let toml = format!(
-        "[scanner]\nlogin_base_url = \"{graph_base_url}\"\ngraph_base_url = \"{graph_base_url}\"\ndefender_base_url = \"{graph_base_url}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\nconsent_listen = \"127.0.0.1:0\"\n{extra_toml}"
+        "[scanner]\nlogin_base_url = \"{graph_base_url}\"\ngraph_base_url = \"{graph_base_url}\"\ndefender_base_url = \"{graph_base_url}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nconsent_listen = \"127.0.0.1:0\"\n{extra_toml}",
+        config.client_id, config.client_secret
     );
     let (platform, own) = env.settings(scanner::SERVICE, scanner::DEFAULTS, &toml);
     scanner::build(platform, own, CancellationToken::new())

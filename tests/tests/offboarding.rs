@@ -63,14 +63,8 @@ impl Picket {
         )
         .await
         .expect("graph-sim starts");
-        let scanner = start_scanner(
-            &env,
-            &sim.base_url(),
-            &sim.config().client_id,
-            &sim.config().client_secret,
-            "initial_backoff = \"50ms\"\nscan_workers = 2\n",
-        )
-        .await;
+        let scanner =
+            start_scanner(&env, &sim, "initial_backoff = \"50ms\"\nscan_workers = 2\n").await;
         let prioritizer = start_prioritizer(&env, "").await;
         let notifier = start_notifier(&env, "").await;
         let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");

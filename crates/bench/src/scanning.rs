@@ -102,17 +102,10 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
         ([127, 0, 0, 1], 0).into(),
     )
     .await?;
-    let (client_id, secret) = (
-        sim.config().client_id.clone(),
-        sim.config().client_secret.clone(),
-    );
-
     let onboarding_started = Instant::now();
     let idle = start_scanner(
         &env,
-        &sim.base_url(),
-        &client_id,
-        &secret,
+        &sim,
         "scan_workers = 0\n[database]\nmax_connections = 20\n",
     )
     .await;
@@ -136,9 +129,7 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let scanning_started = Instant::now();
     let scanner = start_scanner(
         &env,
-        &sim.base_url(),
-        &client_id,
-        &secret,
+        &sim,
         &format!("scan_workers = {workers}\n[database]\nmax_connections = 40\n"),
     )
     .await;

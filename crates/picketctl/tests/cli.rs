@@ -107,14 +107,7 @@ async fn an_operator_takes_a_tenant_from_onboarding_to_a_fixed_incident() {
     )
     .await
     .expect("graph-sim starts");
-    let scanner = start_scanner(
-        &env,
-        &sim.base_url(),
-        &sim.config().client_id,
-        &sim.config().client_secret,
-        "",
-    )
-    .await;
+    let scanner = start_scanner(&env, &sim, "").await;
     let prioritizer = start_prioritizer(&env, "").await;
     let cli = Cli {
         token: env.partner_token(PARTNER),
