@@ -22,8 +22,9 @@ pub enum EgressError {
     MissingHost,
     #[error("must not carry credentials")]
     Credentials,
-    #[error("points to a non-public address ({0}) that is not allow-listed")]
-    ForbiddenAddress(IpAddr),
+    /// The address is not named: a caller must not learn what a name resolves to inside.
+    #[error("is not an allowed destination")]
+    ForbiddenAddress,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +72,7 @@ impl EgressPolicy {
         if self.allows(address) {
             return Ok(());
         }
-        Err(EgressError::ForbiddenAddress(address))
+        Err(EgressError::ForbiddenAddress)
     }
 }
 
@@ -80,6 +81,8 @@ fn is_public_v4(address: Ipv4Addr) -> bool {
     let shared = first == 100 && (64..128).contains(&second); // 100.64.0.0/10, carrier-grade NAT
     let reserved = first >= 240; // 240.0.0.0/4
     let benchmarking = first == 198 && (second == 18 || second == 19); // 198.18.0.0/15
+    let protocol_assignments = first == 192 && second == 0 && address.octets()[2] == 0; // 192.0.0.0/24
+    let relay_anycast = first == 192 && second == 88 && address.octets()[2] == 99; // 192.88.99.0/24
     !(address.is_private()
         || address.is_loopback()
         || address.is_link_local()
@@ -90,23 +93,42 @@ fn is_public_v4(address: Ipv4Addr) -> bool {
         || first == 0
         || shared
         || reserved
-        || benchmarking)
+        || benchmarking
+        || protocol_assignments
+        || relay_anycast)
 }
 
+/// IPv6 addresses that carry or reach an IPv4 address through a translator or tunnel are refused
+/// outright (a webhook has no reason to use them, and each could reach an internal IPv4 host):
+/// NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48, RFC 6052 and 8215), IPv4-compatible
+/// ::a.b.c.d (::/96, RFC 4291), 6to4 (2002::/16, RFC 3056) and Teredo (2001::/32, RFC 4380).
 fn is_public_v6(address: Ipv6Addr) -> bool {
     if let Some(mapped) = address.to_ipv4_mapped() {
         return is_public_v4(mapped);
     }
-    let first = address.segments()[0];
+    let segments = address.segments();
+    let [first, second, ..] = segments;
+    let ipv4_compatible = segments[..6].iter().all(|segment| *segment == 0); // ::/96, :: and ::1 too
+    let nat64 = first == 0x0064 && second == 0xff9b; // 64:ff9b::/96 and 64:ff9b:1::/48
+    let six_to_four = first == 0x2002;
+    let teredo = first == 0x2001 && second == 0;
+    let discard = first == 0x0100 && segments[1..4].iter().all(|segment| *segment == 0); // 100::/64
     let unique_local = (first & 0xfe00) == 0xfc00; // fc00::/7
     let link_local = (first & 0xffc0) == 0xfe80; // fe80::/10
-    let documentation = first == 0x2001 && address.segments()[1] == 0x0db8; // 2001:db8::/32
-    !(address.is_loopback()
-        || address.is_unspecified()
-        || address.is_multicast()
+    let site_local = (first & 0xffc0) == 0xfec0; // fec0::/10, deprecated but still routed inside
+    let documentation = first == 0x2001 && second == 0x0db8; // 2001:db8::/32
+    let benchmarking = first == 0x2001 && second == 0x0002 && segments[2] == 0; // 2001:2::/48
+    !(address.is_multicast()
+        || ipv4_compatible
+        || nat64
+        || six_to_four
+        || teredo
+        || discard
         || unique_local
         || link_local
-        || documentation)
+        || site_local
+        || documentation
+        || benchmarking)
 }
 
 pub fn is_public(address: IpAddr) -> bool {
@@ -134,13 +156,9 @@ impl Resolve for GuardedResolver {
                 .filter(|address| policy.allows(address.ip()))
                 .collect();
             if allowed.is_empty() {
-                let refused = resolved
-                    .first()
-                    .map(|address| address.ip().to_string())
-                    .unwrap_or_default();
-                return Err(
-                    format!("{host} resolves only to refused addresses ({refused})").into(),
-                );
+                // What the name resolved to stays here: a partner must not map internal DNS.
+                tracing::debug!(%host, addresses = ?resolved, "webhook host resolves only to refused addresses");
+                return Err(format!("{host} {}", EgressError::ForbiddenAddress).into());
             }
             let addresses: Addrs = Box::new(allowed.into_iter());
             Ok(addresses)
@@ -183,6 +201,19 @@ mod tests {
             "::ffff:127.0.0.1",
             "100.64.0.1",
             "0.0.0.0",
+            "192.0.0.170",
+            "192.88.99.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::5db8:d822",
+            "64:ff9b:1::a00:1",
+            "::7f00:1",
+            "::a00:1",
+            "2002:7f00:1::",
+            "2002:5db8:d822::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "100::1",
+            "::",
         ] {
             let address: IpAddr = address.parse().expect("valid address");
             assert!(!strict().allows(address), "{address} allowed");
@@ -216,10 +247,14 @@ mod tests {
             strict().check_url("https://u:p@example.com/").err(),
             Some(EgressError::Credentials)
         );
-        assert!(matches!(
-            strict().check_url("https://169.254.169.254/latest"),
-            Err(EgressError::ForbiddenAddress(_))
-        ));
+        assert_eq!(
+            strict().check_url("https://169.254.169.254/latest").err(),
+            Some(EgressError::ForbiddenAddress)
+        );
+        assert_eq!(
+            strict().check_url("https://[64:ff9b::a9fe:a9fe]/latest").err(),
+            Some(EgressError::ForbiddenAddress)
+        );
         assert!(
             strict()
                 .check_url("https://hooks.example.com/picket")
@@ -233,6 +268,7 @@ mod tests {
             policy: Arc::new(strict()),
         };
         let name: Name = "localhost".parse().expect("valid name");
-        assert!(resolver.resolve(name).await.is_err());
+        let error = resolver.resolve(name).await.err().expect("refused");
+        assert_eq!(error.to_string(), "localhost is not an allowed destination");
     }
 }
