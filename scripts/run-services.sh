@@ -123,8 +123,8 @@ if [[ ${PICKET_DEMO:-1} != 0 ]]; then
 	tail -n +1 -f "$DEV_DIR/logs/webhooks.log" &
 	TAIL_PID=$!
 	PICKETCTL=target/debug/picketctl DEMO_DIR=$DEMO_DIR RECEIVER_URL="http://127.0.0.1:$RECEIVER_PORT/picket" \
-		CONSENT_CALLBACK="http://127.0.0.1:9061/consent/callback" \
 		SIM_TENANTS="$(awk '/^  tenant / { printf "%s ", $2 }' "$DEV_DIR/logs/graph-sim.log")" \
+		SIM_ADMINISTRATORS="$(awk '/^  tenant / { printf "%s ", $4 }' "$DEV_DIR/logs/graph-sim.log")" \
 		scripts/demo/demo.sh || echo "the demo stopped early; Picket keeps running" >&2
 	sleep 1
 	kill "$TAIL_PID" 2>/dev/null || true

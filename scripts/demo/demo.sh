@@ -6,7 +6,7 @@
 #
 # Expects the services, graph-sim and the webhook receiver started by scripts/run-services.sh;
 # environment: PICKETCTL (the binary), DEMO_DIR (scratch files), SIM_TENANTS (graph-sim's tenant
-# ids, space separated), RECEIVER_URL, CONSENT_CALLBACK (the scanner's consent callback URL).
+# ids, space separated), SIM_ADMINISTRATORS (a Global Administrator of each), RECEIVER_URL.
 set -euo pipefail
 
 PARTNER=demo-msp-$(date +%s)
@@ -45,8 +45,24 @@ field '["secret"]' <"$DEMO_DIR/endpoint.json" >"$DEMO_DIR/webhook-secret"
 printf '$ picketctl channels add-webhook --url %s --description "MSP SOC"\n' "$RECEIVER_URL"
 printf 'endpoint %s (signing secret saved for the receiver)\n' "$(field '["endpoint"]["endpointId"]' <"$DEMO_DIR/endpoint.json")"
 
-step "Two customers are onboarded; their administrators grant consent"
+# An administrator's browser: follows every redirect from Microsoft (graph-sim) to Picket's consent
+# callback and back, signing in as $2 where Entra asks (graph-sim takes login_hint for a password).
+consent_in_browser() {
+	local url=$1 account=$2 next
+	for _ in $(seq 20); do
+		case $url in
+		*/v2.0/adminconsent\?* | */oauth2/v2.0/authorize\?*) url="$url&login_hint=$account" ;;
+		esac
+		next=$(curl -fsS -o "$DEMO_DIR/consent-page.html" -w '%{redirect_url}' "$url") || return 1
+		[[ -z $next ]] && break
+		url=$next
+	done
+	grep -q '<h1>Connected</h1>' "$DEMO_DIR/consent-page.html"
+}
+
+step "Two customers are onboarded; their administrators grant consent and sign in"
 read -r -a tenants <<<"$SIM_TENANTS"
+read -r -a administrators <<<"$SIM_ADMINISTRATORS"
 names=("Contoso Dental" "Fabrikam Legal")
 for index in 0 1; do
 	microsoft_tenant=${tenants[$index]}
@@ -56,10 +72,14 @@ for index in 0 1; do
 		--plan standard >"$DEMO_DIR/onboarded.json"
 	url=$(field '["consentUrl"]' <"$DEMO_DIR/onboarded.json")
 	printf 'tenant %s, pending consent: %s\n' "$(field '["tenant"]["tenantId"]' <"$DEMO_DIR/onboarded.json")" "$url"
-	state=$(python3 -c 'import sys, urllib.parse as u; print(u.parse_qs(u.urlparse(sys.argv[1]).query)["state"][0])' "$url")
-	# What Microsoft does when the administrator accepts: redirect to Picket's consent callback.
-	curl -fsS -o /dev/null "$CONSENT_CALLBACK?admin_consent=True&tenant=$microsoft_tenant&state=$state"
-	echo "(the administrator of ${names[$index]} accepted the consent prompt)"
+	# The administrator accepts the prompt, Microsoft redirects to Picket's consent callback, which
+	# asks the administrator to sign in: the ID token proves which directory consented.
+	if ! consent_in_browser "$url" "${administrators[$index]}"; then
+		echo "consent did not complete:" >&2
+		cat "$DEMO_DIR/consent-page.html" >&2
+		exit 1
+	fi
+	echo "(${administrators[$index]} accepted the consent prompt and signed in)"
 done
 show tenants list
 

@@ -48,13 +48,30 @@ pub async fn start_scanner(env: &TestEnv, sim: &GraphSim, extra_toml: &str) -> A
     let graph_base_url = sim.base_url();
     let config = sim.config();
     let toml = format!(
-        "[scanner]\nlogin_base_url = \"{graph_base_url}\"\ngraph_base_url = \"{graph_base_url}\"\ndefender_base_url = \"{graph_base_url}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nconsent_listen = \"127.0.0.1:0\"\n{extra_toml}",
-        config.client_id, config.client_secret
+        "[scanner]\nlogin_base_url = \"{graph_base_url}\"\ngraph_base_url = \"{graph_base_url}\"\ndefender_base_url = \"{graph_base_url}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n{}{extra_toml}",
+        config.client_id,
+        config.client_secret,
+        picket_testkit::consent_callback_settings()
     );
     let (platform, own) = env.settings(scanner::SERVICE, scanner::DEFAULTS, &toml);
     scanner::build(platform, own, CancellationToken::new())
         .await
         .expect("scanner starts")
+}
+
+/// An administrator of `microsoft_tenant` consents at `consent_url` and signs in, in a browser;
+/// returns the page Picket's consent callback ends on.
+pub async fn consent_as_administrator(
+    sim: &GraphSim,
+    microsoft_tenant: &str,
+    consent_url: &str,
+) -> anyhow::Result<picket_testkit::Page> {
+    let administrator = sim
+        .user_principal_name(microsoft_tenant, Some(graph_sim::GLOBAL_ADMINISTRATOR))
+        .ok_or_else(|| anyhow::anyhow!("{microsoft_tenant} has no Global Administrator"))?;
+    picket_testkit::Browser::signed_in_as(&administrator)
+        .open(consent_url)
+        .await
 }
 
 /// A minimal HTTP/1.1 GET on the admin port, to keep an HTTP client out of this crate.

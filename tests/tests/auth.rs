@@ -50,22 +50,22 @@ async fn calls_without_a_valid_token_are_refused() {
         .expect_err("refused");
     assert_eq!(garbage.code(), tonic::Code::Unauthenticated);
 
-    let forged =
-        picket_platform::auth::TokenAuthority::new(&picket_platform::settings::AuthSettings {
-            jwt_secret: "a-different-key-a-different-key-0123".to_owned().into(),
-            issuer: "picket".into(),
-            audience: "picket".into(),
-        })
-        .mint(
-            &picket_platform::Principal {
-                subject: "mallory".into(),
-                role: picket_platform::Role::Operator,
-                partner_id: None,
-                tenant_ids: vec![],
-            },
-            Duration::from_secs(60),
-        )
-        .expect("mint");
+    let forged = picket_platform::auth::TokenAuthority::shared_key(
+        "a-different-key-a-different-key-0123",
+        "picket",
+        "picket",
+        Duration::from_secs(3600),
+    )
+    .mint(
+        &picket_platform::Principal {
+            subject: "mallory".into(),
+            role: picket_platform::Role::Operator,
+            partner_id: None,
+            tenant_ids: vec![],
+        },
+        Duration::from_secs(60),
+    )
+    .expect("mint");
     let refused = client
         .list_incidents(env.request(&forged, ListIncidentsRequest::default()))
         .await
@@ -154,5 +154,111 @@ async fn partner_cannot_read_another_partners_incident() {
     );
 
     prioritizer.shutdown().await;
+    env.teardown().await;
+}
+
+/// Claims as an identity provider issues them for Picket's API: the role as an app role.
+fn provider_claims(
+    sim: &graph_sim::GraphSim,
+    tenant: &str,
+    roles: &[&str],
+    partner_id: Option<&str>,
+    lifetime: i64,
+) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = serde_json::json!({
+        "iss": sim.issuer(tenant),
+        "aud": "api://picket",
+        "sub": "user-object-id",
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "roles": roles,
+    });
+    if let Some(partner_id) = partner_id {
+        claims["partner_id"] = partner_id.into();
+    }
+    claims
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_an_identity_provider_are_verified_against_its_published_keys() {
+    let env = TestEnv::new().await;
+    let sim = graph_sim::GraphSim::start(Default::default(), ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("graph-sim starts");
+    let [tenant, other_tenant] = [sim.tenant_ids()[0].clone(), sim.tenant_ids()[1].clone()];
+    let prioritizer = start_prioritizer(
+        &env,
+        &format!(
+            "[auth]\njwt_secret = \"\"\njwks_uri = \"{}\"\nissuer = \"{}\"\naudience = \"api://picket\"\n",
+            sim.jwks_uri(),
+            sim.issuer(&tenant)
+        ),
+    )
+    .await;
+    let client = IncidentServiceClient::new(channel(&prioritizer).await);
+    let call = |token: String| {
+        let mut client = client.clone();
+        let request = env.request(&token, ListIncidentsRequest::default());
+        async move { client.list_incidents(request).await.map(|_| ()) }
+    };
+    let hour = 3600;
+    let sign = |tenant: &str, roles: &[&str], partner_id: Option<&str>, lifetime: i64| {
+        sim.sign(&provider_claims(&sim, tenant, roles, partner_id, lifetime))
+    };
+
+    call(sign(&tenant, &["operator"], None, hour))
+        .await
+        .expect("an operator app role is accepted");
+    call(sign(&tenant, &["Partner"], Some("p1"), hour))
+        .await
+        .expect("a partner app role with its partner is accepted");
+
+    let refused = [
+        ("a development token", env.operator_token()),
+        (
+            "another audience",
+            sim.sign(&{
+                let mut claims = provider_claims(&sim, &tenant, &["operator"], None, hour);
+                claims["aud"] = "api://another-app".into();
+                claims
+            }),
+        ),
+        (
+            "another issuer",
+            sign(&other_tenant, &["operator"], None, hour),
+        ),
+        ("an expired token", sign(&tenant, &["operator"], None, -600)),
+        (
+            "a token living longer than the maximum",
+            sign(&tenant, &["operator"], None, 9 * hour),
+        ),
+        (
+            "no Picket role",
+            sign(&tenant, &["Directory.Read"], None, hour),
+        ),
+    ];
+    for (what, token) in refused {
+        let status = call(token).await.expect_err(what);
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{what}");
+    }
+    let stranger = graph_sim::GraphSim::start(Default::default(), ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("a second issuer");
+    let unpublished = stranger.sign(&provider_claims(&sim, &tenant, &["operator"], None, hour));
+    assert_eq!(
+        call(unpublished).await.expect_err("unknown key").code(),
+        tonic::Code::Unauthenticated
+    );
+
+    // The provider rotates its key: tokens signed with the new one are accepted without a restart.
+    sim.rotate_signing_key().expect("a new key");
+    let rotated = sign(&tenant, &["operator"], None, hour);
+    eventually(Duration::from_secs(20), "the new key to be fetched", || {
+        let attempt = call(rotated.clone());
+        async move { attempt.await.ok() }
+    })
+    .await;
     env.teardown().await;
 }

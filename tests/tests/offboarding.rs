@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::{channel, start_notifier, start_prioritizer, start_scanner};
+use picket_e2e::{
+    channel, consent_as_administrator, start_notifier, start_prioritizer, start_scanner,
+};
 use picket_platform::Application;
 use picket_platform::auth::{Principal, Role};
 use picket_platform::time::to_duration;
@@ -126,28 +128,11 @@ impl Picket {
             .await
             .expect("onboarded")
             .into_inner();
-        let state = onboarded
-            .consent_url
-            .split("state=")
-            .nth(1)
-            .and_then(|rest| rest.split('&').next())
-            .expect("consent state")
-            .to_owned();
-        let tenant = client
-            .complete_consent(self.env.request(
-                &self.token(),
-                tenants::CompleteConsentRequest {
-                    state,
-                    microsoft_tenant_id: microsoft_tenant.into(),
-                    admin_consent: true,
-                    ..Default::default()
-                },
-            ))
+        let page = consent_as_administrator(&self.sim, microsoft_tenant, &onboarded.consent_url)
             .await
-            .expect("consent completes")
-            .into_inner()
-            .tenant
-            .expect("tenant");
+            .expect("the browser reaches a page");
+        assert!(page.connected(), "{}", page.body);
+        let tenant = onboarded.tenant.expect("tenant");
         let pool = self.env.pool(::offboarding::SERVICE).await;
         let tenant_id = tenant.tenant_id.clone();
         eventually(Duration::from_secs(20), "the tenant to be known", || {

@@ -23,36 +23,39 @@ async fn health(application: &Application, service: &str) -> i32 {
         .status
 }
 
-/// The services the server lists through gRPC reflection.
-async fn reflected_services(application: &Application) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+/// The services the server lists through gRPC reflection, in the protocol version `$version`
+/// (`v1`, or `v1alpha`, which older clients speak).
+macro_rules! reflected_services {
+    ($version:ident, $application:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
 
-    let mut client = ServerReflectionClient::new(picket_e2e::channel(application).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .expect("a response")
-        .expect("one message");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list
-            .service
-            .into_iter()
-            .map(|service| service.name)
-            .collect(),
-        other => panic!("unexpected reflection response {other:?}"),
-    }
+        let mut client = ServerReflectionClient::new(picket_e2e::channel($application).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let response = responses
+            .message()
+            .await
+            .expect("a response")
+            .expect("one message");
+        match response.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect::<Vec<String>>(),
+            other => panic!("unexpected reflection response {other:?}"),
+        }
+    }};
 }
 
 async fn check_lifecycle<S, F, Fut>(
@@ -81,12 +84,15 @@ async fn check_lifecycle<S, F, Fut>(
     for name in service_names {
         assert_eq!(health(&application, name).await, SERVING, "{name} health");
     }
-    let reflected = reflected_services(&application).await;
+    let reflected_v1 = reflected_services!(v1, &application);
+    let reflected_v1alpha = reflected_services!(v1alpha, &application);
     for name in service_names {
-        assert!(
-            reflected.iter().any(|service| service == name),
-            "{name} not reflected: {reflected:?}"
-        );
+        for reflected in [&reflected_v1, &reflected_v1alpha] {
+            assert!(
+                reflected.iter().any(|service| service == name),
+                "{name} not reflected: {reflected:?}"
+            );
+        }
     }
     assert_eq!(admin_get(&application, "/live").await.0, 200);
     assert_eq!(admin_get(&application, "/ready").await.0, 200);

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::{channel, start_scanner};
+use picket_e2e::{channel, consent_as_administrator, start_scanner};
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
 use picket_testkit::TestEnv;
@@ -38,6 +38,7 @@ fn peak_memory_mib() -> f64 {
 
 async fn onboard(
     env: &TestEnv,
+    sim: &GraphSim,
     client: &mut TenantServiceClient<tonic::transport::Channel>,
     partner_id: &str,
     microsoft_tenant: &str,
@@ -56,30 +57,11 @@ async fn onboard(
         ))
         .await?
         .into_inner();
-    let state = onboarded
-        .consent_url
-        .split("state=")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let tenant = client
-        .complete_consent(env.request(
-            &token,
-            tenants::CompleteConsentRequest {
-                state,
-                microsoft_tenant_id: microsoft_tenant.into(),
-                admin_consent: true,
-                ..Default::default()
-            },
-        ))
-        .await?
-        .into_inner()
-        .tenant
-        .unwrap_or_default();
+    let page = consent_as_administrator(sim, microsoft_tenant, &onboarded.consent_url).await?;
     anyhow::ensure!(
-        tenant.state() == tenants::TenantState::Active,
-        "tenant {microsoft_tenant} did not activate: {}",
-        tenant.state_reason
+        page.connected(),
+        "tenant {microsoft_tenant} did not connect: {}",
+        page.body
     );
     Ok(())
 }
@@ -116,7 +98,8 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
             let mut client = client.clone();
             let partner_id = format!("p{}", index % 10);
             let env = &env;
-            async move { onboard(env, &mut client, &partner_id, microsoft_tenant).await }
+            let sim = &sim;
+            async move { onboard(env, sim, &mut client, &partner_id, microsoft_tenant).await }
         });
         for result in futures::future::join_all(onboardings).await {
             result?;

@@ -4,17 +4,20 @@
 //! activity; writes change its state so a re-scan sees a fix. Tests script throttling (429 with
 //! `Retry-After`) and faults per tenant, expire tokens, withdraw consent, and read a log of every
 //! request. The JSON follows Microsoft's documented shapes, so the same client talks to real Graph.
+//! It also plays Entra ID's interactive side: admin consent, the OpenID Connect sign-in of an
+//! administrator with an RS256 ID token, and the keys that verify it (see `signin`).
 
 mod model;
 mod profile;
 mod routes;
+mod signin;
 mod state;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use model::{MIN_USERS, Tenant};
+pub use model::{GLOBAL_ADMINISTRATOR, MIN_USERS, PRIVILEGED_ROLE_ADMINISTRATOR, Tenant};
 pub use profile::{Activity, Licence, Profile, Weakness};
 pub use routes::{DEFENDER_SCOPE, GRAPH_SCOPE};
 use serde_json::Value;
@@ -33,6 +36,9 @@ impl GraphSim {
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let mut inner = Inner::default();
+        inner
+            .signing_keys
+            .push(signin::SigningKey::generate().map_err(std::io::Error::other)?);
         for index in 0..config.tenants {
             let tenant = model::generate_tenant(config.seed, index, config.users_per_tenant, None);
             inner.tenants.insert(tenant.tenant_id.clone(), tenant);
@@ -170,6 +176,65 @@ impl GraphSim {
             .get(tenant_id)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// The issuer of `tenant_id`'s v2.0 tokens (`iss`).
+    pub fn issuer(&self, tenant_id: &str) -> String {
+        signin::issuer(&self.state.base_url, tenant_id)
+    }
+
+    /// Where the signing keys are published (the same for every tenant, as in Entra).
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/common/discovery/v2.0/keys", self.state.base_url)
+    }
+
+    /// Publishes a new signing key and signs with it from now on; the old one stays published.
+    pub fn rotate_signing_key(&self) -> anyhow::Result<()> {
+        let key = signin::SigningKey::generate()?;
+        self.state.lock().signing_keys.push(key);
+        Ok(())
+    }
+
+    /// Signs `claims` with the current key, as Entra signs the tokens it issues for an API.
+    pub fn sign(&self, claims: &Value) -> String {
+        let inner = self.state.lock();
+        inner
+            .signing_keys
+            .last()
+            .map(|key| key.sign(claims))
+            .unwrap_or_default()
+    }
+
+    /// The user principal name of a user of `tenant_id` holding `role` (a role template id), or
+    /// holding no directory role when `role` is `None`: who signs in at the interactive endpoints.
+    pub fn user_principal_name(&self, tenant_id: &str, role: Option<&str>) -> Option<String> {
+        let inner = self.state.lock();
+        let tenant = inner.tenants.get(tenant_id)?;
+        let assignments = tenant
+            .resources
+            .get("/roleManagement/directory/roleAssignments")?
+            .as_array()?;
+        let roles_of = |user_id: &str| -> Vec<&str> {
+            assignments
+                .iter()
+                .filter(|assignment| assignment["principalId"].as_str() == Some(user_id))
+                .filter_map(|assignment| assignment["roleDefinitionId"].as_str())
+                .collect()
+        };
+        tenant
+            .resources
+            .get("/users")?
+            .as_array()?
+            .iter()
+            .find(|user| {
+                let roles = roles_of(user["id"].as_str().unwrap_or_default());
+                match role {
+                    Some(role) => roles.contains(&role),
+                    None => roles.is_empty(),
+                }
+            })
+            .and_then(|user| user["userPrincipalName"].as_str())
+            .map(str::to_owned)
     }
 
     /// Every Graph request the simulator received (token requests excluded).

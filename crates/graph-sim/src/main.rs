@@ -29,8 +29,12 @@ async fn main() -> anyhow::Result<()> {
         sim.base_url(),
         sim.config().client_id
     );
+    // Who signs in at the admin-consent and sign-in pages (pass it as `login_hint`).
     for tenant_id in sim.tenant_ids() {
-        println!("  tenant {tenant_id}");
+        let administrator = sim
+            .user_principal_name(&tenant_id, Some(graph_sim::GLOBAL_ADMINISTRATOR))
+            .unwrap_or_default();
+        println!("  tenant {tenant_id} administrator {administrator}");
     }
     tokio::signal::ctrl_c().await?;
     Ok(())

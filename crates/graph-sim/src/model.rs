@@ -32,9 +32,11 @@ pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
 const APPLICATION_ADMINISTRATOR: &str = "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3";
 const USER_ADMINISTRATOR: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
 const EXCHANGE_ADMINISTRATOR: &str = "29232cdf-9323-42fd-ade2-1d097af3e4de";
+/// Can grant tenant-wide admin consent to application permissions, as Global Administrators can.
+pub const PRIVILEGED_ROLE_ADMINISTRATOR: &str = "e8611ab8-c189-46e8-94e1-60213ab1f814";
 const PRIVILEGED_ROLES: [&str; 9] = [
     GLOBAL_ADMINISTRATOR,
-    "e8611ab8-c189-46e8-94e1-60213ab1f814",
+    PRIVILEGED_ROLE_ADMINISTRATOR,
     USER_ADMINISTRATOR,
     "f28a1f50-f6e7-4571-818b-6a12f2af6b6c",
     EXCHANGE_ADMINISTRATOR,

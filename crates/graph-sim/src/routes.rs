@@ -31,6 +31,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/v1.0/{*path}", any(api))
         .route("/api/{*path}", any(api))
+        .merge(crate::signin::router())
         .with_state(state)
 }
 
@@ -39,7 +40,15 @@ struct TokenRequest {
     grant_type: String,
     client_id: String,
     client_secret: String,
+    #[serde(default)]
     scope: String,
+    /// The `authorization_code` grant's code, redirect URI and PKCE verifier.
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    redirect_uri: String,
+    #[serde(default)]
+    code_verifier: String,
 }
 
 fn token_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
@@ -59,6 +68,29 @@ async fn token(
     Path(tenant): Path<String>,
     Form(request): Form<TokenRequest>,
 ) -> Response {
+    if request.grant_type == "authorization_code" {
+        if request.client_id != state.config.client_id
+            || request.client_secret != state.config.client_secret
+        {
+            return token_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided.",
+            );
+        }
+        return match crate::signin::redeem_code(
+            &state,
+            &request.code,
+            &request.redirect_uri,
+            &request.code_verifier,
+        ) {
+            Ok(response) => Json(response).into_response(),
+            Err((error, code, description)) => {
+                token_error(StatusCode::BAD_REQUEST, error, code, description)
+            }
+        };
+    }
     if request.grant_type != "client_credentials" {
         return token_error(
             StatusCode::BAD_REQUEST,

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::model::Tenant;
+use crate::signin::{IssuedCode, SigningKey};
 
 /// A response the simulator gives instead of the real one, once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,6 +84,10 @@ pub struct Inner {
     pub requests: Vec<RecordedRequest>,
     /// Tokens issued, per tenant.
     pub tokens_issued: HashMap<String, usize>,
+    /// Authorization codes not redeemed yet.
+    pub codes: HashMap<String, IssuedCode>,
+    /// The keys the JWKS publishes, oldest first; the last one signs.
+    pub signing_keys: Vec<SigningKey>,
 }
 
 pub struct SimState {

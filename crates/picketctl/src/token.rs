@@ -6,9 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Subcommand;
 use picket_platform::auth::TokenAuthority;
-use picket_platform::settings::AuthSettings;
 use picket_platform::{Principal, Role};
-use secrecy::SecretString;
 
 use crate::Context;
 use crate::output::{Format, print_json, write_stdout};
@@ -72,11 +70,7 @@ pub fn token(context: &Context, command: TokenCommand) -> anyhow::Result<()> {
         Role::Partner | Role::Customer => Some(context.partner()?),
         Role::Operator | Role::Investigator => None,
     };
-    let authority = TokenAuthority::new(&AuthSettings {
-        jwt_secret: SecretString::from(secret),
-        issuer,
-        audience,
-    });
+    let authority = TokenAuthority::shared_key(&secret, &issuer, &audience, ttl);
     let token = authority.mint(
         &Principal {
             subject,
@@ -126,12 +120,12 @@ mod tests {
 
     #[test]
     fn a_minted_token_verifies_and_names_its_partner() {
-        let settings = AuthSettings {
-            jwt_secret: SecretString::from("0123456789abcdef0123456789abcdef"),
-            issuer: "picket".into(),
-            audience: "picket".into(),
-        };
-        let authority = TokenAuthority::new(&settings);
+        let authority = TokenAuthority::shared_key(
+            "0123456789abcdef0123456789abcdef",
+            "picket",
+            "picket",
+            std::time::Duration::from_secs(3600),
+        );
         let principal = Principal {
             subject: "staff".into(),
             role: Role::Partner,

@@ -5,10 +5,10 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::{admin_get, channel, start_notifier, start_prioritizer, start_scanner};
+use picket_e2e::{
+    admin_get, consent_as_administrator, start_notifier, start_prioritizer, start_scanner,
+};
 use picket_platform::Application;
-use picket_proto::tenants::v1 as tenants;
-use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
 use picket_testkit::{TestEnv, eventually};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -131,25 +131,12 @@ async fn an_operator_takes_a_tenant_from_onboarding_to_a_fixed_incident() {
         .expect("tenant id")
         .to_owned();
     assert_eq!(onboarded["tenant"]["state"], "TENANT_STATE_PENDING_CONSENT");
-    // The administrator accepts; Microsoft's redirect carries the state back.
-    let state = onboarded["consentUrl"]
-        .as_str()
-        .and_then(|url| url.split("state=").nth(1))
-        .expect("consent state")
-        .to_owned();
-    let mut tenants_client = TenantServiceClient::new(channel(&scanner).await);
-    tenants_client
-        .complete_consent(cli.env.request(
-            &cli.token,
-            tenants::CompleteConsentRequest {
-                state,
-                microsoft_tenant_id: microsoft_tenant,
-                admin_consent: true,
-                ..Default::default()
-            },
-        ))
+    // The administrator consents and signs in; Microsoft's redirects bring the browser back.
+    let consent_url = onboarded["consentUrl"].as_str().expect("consent url");
+    let page = consent_as_administrator(&sim, &microsoft_tenant, consent_url)
         .await
-        .expect("consent completes");
+        .expect("the browser reaches a page");
+    assert!(page.connected(), "{}", page.body);
 
     let listed = cli.run(&["tenants", "list"]).await;
     let table = text(&listed.stdout);

@@ -26,7 +26,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::admin::{self, AdminState};
 use crate::auth::{AuthInterceptor, TokenAuthority};
 use crate::db;
-use crate::grpc::{ObservabilityLayer, reflection_service};
+use crate::grpc::{ObservabilityLayer, with_reflection};
 use crate::metrics::Metrics;
 use crate::nats::subjects::SubjectError;
 use crate::nats::{Consumer, ConsumerSpec, EventHandler, OutgoingEvent, Subjects, streams};
@@ -153,7 +153,11 @@ impl Platform {
         let jetstream = jetstream::new(nats.clone());
         let subjects = Subjects::new(settings.nats.namespace.clone());
         let metrics = Arc::new(Metrics::new());
-        let tokens = Arc::new(TokenAuthority::new(&settings.auth));
+        let identity_provider = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|error| StartError::Client(error.to_string()))?;
+        let tokens = Arc::new(TokenAuthority::new(&settings.auth, identity_provider));
         let health = HealthReporter::new();
         health
             .set_service_status("", ServingStatus::NotServing)
@@ -259,7 +263,7 @@ impl Platform {
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             HealthService::from_health_reporter(self.health.clone()),
         );
-        let reflection = reflection_service()?;
+        let routes = with_reflection(routes)?;
         let layer = ObservabilityLayer::new(self.metrics.clone());
         let shutdown = self.shutdown.clone();
         self.spawn("grpc server", async move {
@@ -267,7 +271,6 @@ impl Platform {
                 .layer(layer)
                 .add_routes(routes)
                 .add_service(health_service)
-                .add_service(reflection)
                 .serve_with_incoming_shutdown(
                     // Without TCP_NODELAY a small response waits on the client's delayed ACK (Nagle):
                     // 40 ms per call.
@@ -297,6 +300,19 @@ impl Platform {
         })
         .await?;
         db::migrate(&self.pool, &self.settings.database.schema, migrations).await?;
+        if let Some((keys, unknown_key)) = self.tokens.key_set() {
+            self.wait_for("identity provider", |_| {
+                let keys = keys.clone();
+                async move { keys.refresh().await.map(|_| ()).map_err(|e| e.to_string()) }
+            })
+            .await?;
+            let refresh = self.settings.auth.jwks_refresh;
+            let shutdown = self.shutdown.clone();
+            self.spawn(
+                "signing key refresher",
+                refresh_signing_keys(keys, unknown_key, refresh, shutdown),
+            );
+        }
         self.wait_for("nats", |platform| {
             let state = platform.nats.connection_state();
             async move {
@@ -401,6 +417,35 @@ impl Platform {
             pool: self.pool,
             nats: self.nats,
             tasks: self.tasks,
+        }
+    }
+}
+
+/// Reads the identity provider's keys again every `interval`, and soon after a token named a key
+/// not held yet (at most every [`crate::oidc::MIN_REFETCH`]), so a rotation is followed.
+async fn refresh_signing_keys(
+    keys: Arc<crate::oidc::KeySet>,
+    unknown_key: Arc<tokio::sync::Notify>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+            () = unknown_key.notified() => {
+                let wait = keys.refetch_after();
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        match keys.refresh().await {
+            Ok(count) => tracing::info!(keys = count, "identity provider signing keys refreshed"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot refresh the identity provider's signing keys")
+            }
         }
     }
 }

@@ -38,6 +38,18 @@ impl Role {
         }
     }
 
+    /// The role a token claim names (`operator`, `partner`, ...; any case).
+    fn named(name: &str) -> Option<Role> {
+        [
+            Role::Operator,
+            Role::Partner,
+            Role::Customer,
+            Role::Investigator,
+        ]
+        .into_iter()
+        .find(|role| role.as_str().eq_ignore_ascii_case(name))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Operator => "operator",
@@ -48,7 +60,7 @@ impl Role {
     }
 }
 
-/// The claims of a Picket bearer token.
+/// The claims of a Picket bearer token, as `token mint` writes them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -61,6 +73,41 @@ pub struct Claims {
     pub aud: String,
     pub iat: u64,
     pub exp: u64,
+}
+
+/// The claims read from a verified token. An identity provider names the role in `role`, or in
+/// `roles` as its app roles (Entra ID, Keycloak and Okta all can); `aud` and `iss` are checked by
+/// the verification itself.
+#[derive(Debug, Deserialize)]
+struct TokenClaims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    partner_id: Option<String>,
+    #[serde(default)]
+    tenant_ids: Vec<String>,
+    iat: u64,
+    exp: u64,
+}
+
+impl TokenClaims {
+    fn role(&self) -> Result<Role, TokenError> {
+        let named: Vec<Role> = self
+            .role
+            .iter()
+            .chain(self.roles.iter())
+            .filter_map(|name| Role::named(name))
+            .collect();
+        match named.as_slice() {
+            [] => Err(TokenError::NoRole),
+            [role] => Ok(*role),
+            [first, rest @ ..] if rest.iter().all(|role| role == first) => Ok(*first),
+            _ => Err(TokenError::SeveralRoles),
+        }
+    }
 }
 
 /// Who is calling, as proven by a verified token.
@@ -187,15 +234,28 @@ pub fn check_tenant_id(tenant_id: &str) -> Result<(), Status> {
 pub enum TokenError {
     #[error("{0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("{0}")]
+    Issuer(#[from] crate::oidc::OidcError),
     #[error("a {role} token needs {missing}")]
     MissingScope {
         role: &'static str,
         missing: &'static str,
     },
+    #[error("the token names no Picket role")]
+    NoRole,
+    #[error("the token names more than one Picket role")]
+    SeveralRoles,
+    #[error("the token lives {lifetime_seconds}s, longer than the {maximum_seconds}s allowed")]
+    TooLong {
+        lifetime_seconds: u64,
+        maximum_seconds: u64,
+    },
+    #[error("tokens come from the identity provider: this service mints none")]
+    MintingDisabled,
 }
 
-/// Verifies bearer tokens and, for development and tests, mints them.
-pub struct TokenAuthority {
+/// Development and tests: HS256 with one shared key, which can also mint tokens.
+struct SharedKey {
     encoding_key: EncodingKey,
     decoding_key: DecodingKey,
     validation: Validation,
@@ -203,52 +263,142 @@ pub struct TokenAuthority {
     audience: String,
 }
 
+/// How tokens are verified.
+enum Verification {
+    SharedKey(Box<SharedKey>),
+    /// Production: an OpenID Connect issuer's published keys (RS256, ES256); HS256 is refused.
+    IdentityProvider {
+        verifier: crate::oidc::Verifier,
+        /// Wakes the key refresher when a token names a key not held yet.
+        unknown_key: Arc<tokio::sync::Notify>,
+    },
+}
+
+/// Verifies bearer tokens and, for development and tests, mints them.
+pub struct TokenAuthority {
+    verification: Verification,
+    max_lifetime: Duration,
+}
+
 impl TokenAuthority {
-    pub fn new(settings: &AuthSettings) -> TokenAuthority {
-        let secret = settings.jwt_secret.expose_secret().as_bytes();
+    /// The authority the settings describe: an identity provider's keys when `auth.jwks_uri` is
+    /// set (fetched later, see [`TokenAuthority::key_set`]), else the development shared key.
+    pub fn new(settings: &AuthSettings, http: reqwest::Client) -> TokenAuthority {
+        if settings.jwks_uri.is_empty() {
+            return TokenAuthority::shared_key(
+                settings.jwt_secret.expose_secret(),
+                &settings.issuer,
+                &settings.audience,
+                settings.max_token_lifetime,
+            );
+        }
+        let keys = Arc::new(crate::oidc::KeySet::new(
+            http,
+            settings.jwks_uri.clone(),
+            crate::oidc::MIN_REFETCH,
+        ));
+        TokenAuthority {
+            verification: Verification::IdentityProvider {
+                verifier: crate::oidc::Verifier::new(keys, &settings.issuer, &settings.audience),
+                unknown_key: Arc::new(tokio::sync::Notify::new()),
+            },
+            max_lifetime: settings.max_token_lifetime,
+        }
+    }
+
+    /// Development tokens: HS256 under `secret`.
+    pub fn shared_key(
+        secret: &str,
+        issuer: &str,
+        audience: &str,
+        max_lifetime: Duration,
+    ) -> TokenAuthority {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_audience(&[&settings.audience]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
         TokenAuthority {
-            encoding_key: EncodingKey::from_secret(secret),
-            decoding_key: DecodingKey::from_secret(secret),
-            validation,
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
+            verification: Verification::SharedKey(Box::new(SharedKey {
+                encoding_key: EncodingKey::from_secret(secret.as_bytes()),
+                decoding_key: DecodingKey::from_secret(secret.as_bytes()),
+                validation,
+                issuer: issuer.to_owned(),
+                audience: audience.to_owned(),
+            })),
+            max_lifetime,
+        }
+    }
+
+    /// The identity provider's keys and the signal that a token named an unknown one, for the
+    /// task that keeps them fresh; `None` with a shared key.
+    pub fn key_set(&self) -> Option<(Arc<crate::oidc::KeySet>, Arc<tokio::sync::Notify>)> {
+        match &self.verification {
+            Verification::SharedKey(_) => None,
+            Verification::IdentityProvider {
+                verifier,
+                unknown_key,
+            } => Some((verifier.keys.clone(), unknown_key.clone())),
         }
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
-        let claims =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding_key, &self.validation)?.claims;
-        let role = claims.role.as_str();
+        let claims: TokenClaims = match &self.verification {
+            Verification::SharedKey(shared) => {
+                jsonwebtoken::decode::<TokenClaims>(
+                    token,
+                    &shared.decoding_key,
+                    &shared.validation,
+                )?
+                .claims
+            }
+            Verification::IdentityProvider {
+                verifier,
+                unknown_key,
+            } => match verifier.verify_cached(token) {
+                Err(error @ crate::oidc::OidcError::UnknownKey(_)) => {
+                    unknown_key.notify_one();
+                    return Err(error.into());
+                }
+                verified => verified?,
+            },
+        };
+        let lifetime_seconds = claims.exp.saturating_sub(claims.iat);
+        if lifetime_seconds > self.max_lifetime.as_secs() {
+            return Err(TokenError::TooLong {
+                lifetime_seconds,
+                maximum_seconds: self.max_lifetime.as_secs(),
+            });
+        }
+        let role = claims.role()?;
         let partner_id = claims
             .partner_id
             .filter(|partner_id| !partner_id.is_empty());
-        if matches!(claims.role, Role::Partner | Role::Customer) && partner_id.is_none() {
+        if matches!(role, Role::Partner | Role::Customer) && partner_id.is_none() {
             return Err(TokenError::MissingScope {
-                role,
+                role: role.as_str(),
                 missing: "a partner_id",
             });
         }
-        if claims.role == Role::Customer && claims.tenant_ids.is_empty() {
+        if role == Role::Customer && claims.tenant_ids.is_empty() {
             return Err(TokenError::MissingScope {
-                role,
+                role: role.as_str(),
                 missing: "tenant_ids",
             });
         }
         Ok(Principal {
             subject: claims.sub,
-            role: claims.role,
+            role,
             partner_id,
             tenant_ids: claims.tenant_ids,
         })
     }
 
-    /// Signs a token for `principal`, valid for `lifetime`.
+    /// Signs a token for `principal`, valid for `lifetime` (shared key only).
     pub fn mint(&self, principal: &Principal, lifetime: Duration) -> Result<String, TokenError> {
+        let Verification::SharedKey(shared) = &self.verification else {
+            return Err(TokenError::MintingDisabled);
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -258,15 +408,15 @@ impl TokenAuthority {
             role: principal.role,
             partner_id: principal.partner_id.clone(),
             tenant_ids: principal.tenant_ids.clone(),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            iss: shared.issuer.clone(),
+            aud: shared.audience.clone(),
             iat: now,
             exp: now + lifetime.as_secs(),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &self.encoding_key,
+            &shared.encoding_key,
         )?)
     }
 }
@@ -309,11 +459,7 @@ mod tests {
     use tonic::service::Interceptor;
 
     fn authority(secret: &str) -> TokenAuthority {
-        TokenAuthority::new(&AuthSettings {
-            jwt_secret: secret.to_owned().into(),
-            issuer: "picket".into(),
-            audience: "picket".into(),
-        })
+        TokenAuthority::shared_key(secret, "picket", "picket", Duration::from_secs(8 * 3600))
     }
 
     fn partner(partner_id: &str) -> Principal {
@@ -372,6 +518,50 @@ mod tests {
         assert!(matches!(
             authority.verify(&token),
             Err(TokenError::MissingScope { .. })
+        ));
+    }
+
+    #[test]
+    fn token_living_longer_than_the_maximum_is_refused() {
+        let authority = authority("0123456789abcdef0123456789abcdef");
+        let token = authority
+            .mint(&partner("p1"), Duration::from_secs(9 * 3600))
+            .expect("mint");
+        assert!(matches!(
+            authority.verify(&token),
+            Err(TokenError::TooLong {
+                lifetime_seconds: 32400,
+                maximum_seconds: 28800
+            })
+        ));
+    }
+
+    #[test]
+    fn role_comes_from_role_or_app_roles_and_must_be_one() {
+        let claims = |role: Option<&str>, roles: &[&str]| TokenClaims {
+            sub: "s".into(),
+            role: role.map(str::to_owned),
+            roles: roles.iter().map(|role| (*role).to_owned()).collect(),
+            partner_id: None,
+            tenant_ids: Vec::new(),
+            iat: 0,
+            exp: 0,
+        };
+        assert_eq!(
+            claims(Some("operator"), &[]).role().ok(),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            claims(None, &["Directory.Read", "Partner"]).role().ok(),
+            Some(Role::Partner)
+        );
+        assert!(matches!(
+            claims(None, &["reader"]).role(),
+            Err(TokenError::NoRole)
+        ));
+        assert!(matches!(
+            claims(Some("partner"), &["operator"]).role(),
+            Err(TokenError::SeveralRoles)
         ));
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use tonic::service::Routes;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -160,17 +161,18 @@ pub fn next_offset_token(offset: i64, returned: usize, limit: i64) -> String {
     }
 }
 
-/// Reflection over Picket's contracts and the health service.
-pub fn reflection_service() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    tonic_reflection::server::Error,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(picket_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+/// Adds reflection over Picket's contracts and the health service to `routes`, in both protocol
+/// versions: `v1`, and `v1alpha`, the only one Python's grpcio-reflection, Postman and older grpcurl
+/// builds speak.
+pub fn with_reflection(routes: Routes) -> Result<Routes, tonic_reflection::server::Error> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(picket_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok(routes
+        .add_service(builder().build_v1()?)
+        .add_service(builder().build_v1alpha()?))
 }
 
 #[derive(Clone)]

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod nats;
 pub mod offboarding;
+pub mod oidc;
 pub mod runtime;
 pub mod settings;
 pub mod telemetry;

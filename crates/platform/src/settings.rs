@@ -119,10 +119,24 @@ fn no_secret() -> SecretString {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
-    /// HMAC-SHA256 key that signs bearer tokens; at least 32 bytes.
+    /// Development only: the HMAC-SHA256 key of HS256 bearer tokens, at least 32 bytes. Must be
+    /// empty when `jwks_uri` names an identity provider.
     pub jwt_secret: SecretString,
+    /// The expected `iss`: `picket` for development tokens, the identity provider's issuer URL.
     pub issuer: String,
     pub audience: String,
+    /// The identity provider's published keys (RS256, ES256), such as Entra ID's
+    /// `https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys`; empty: development
+    /// tokens under `jwt_secret`.
+    #[serde(default)]
+    pub jwks_uri: String,
+    /// How often the identity provider's keys are read again (and whenever a token names a key
+    /// not held yet, at most every 30 s).
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Tokens living longer than this (`exp - iat`) are refused.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -312,12 +326,7 @@ impl PlatformSettings {
                 "must be at least 1s",
             ));
         }
-        if self.auth.jwt_secret.expose_secret().len() < 32 {
-            return Err(SettingsError::invalid(
-                "auth.jwt_secret",
-                "must be set to at least 32 bytes (PICKET__AUTH__JWT_SECRET)",
-            ));
-        }
+        self.validate_auth()?;
         if self.auth.issuer.is_empty() {
             return Err(SettingsError::invalid("auth.issuer", "must not be empty"));
         }
@@ -337,6 +346,47 @@ impl PlatformSettings {
             return Err(SettingsError::invalid(
                 "telemetry.otlp_endpoint",
                 "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), SettingsError> {
+        let auth = &self.auth;
+        if auth.jwks_uri.is_empty() {
+            if auth.jwt_secret.expose_secret().len() < 32 {
+                return Err(SettingsError::invalid(
+                    "auth.jwt_secret",
+                    "must be set to at least 32 bytes (PICKET__AUTH__JWT_SECRET), or auth.jwks_uri to an identity provider's keys",
+                ));
+            }
+        } else {
+            if !auth.jwt_secret.expose_secret().is_empty() {
+                return Err(SettingsError::invalid(
+                    "auth.jwt_secret",
+                    "must be empty when auth.jwks_uri names an identity provider: shared-key tokens are for development only",
+                ));
+            }
+            let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+                .iter()
+                .any(|prefix| auth.jwks_uri.starts_with(prefix));
+            if !auth.jwks_uri.starts_with("https://") && !loopback {
+                return Err(SettingsError::invalid(
+                    "auth.jwks_uri",
+                    "must be an https:// URL",
+                ));
+            }
+        }
+        if auth.max_token_lifetime.is_zero() {
+            return Err(SettingsError::invalid(
+                "auth.max_token_lifetime",
+                "must be more than zero",
+            ));
+        }
+        if auth.jwks_refresh < Duration::from_secs(60) {
+            return Err(SettingsError::invalid(
+                "auth.jwks_refresh",
+                "must be at least 1m",
             ));
         }
         Ok(())
@@ -391,6 +441,24 @@ mod tests {
     fn short_jwt_secret_names_its_key() {
         let error = build(&[("auth.jwt_secret", "short")]).expect_err("short secret refused");
         assert!(error.to_string().contains("auth.jwt_secret"), "{error}");
+    }
+
+    #[test]
+    fn shared_key_is_refused_beside_an_identity_provider() {
+        let error = build(&[("auth.jwks_uri", "https://login.example.com/keys")])
+            .expect_err("shared key refused");
+        assert!(error.to_string().contains("auth.jwt_secret"), "{error}");
+        let error = build(&[
+            ("auth.jwks_uri", "http://idp.example.com/keys"),
+            ("auth.jwt_secret", ""),
+        ])
+        .expect_err("plain http refused");
+        assert!(error.to_string().contains("auth.jwks_uri"), "{error}");
+        build(&[
+            ("auth.jwks_uri", "https://login.example.com/keys"),
+            ("auth.jwt_secret", ""),
+        ])
+        .expect("an identity provider alone is valid");
     }
 
     #[test]

@@ -79,11 +79,12 @@ impl TestEnv {
             .expect("nats is reachable (make test starts it)");
         let jetstream = async_nats::jetstream::new(nats.clone());
         let namespace = format!("t{suffix}");
-        let tokens = TokenAuthority::new(&picket_platform::settings::AuthSettings {
-            jwt_secret: JWT_SECRET.to_owned().into(),
-            issuer: "picket".into(),
-            audience: "picket".into(),
-        });
+        let tokens = TokenAuthority::shared_key(
+            JWT_SECRET,
+            "picket",
+            "picket",
+            std::time::Duration::from_secs(8 * 3600),
+        );
         TestEnv {
             subjects: Subjects::new(namespace.clone()),
             namespace,
@@ -183,6 +184,15 @@ grace_period = "5s"
         self.token(&Principal {
             subject: "operator".into(),
             role: Role::Operator,
+            partner_id: None,
+            tenant_ids: Vec::new(),
+        })
+    }
+
+    pub fn investigator_token(&self, subject: &str) -> String {
+        self.token(&Principal {
+            subject: subject.to_owned(),
+            role: Role::Investigator,
             partner_id: None,
             tenant_ids: Vec::new(),
         })

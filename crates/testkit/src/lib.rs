@@ -1,12 +1,15 @@
 //! Test helpers shared by every crate's tests and the benchmark: [`TestEnv`] gives each test its own
 //! PostgreSQL database and NATS subject namespace on the real servers, settings pointing at them,
 //! and bearer tokens; [`WebhookReceiver`] is a real HTTP endpoint that records what it receives;
-//! [`SmtpServer`] is a real SMTP server that stores what it receives.
+//! [`SmtpServer`] is a real SMTP server that stores what it receives; [`Browser`] follows the
+//! consent flow's redirects as an administrator's browser would.
 
+mod browser;
 mod env;
 mod receiver;
 mod smtp;
 
+pub use browser::{Browser, Page, consent_callback_settings};
 pub use env::{TestEnv, init_test_tracing, service_settings};
 pub use receiver::{
     ReceivedWebhook, WebhookReceiver, reference_library_accepts, verify_standard_webhook,

@@ -252,7 +252,9 @@ mod tests {
             Some(EgressError::ForbiddenAddress)
         );
         assert_eq!(
-            strict().check_url("https://[64:ff9b::a9fe:a9fe]/latest").err(),
+            strict()
+                .check_url("https://[64:ff9b::a9fe:a9fe]/latest")
+                .err(),
             Some(EgressError::ForbiddenAddress)
         );
         assert!(

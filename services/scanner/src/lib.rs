@@ -45,9 +45,14 @@ pub async fn build(
         checks::catalogue::Catalogue::builtin()
             .map_err(|error| StartError::Client(error.to_string()))?,
     );
+    let sign_in_http = reqwest::Client::builder()
+        .timeout(own.request_timeout)
+        .build()
+        .map_err(|error| StartError::Client(error.to_string()))?;
     let onboarding = Arc::new(tenants::onboarding::Onboarding {
         pool: platform.pool().clone(),
         graph: graph.clone(),
+        sign_in: tenants::signin::AdminSignIn::new(sign_in_http, &own),
         events: platform.events(),
         settings: own.clone(),
     });

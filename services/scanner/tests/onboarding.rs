@@ -1,11 +1,12 @@
 //! Onboarding against graph-sim and the real NATS and PostgreSQL: the consent URL, Microsoft's
-//! redirect (granted, denied, wrong tenant, no token), TenantOnboarded, and partner scope.
+//! redirects (granted, denied, wrong tenant, no token), the administrator's sign-in that proves the
+//! tenant, one binding per Microsoft tenant, TenantOnboarded, and partner scope.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{harness, state_of};
+use common::{harness, location_of, state_of};
 use futures::StreamExt;
 use picket_proto::tenants::v1 as tenants;
 
@@ -31,14 +32,11 @@ async fn granted_consent_activates_the_tenant_and_announces_it() {
         harness.sim.base_url()
     )));
 
-    let state = state_of(&onboarded.consent_url);
-    let (status, page) = harness
-        .redirect(&format!(
-            "tenant={microsoft_tenant}&admin_consent=True&state={state}"
-        ))
+    let administrator = harness.administrator(&microsoft_tenant);
+    let page = harness
+        .consent_as(&administrator, &onboarded.consent_url)
         .await;
-    assert_eq!(status, 200);
-    assert!(page.contains("Connected"), "{page}");
+    assert!(page.connected(), "{}", page.body);
 
     let active = harness.tenant("p1", &tenant.tenant_id).await;
     assert_eq!(active.state(), tenants::TenantState::Active);
@@ -57,13 +55,11 @@ async fn granted_consent_activates_the_tenant_and_announces_it() {
         announcement.subject
     );
 
-    // Microsoft may redirect twice; the second changes nothing.
-    let (again, _) = harness
-        .redirect(&format!(
-            "tenant={microsoft_tenant}&admin_consent=True&state={state}"
-        ))
+    // The administrator may consent twice; the second changes nothing.
+    let again = harness
+        .consent_as(&administrator, &onboarded.consent_url)
         .await;
-    assert_eq!(again, 200);
+    assert!(again.connected(), "{}", again.body);
     harness.finish().await;
 }
 
@@ -100,9 +96,17 @@ async fn consent_from_another_tenant_fails_as_wrong_tenant() {
     let onboarded = harness.onboard("p1", &expected).await;
     let state = state_of(&onboarded.consent_url);
 
-    harness
-        .redirect(&format!("tenant={other}&admin_consent=True&state={state}"))
+    // The redirect names the expected tenant, but the administrator who signs in is another's.
+    let (status, response) = harness
+        .redirect(&format!(
+            "tenant={expected}&admin_consent=True&state={state}"
+        ))
         .await;
+    assert_eq!(status, 302);
+    let page = harness
+        .consent_as(&harness.administrator(&other), &location_of(&response))
+        .await;
+    assert!(!page.connected(), "{}", page.body);
 
     let tenant = harness
         .tenant("p1", &onboarded.tenant.expect("tenant").tenant_id)
@@ -111,6 +115,10 @@ async fn consent_from_another_tenant_fails_as_wrong_tenant() {
     assert_eq!(
         tenant.consent_failure(),
         tenants::ConsentFailure::WrongTenant
+    );
+    assert_eq!(
+        tenant.state_reason,
+        format!("the administrator signed in to tenant {other}, expected {expected}")
     );
     assert!(
         harness.sim.requests().is_empty(),
@@ -127,10 +135,15 @@ async fn a_token_failure_leaves_the_tenant_failed_with_entras_reason() {
     let onboarded = harness.onboard("p1", &microsoft_tenant).await;
     let state = state_of(&onboarded.consent_url);
 
-    harness
+    // A redirect claims consent that Entra never recorded; the administrator then signs in.
+    let (_, response) = harness
         .redirect(&format!(
             "tenant={microsoft_tenant}&admin_consent=True&state={state}"
         ))
+        .await;
+    let administrator = harness.administrator(&microsoft_tenant);
+    harness
+        .consent_as(&administrator, &location_of(&response))
         .await;
 
     let tenant = harness
@@ -261,12 +274,13 @@ async fn a_denied_tenant_gets_a_new_consent_link_that_replaces_the_old_one() {
         ))
         .await;
     assert_eq!(stale, 400, "the old link no longer completes consent");
-    let (granted, _) = harness
-        .redirect(&format!(
-            "tenant={microsoft_tenant}&admin_consent=True&state={new_state}"
-        ))
+    let granted = harness
+        .consent_as(
+            &harness.administrator(&microsoft_tenant),
+            &renewed.consent_url,
+        )
         .await;
-    assert_eq!(granted, 200);
+    assert!(granted.connected(), "{}", granted.body);
     assert_eq!(
         harness.tenant("p1", &tenant_id).await.state(),
         tenants::TenantState::Active

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::tenants::consent::ConsentResponse;
-use crate::tenants::onboarding::{CompleteError, Onboarding};
+use crate::tenants::onboarding::{CompleteError, Onboarding, Step};
 use crate::tenants::store::{self, NewTenant, TenantRow};
 
 const DEFAULT_PAGE_SIZE: i64 = 100;
@@ -175,39 +175,38 @@ impl TenantService for TenantApi {
         request: Request<tenants::CompleteConsentRequest>,
     ) -> Result<Response<tenants::CompleteConsentResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
+        principal.require_role(&[Role::Operator, Role::Partner])?;
         let message = request.into_inner();
         if message.state.is_empty() {
             return Err(Status::invalid_argument("state: is required"));
         }
-        let waiting = store::find_by_consent_state(&self.onboarding.pool, &message.state)
+        let unknown = || Status::not_found("state: no onboarding waits for this consent");
+        let waiting = self
+            .onboarding
+            .tenant_of_state(&message.state)
             .await
             .map_err(internal)?
-            .filter(|tenant| {
-                principal.can_access_partner(&tenant.partner_id) && principal.role != Role::Customer
-            });
+            .filter(|tenant| principal.can_access_partner(&tenant.partner_id));
         if waiting.is_none() {
-            return Err(Status::not_found(
-                "state: no onboarding waits for this consent",
-            ));
+            return Err(unknown());
         }
         let response = ConsentResponse {
             state: message.state,
-            microsoft_tenant_id: message.microsoft_tenant_id,
+            tenant_hint: String::new(),
             admin_consent: message.admin_consent,
+            code: message.code,
             error: message.error,
             error_description: message.error_description,
         };
-        let tenant = match self.onboarding.complete(&response).await {
-            Ok(tenant) => tenant,
-            Err(CompleteError::UnknownState) => {
-                return Err(Status::not_found(
-                    "state: no onboarding waits for this consent",
-                ));
-            }
+        let (tenant, sign_in_url) = match self.onboarding.redirect(&response).await {
+            Ok(Step::SignIn { tenant, url }) => (tenant, url),
+            Ok(Step::Finished(tenant)) => (tenant, String::new()),
+            Err(CompleteError::UnknownState) => return Err(unknown()),
             Err(CompleteError::Storage(error)) => return Err(internal(error)),
         };
         Ok(Response::new(tenants::CompleteConsentResponse {
             tenant: Some(self.to_proto(&tenant)),
+            sign_in_url,
         }))
     }
 

@@ -1,5 +1,6 @@
-//! The HTTP endpoint Microsoft redirects an admin to after consent:
-//! `?tenant=…&admin_consent=True&state=…`, or `?error=…&error_description=…&state=…`.
+//! The HTTP endpoint Microsoft redirects an admin to, twice: after consent
+//! (`?tenant=…&admin_consent=True&state=…`), which sends the admin on to sign in, and after that
+//! sign-in (`?code=…&state=…`), which proves the tenant; or `?error=…&error_description=…&state=…`.
 
 use picket_platform::text::html_escape;
 use std::collections::HashMap;
@@ -7,12 +8,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::Html;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use crate::tenants::consent::ConsentResponse;
-use crate::tenants::onboarding::{CompleteError, Onboarding};
+use crate::tenants::onboarding::{CompleteError, Onboarding, Step};
 
 pub const PATH: &str = "/consent/callback";
 
@@ -22,24 +23,25 @@ pub fn router(onboarding: Arc<Onboarding>) -> Router {
         .with_state(onboarding)
 }
 
-fn page(status: StatusCode, title: &str, detail: &str) -> (StatusCode, Html<String>) {
+fn page(status: StatusCode, title: &str, detail: &str) -> Response {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Picket: {title}</title></head>\
          <body><h1>{title}</h1><p>{}</p></body></html>",
         html_escape(detail)
     );
-    (status, Html(body))
+    (status, Html(body)).into_response()
 }
 
 async fn callback(
     State(onboarding): State<Arc<Onboarding>>,
     Query(query): Query<HashMap<String, String>>,
-) -> (StatusCode, Html<String>) {
+) -> Response {
     let parameter = |name: &str| query.get(name).cloned().unwrap_or_default();
     let response = ConsentResponse {
         state: parameter("state"),
-        microsoft_tenant_id: parameter("tenant"),
+        tenant_hint: parameter("tenant"),
         admin_consent: parameter("admin_consent").eq_ignore_ascii_case("true"),
+        code: parameter("code"),
         error: parameter("error"),
         error_description: parameter("error_description"),
     };
@@ -50,8 +52,14 @@ async fn callback(
             "The link carries no state.",
         );
     }
-    match onboarding.complete(&response).await {
-        Ok(tenant) if tenant.is_active() => page(
+    match onboarding.redirect(&response).await {
+        Ok(Step::SignIn { url, .. }) => (
+            StatusCode::FOUND,
+            [(header::LOCATION, url)],
+            Html("<!doctype html><p>Consent recorded: sign in to confirm your directory.</p>"),
+        )
+            .into_response(),
+        Ok(Step::Finished(tenant)) if tenant.is_active() => page(
             StatusCode::OK,
             "Connected",
             &format!(
@@ -59,7 +67,7 @@ async fn callback(
                 tenant.display_name, tenant.primary_domain
             ),
         ),
-        Ok(tenant) => page(
+        Ok(Step::Finished(tenant)) => page(
             StatusCode::OK,
             "Not connected",
             &format!("{}: {}", tenant.display_name, tenant.state_reason),

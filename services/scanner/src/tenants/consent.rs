@@ -1,15 +1,18 @@
-//! Admin consent as a pure decision: what Microsoft's redirect (or CompleteConsent) says, checked
-//! against the tenant that asked for it and, once a token worked, against `/organization`.
+//! Admin consent as a pure decision: what Microsoft's redirects (or CompleteConsent) say, checked
+//! against the tenant that asked for it, then the tenant the administrator's sign-in proved, and,
+//! once a token worked, `/organization`.
 
 use picket_proto::tenants::v1 as tenants;
 
-/// What the admin-consent redirect carried.
+/// What a redirect carried: admin consent (`admin_consent`, `tenant`) or the administrator's
+/// sign-in (`code`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsentResponse {
     pub state: String,
-    /// The `tenant` parameter: the Entra tenant that consented.
-    pub microsoft_tenant_id: String,
+    /// The `tenant` parameter: a hint only, since anyone can type it; the sign-in proves the tenant.
+    pub tenant_hint: String,
     pub admin_consent: bool,
+    pub code: String,
     pub error: String,
     pub error_description: String,
 }
@@ -35,8 +38,9 @@ impl ConsentRefusal {
     }
 }
 
-/// Checks the redirect before any call to Microsoft: the admin said yes, for the expected tenant.
-/// `expected` is what the partner named at onboarding (a GUID, a domain, or nothing).
+/// Checks the admin-consent redirect: the admin said yes, and the tenant it names (a hint) is not
+/// another than the one expected. `expected` is what the partner named at onboarding (a GUID, a
+/// domain, or nothing).
 pub fn check_response(response: &ConsentResponse, expected: &str) -> Result<(), ConsentRefusal> {
     if !response.error.is_empty() {
         let reason = match response.error_description.as_str() {
@@ -51,20 +55,23 @@ pub fn check_response(response: &ConsentResponse, expected: &str) -> Result<(), 
             "admin consent was not granted",
         ));
     }
-    if response.microsoft_tenant_id.is_empty() {
-        return Err(ConsentRefusal::new(
-            tenants::ConsentFailure::Other,
-            "the redirect named no tenant",
-        ));
+    if response.tenant_hint.is_empty() {
+        return Ok(());
     }
+    check_tenant(&response.tenant_hint, expected, "consent came from")
+}
+
+/// Checks the tenant the administrator's ID token proved against the one expected.
+pub fn check_proven_tenant(proven: &str, expected: &str) -> Result<(), ConsentRefusal> {
+    check_tenant(proven, expected, "the administrator signed in to")
+}
+
+fn check_tenant(tenant: &str, expected: &str, what: &str) -> Result<(), ConsentRefusal> {
     let expected_is_guid = uuid::Uuid::parse_str(expected).is_ok();
-    if expected_is_guid && !expected.eq_ignore_ascii_case(&response.microsoft_tenant_id) {
+    if expected_is_guid && !expected.eq_ignore_ascii_case(tenant) {
         return Err(ConsentRefusal::new(
             tenants::ConsentFailure::WrongTenant,
-            format!(
-                "consent came from tenant {}, expected {expected}",
-                response.microsoft_tenant_id
-            ),
+            format!("{what} tenant {tenant}, expected {expected}"),
         ));
     }
     Ok(())
@@ -146,7 +153,7 @@ mod tests {
     fn granted() -> ConsentResponse {
         ConsentResponse {
             state: "s".into(),
-            microsoft_tenant_id: TENANT.into(),
+            tenant_hint: TENANT.into(),
             admin_consent: true,
             ..Default::default()
         }
@@ -181,6 +188,15 @@ mod tests {
     #[test]
     fn consent_from_another_tenant_is_refused() {
         let refusal = check_response(&granted(), "00000000-0000-0000-0000-000000000001")
+            .expect_err("wrong tenant");
+        assert_eq!(refusal.failure, tenants::ConsentFailure::WrongTenant);
+    }
+
+    #[test]
+    fn only_the_proven_tenant_binds_when_a_guid_was_named() {
+        assert_eq!(check_proven_tenant(TENANT, TENANT), Ok(()));
+        assert_eq!(check_proven_tenant(TENANT, "contoso.com"), Ok(()));
+        let refusal = check_proven_tenant(TENANT, "00000000-0000-0000-0000-000000000001")
             .expect_err("wrong tenant");
         assert_eq!(refusal.failure, tenants::ConsentFailure::WrongTenant);
     }

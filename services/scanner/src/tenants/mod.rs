@@ -4,4 +4,5 @@ pub mod api;
 pub mod callback;
 pub mod consent;
 pub mod onboarding;
+pub mod signin;
 pub mod store;

@@ -1,6 +1,8 @@
 //! Onboarding: the admin-consent URL a tenant is sent to, and completing consent (from the
-//! redirect or CompleteConsent): a tenant turns active only once a token works and `/organization`
-//! shows the consenting tenant; otherwise it keeps a clear state and reason.
+//! redirects or CompleteConsent): after consent the administrator signs in, and a tenant turns
+//! active only once that sign-in's ID token proves the Microsoft tenant, no other Picket tenant
+//! holds it, a token works and `/organization` shows the same tenant; otherwise it keeps a clear
+//! state and reason.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use crate::graph::{GraphClient, GraphError, Meter, url_encode};
 use crate::scans;
 use crate::settings::ScannerSettings;
 use crate::tenants::consent::{self, ConsentRefusal, ConsentResponse};
+use crate::tenants::signin::{AdminSignIn, PendingSignIn, ProvenAdministrator};
 use crate::tenants::store::{self, TenantRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +28,28 @@ pub enum CompleteError {
     Storage(#[from] sqlx::Error),
 }
 
+/// How long the administrator has to sign in after consenting.
+const SIGN_IN_VALIDITY: chrono::Duration = chrono::Duration::minutes(15);
+
+/// Where a redirect leaves the onboarding.
+pub enum Step {
+    /// Consent was granted: the administrator signs in next, at `url`, to prove the tenant.
+    SignIn { tenant: TenantRow, url: String },
+    /// The tenant after the redirect: active, or refused with its reason.
+    Finished(TenantRow),
+}
+
+fn already_connected() -> ConsentRefusal {
+    ConsentRefusal {
+        failure: tenants::ConsentFailure::AlreadyConnected,
+        reason: "this Microsoft 365 tenant is already connected to Picket through another tenant; it must be offboarded there first".into(),
+    }
+}
+
 pub struct Onboarding {
     pub pool: PgPool,
     pub graph: Arc<GraphClient>,
+    pub sign_in: AdminSignIn,
     pub events: EventFactory,
     pub settings: ScannerSettings,
 }
@@ -51,106 +73,222 @@ impl Onboarding {
         )
     }
 
-    /// Completes consent; a refusal is recorded on the tenant, not returned as an error.
-    pub async fn complete(&self, response: &ConsentResponse) -> Result<TenantRow, CompleteError> {
-        let tenant = store::find_by_consent_state(&self.pool, &response.state)
+    /// Handles one of Microsoft's redirects: admin consent (answered with the sign-in that must
+    /// follow) or the administrator's sign-in (which proves the tenant and activates it). A refusal
+    /// is recorded on the tenant, not returned as an error.
+    pub async fn redirect(&self, response: &ConsentResponse) -> Result<Step, CompleteError> {
+        if response.code.is_empty()
+            && let Some(tenant) = store::find_by_consent_state(&self.pool, &response.state).await?
+        {
+            return self.consented(tenant, response).await;
+        }
+        self.signed_in(response).await.map(Step::Finished)
+    }
+
+    /// The tenant a redirect's `state` belongs to, whichever of the two redirects it is.
+    pub async fn tenant_of_state(&self, state: &str) -> Result<Option<TenantRow>, sqlx::Error> {
+        if let Some(tenant) = store::find_by_consent_state(&self.pool, state).await? {
+            return Ok(Some(tenant));
+        }
+        Ok(store::find_by_sign_in_state(&self.pool, state)
             .await?
-            .ok_or(CompleteError::UnknownState)?;
+            .map(|waiting| waiting.tenant))
+    }
+
+    async fn refuse(
+        &self,
+        tenant_id: uuid::Uuid,
+        refusal: ConsentRefusal,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<TenantRow, CompleteError> {
+        let state = if refusal.is_denial() {
+            "consent_denied"
+        } else {
+            "consent_failed"
+        };
+        tracing::info!(%tenant_id, reason = %refusal.reason, "consent did not complete");
+        Ok(store::mark_refused(
+            &self.pool,
+            tenant_id,
+            state,
+            refusal.failure.as_str_name(),
+            &refusal.reason,
+            now,
+        )
+        .await?)
+    }
+
+    /// The admin-consent redirect: if consent was granted, the administrator signs in next.
+    async fn consented(
+        &self,
+        tenant: TenantRow,
+        response: &ConsentResponse,
+    ) -> Result<Step, CompleteError> {
         if tenant.is_active() {
             // Microsoft redirects again when an admin consents twice.
-            return Ok(tenant);
+            return Ok(Step::Finished(tenant));
         }
-        let verdict = self.verify(&tenant, response).await;
         let now = Utc::now();
-        match verdict {
-            Err(refusal) => {
-                let state = if refusal.is_denial() {
-                    "consent_denied"
-                } else {
-                    "consent_failed"
-                };
-                tracing::info!(tenant_id = %tenant.tenant_id, reason = %refusal.reason, "consent did not complete");
-                Ok(store::mark_refused(
-                    &self.pool,
-                    tenant.tenant_id,
-                    state,
-                    refusal.failure.as_str_name(),
-                    &refusal.reason,
-                    now,
-                )
-                .await?)
-            }
-            Ok(organization) => {
-                let mut transaction = self.pool.begin().await?;
-                // The first full scan runs now; later runs spread over their interval.
-                let spread = |interval: std::time::Duration| {
-                    now + chrono::Duration::from_std(interval.mul_f64(rand::random::<f64>()))
-                        .unwrap_or_default()
-                };
-                let first_runs = store::FirstRuns {
-                    configuration: now
-                        + chrono::Duration::from_std(self.settings.configuration_interval)
-                            .unwrap_or_default(),
-                    monitoring: spread(self.settings.monitoring_interval),
-                };
-                let activated = store::activate(
-                    &mut transaction,
-                    tenant.tenant_id,
-                    &organization.id,
-                    &organization.default_domain,
-                    &first_runs,
-                    now,
-                )
-                .await?;
-                let Some(active) = activated else {
-                    return Ok(store::get_tenant(&self.pool, tenant.tenant_id)
-                        .await?
-                        .unwrap_or(tenant));
-                };
-                scans::store::queue(
-                    &mut transaction,
-                    &active.partner_id,
-                    active.tenant_id,
-                    tenants::ScanKind::Full,
-                    "onboarding",
-                    None,
-                    now,
-                )
-                .await?;
-                let onboarded = tenants::TenantOnboarded {
-                    partner_id: active.partner_id.clone(),
-                    tenant_id: active.tenant_id.to_string(),
-                    tenant: Some(active.to_proto(String::new())),
-                    onboarded_at: Some(to_timestamp(now)),
-                    reconnected: false,
-                };
-                // Ids are validated at onboarding, so the subject always builds.
-                if let Ok(event) = self.events.event(&onboarded, now) {
-                    outbox::enqueue(&mut transaction, &event).await?;
-                }
-                transaction.commit().await?;
-                tracing::info!(tenant_id = %active.tenant_id, microsoft_tenant_id = %active.microsoft_tenant_id, "tenant onboarded");
-                Ok(active)
-            }
+        let checked = if tenant.consent_expires_at < now {
+            Err(ConsentRefusal {
+                failure: tenants::ConsentFailure::InvalidState,
+                reason: "the consent link expired; request a new one".into(),
+            })
+        } else {
+            consent::check_response(response, &tenant.microsoft_tenant)
+        };
+        if let Err(refusal) = checked {
+            return Ok(Step::Finished(
+                self.refuse(tenant.tenant_id, refusal, now).await?,
+            ));
         }
+        let pending = PendingSignIn::random();
+        let expires_at = now + SIGN_IN_VALIDITY;
+        match store::begin_sign_in(&self.pool, tenant.tenant_id, &pending, expires_at, now).await? {
+            Some(waiting) => Ok(Step::SignIn {
+                tenant: waiting,
+                url: self.sign_in.authorize_url(&pending),
+            }),
+            // Activated meanwhile, through another consent.
+            None => Ok(Step::Finished(
+                store::get_tenant(&self.pool, tenant.tenant_id)
+                    .await?
+                    .unwrap_or(tenant),
+            )),
+        }
+    }
+
+    /// The sign-in redirect: the ID token proves the tenant; then a token and `/organization`.
+    async fn signed_in(&self, response: &ConsentResponse) -> Result<TenantRow, CompleteError> {
+        let waiting = store::find_by_sign_in_state(&self.pool, &response.state)
+            .await?
+            .ok_or(CompleteError::UnknownState)?;
+        let tenant = waiting.tenant.clone();
+        let now = Utc::now();
+        let administrator = match self.prove(&waiting, response, now).await {
+            Ok(administrator) => administrator,
+            Err(refusal) => return self.refuse(tenant.tenant_id, refusal, now).await,
+        };
+        let microsoft_tenant_id = administrator.microsoft_tenant_id;
+        if let Err(refusal) =
+            consent::check_proven_tenant(&microsoft_tenant_id, &tenant.microsoft_tenant)
+        {
+            return self.refuse(tenant.tenant_id, refusal, now).await;
+        }
+        if store::held_elsewhere(&self.pool, &microsoft_tenant_id, tenant.tenant_id).await? {
+            return self
+                .refuse(tenant.tenant_id, already_connected(), now)
+                .await;
+        }
+        match self.verify(&tenant, &microsoft_tenant_id).await {
+            Err(refusal) => self.refuse(tenant.tenant_id, refusal, now).await,
+            Ok(organization) => match self.activate(&tenant, &organization, now).await {
+                Err(CompleteError::Storage(error)) if store::is_second_binding(&error) => {
+                    self.refuse(tenant.tenant_id, already_connected(), now)
+                        .await
+                }
+                activated => activated,
+            },
+        }
+    }
+
+    async fn prove(
+        &self,
+        waiting: &store::WaitingSignIn,
+        response: &ConsentResponse,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<ProvenAdministrator, ConsentRefusal> {
+        let failed = |reason: String| ConsentRefusal {
+            failure: tenants::ConsentFailure::SignInFailed,
+            reason,
+        };
+        if !response.error.is_empty() {
+            return Err(failed(format!(
+                "the administrator did not sign in: {}: {}",
+                response.error, response.error_description
+            )));
+        }
+        if waiting.expires_at.is_none_or(|expires_at| expires_at < now) {
+            return Err(ConsentRefusal {
+                failure: tenants::ConsentFailure::InvalidState,
+                reason: "the sign-in after consent expired; request a new consent link".into(),
+            });
+        }
+        if response.code.is_empty() {
+            return Err(failed("the sign-in redirect carries no code".into()));
+        }
+        self.sign_in
+            .prove(&response.code, &waiting.verifier, &waiting.nonce)
+            .await
+    }
+
+    async fn activate(
+        &self,
+        tenant: &TenantRow,
+        organization: &consent::Organization,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<TenantRow, CompleteError> {
+        let mut transaction = self.pool.begin().await?;
+        // The first full scan runs now; later runs spread over their interval.
+        let spread = |interval: std::time::Duration| {
+            now + chrono::Duration::from_std(interval.mul_f64(rand::random::<f64>()))
+                .unwrap_or_default()
+        };
+        let first_runs = store::FirstRuns {
+            configuration: now
+                + chrono::Duration::from_std(self.settings.configuration_interval)
+                    .unwrap_or_default(),
+            monitoring: spread(self.settings.monitoring_interval),
+        };
+        let activated = store::activate(
+            &mut transaction,
+            tenant.tenant_id,
+            &organization.id,
+            &organization.default_domain,
+            &first_runs,
+            now,
+        )
+        .await?;
+        let Some(active) = activated else {
+            return Ok(store::get_tenant(&self.pool, tenant.tenant_id)
+                .await?
+                .unwrap_or_else(|| tenant.clone()));
+        };
+        scans::store::queue(
+            &mut transaction,
+            &active.partner_id,
+            active.tenant_id,
+            tenants::ScanKind::Full,
+            "onboarding",
+            None,
+            now,
+        )
+        .await?;
+        let onboarded = tenants::TenantOnboarded {
+            partner_id: active.partner_id.clone(),
+            tenant_id: active.tenant_id.to_string(),
+            tenant: Some(active.to_proto(String::new())),
+            onboarded_at: Some(to_timestamp(now)),
+            reconnected: false,
+        };
+        // Ids are validated at onboarding, so the subject always builds.
+        if let Ok(event) = self.events.event(&onboarded, now) {
+            outbox::enqueue(&mut transaction, &event).await?;
+        }
+        transaction.commit().await?;
+        tracing::info!(tenant_id = %active.tenant_id, microsoft_tenant_id = %active.microsoft_tenant_id, "tenant onboarded");
+        Ok(active)
     }
 
     async fn verify(
         &self,
         tenant: &TenantRow,
-        response: &ConsentResponse,
+        microsoft_tenant_id: &str,
     ) -> Result<consent::Organization, ConsentRefusal> {
-        if tenant.consent_expires_at < Utc::now() {
-            return Err(ConsentRefusal {
-                failure: tenants::ConsentFailure::InvalidState,
-                reason: "the consent link expired; request a new one".into(),
-            });
-        }
-        consent::check_response(response, &tenant.microsoft_tenant)?;
         let read = self
             .graph
             .get(
-                &response.microsoft_tenant_id,
+                microsoft_tenant_id,
                 "/v1.0/organization?$select=id,displayName,verifiedDomains",
                 &Meter::default(),
             )
@@ -173,11 +311,7 @@ impl Onboarding {
                 });
             }
         };
-        consent::check_organization(
-            &organization,
-            &response.microsoft_tenant_id,
-            &tenant.microsoft_tenant,
-        )?;
+        consent::check_organization(&organization, microsoft_tenant_id, &tenant.microsoft_tenant)?;
         Ok(organization)
     }
 }

@@ -7,6 +7,8 @@ use picket_proto::tenants::v1 as tenants;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::tenants::signin::PendingSignIn;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TenantRow {
     pub tenant_id: Uuid,
@@ -249,7 +251,8 @@ pub async fn mark_refused(
     now: DateTime<Utc>,
 ) -> Result<TenantRow, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE tenants SET state = $2, consent_failure = $3, state_reason = $4, updated_at = $5
+        "UPDATE tenants SET state = $2, consent_failure = $3, state_reason = $4, updated_at = $5,
+             signin_state_hash = NULL, signin_verifier = '', signin_nonce = '', signin_expires_at = NULL
          WHERE tenant_id = $1 RETURNING {COLUMNS}"
     )))
     .bind(tenant_id)
@@ -309,6 +312,84 @@ pub struct FirstRuns {
     pub monitoring: DateTime<Utc>,
 }
 
+/// Whether an active Picket tenant other than `tenant_id` holds this Microsoft tenant.
+pub async fn held_elsewhere(
+    pool: &PgPool,
+    microsoft_tenant_id: &str,
+    tenant_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE lower(microsoft_tenant_id) = lower($1)
+             AND state = 'active' AND tenant_id <> $2)",
+    )
+    .bind(microsoft_tenant_id)
+    .bind(tenant_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Whether an error is the database refusing a second active binding of one Microsoft tenant.
+pub fn is_second_binding(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database)
+        if database.constraint() == Some("tenants_one_active_binding"))
+}
+
+/// The stored form of a sign-in `state`: a database read alone cannot complete a sign-in.
+pub fn sign_in_state_hash(state: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(state.as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Records the administrator's sign-in Picket is about to ask for; `None` if the tenant is active.
+pub async fn begin_sign_in(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    pending: &PendingSignIn,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE tenants SET signin_state_hash = $2, signin_verifier = $3, signin_nonce = $4,
+             signin_expires_at = $5, updated_at = $6
+         WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(sign_in_state_hash(&pending.state))
+    .bind(&pending.verifier)
+    .bind(&pending.nonce)
+    .bind(expires_at)
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A sign-in waiting for its redirect: the tenant, its PKCE verifier and nonce, and until when.
+#[derive(sqlx::FromRow)]
+pub struct WaitingSignIn {
+    #[sqlx(flatten)]
+    pub tenant: TenantRow,
+    #[sqlx(rename = "signin_verifier")]
+    pub verifier: String,
+    #[sqlx(rename = "signin_nonce")]
+    pub nonce: String,
+    #[sqlx(rename = "signin_expires_at")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn find_by_sign_in_state(
+    pool: &PgPool,
+    state: &str,
+) -> Result<Option<WaitingSignIn>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, signin_verifier, signin_nonce, signin_expires_at
+         FROM tenants WHERE signin_state_hash = $1"
+    )))
+    .bind(sign_in_state_hash(state))
+    .fetch_optional(pool)
+    .await
+}
+
 /// Activates a tenant whose consent and organization read succeeded; `None` if it already was.
 pub async fn activate(
     connection: &mut PgConnection,
@@ -321,7 +402,8 @@ pub async fn activate(
     sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE tenants SET state = 'active', microsoft_tenant_id = $2, primary_domain = $3, state_reason = '',
              consent_failure = '', consented_at = $4, activated_at = $4, updated_at = $4,
-             next_configuration_scan_at = $5, next_monitoring_poll_at = $6, disconnected_at = NULL
+             next_configuration_scan_at = $5, next_monitoring_poll_at = $6, disconnected_at = NULL,
+             signin_state_hash = NULL, signin_verifier = '', signin_nonce = '', signin_expires_at = NULL
          WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
     )))
     .bind(tenant_id)

@@ -40,10 +40,11 @@ pub async fn harness_with(config: SimConfig, extra: &str) -> Harness {
     .await
     .expect("graph-sim starts");
     let toml = format!(
-        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nconsent_listen = \"127.0.0.1:0\"\ninitial_backoff = \"50ms\"\n{workers}{extra}",
+        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n{callback}initial_backoff = \"50ms\"\n{workers}{extra}",
         base = sim.base_url(),
         id = sim.config().client_id,
         secret = sim.config().client_secret,
+        callback = picket_testkit::consent_callback_settings(),
         workers = if extra.contains("scan_workers") {
             ""
         } else {
@@ -107,6 +108,22 @@ impl Harness {
             .into_inner()
     }
 
+    /// A Global Administrator of a simulated tenant.
+    pub fn administrator(&self, microsoft_tenant: &str) -> String {
+        self.sim
+            .user_principal_name(microsoft_tenant, Some(graph_sim::GLOBAL_ADMINISTRATOR))
+            .expect("the tenant has a Global Administrator")
+    }
+
+    /// `account` opens `url` in a browser and follows Microsoft's and Picket's redirects, signing
+    /// in where asked; returns the page it ends on.
+    pub async fn consent_as(&self, account: &str, url: &str) -> picket_testkit::Page {
+        picket_testkit::Browser::signed_in_as(account)
+            .open(url)
+            .await
+            .expect("the browser reaches a page")
+    }
+
     /// Follows Microsoft's redirect to the consent callback, as the admin's browser would.
     pub async fn redirect(&self, query: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -157,24 +174,15 @@ impl Harness {
         let onboarded = self
             .onboard_on_plan(partner_id, microsoft_tenant, plan)
             .await;
-        let request = tenants::CompleteConsentRequest {
-            state: state_of(&onboarded.consent_url),
-            microsoft_tenant_id: microsoft_tenant.into(),
-            admin_consent: true,
-            error: String::new(),
-            error_description: String::new(),
-        };
-        let tenant = self
-            .client
-            .complete_consent(
-                self.env
-                    .request(&self.env.partner_token(partner_id), request),
+        let page = self
+            .consent_as(
+                &self.administrator(microsoft_tenant),
+                &onboarded.consent_url,
             )
-            .await
-            .expect("consent completes")
-            .into_inner()
-            .tenant
-            .expect("tenant");
+            .await;
+        assert!(page.connected(), "{}", page.body);
+        let tenant_id = onboarded.tenant.expect("tenant").tenant_id;
+        let tenant = self.tenant(partner_id, &tenant_id).await;
         assert_eq!(
             tenant.state(),
             tenants::TenantState::Active,
@@ -238,6 +246,18 @@ impl Harness {
         self.scanner.shutdown().await;
         self.env.teardown().await;
     }
+}
+
+/// The `Location` of a raw HTTP response.
+pub fn location_of(response: &str) -> String {
+    response
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("the response redirects")
 }
 
 pub fn state_of(url: &str) -> String {
