@@ -4,6 +4,7 @@
 #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 
 mod catalog;
+pub mod limits;
 
 pub use catalog::{Area, Event, EventVisitor, all_events, decode_event};
 pub use pbjson_types;

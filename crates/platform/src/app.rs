@@ -30,6 +30,7 @@ use crate::grpc::{ObservabilityLayer, with_reflection};
 use crate::metrics::Metrics;
 use crate::nats::subjects::SubjectError;
 use crate::nats::{Consumer, ConsumerSpec, EventHandler, OutgoingEvent, Subjects, streams};
+use crate::request_limits::{RequestLimits, RequestLimitsLayer};
 use crate::settings::PlatformSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("cannot build an http client: {0}")]
     Client(String),
+    #[error("cannot read the contract descriptors: {0}")]
+    Descriptors(#[from] prost::DecodeError),
     #[error("shutdown requested before the service was ready")]
     Interrupted,
 }
@@ -265,10 +268,14 @@ impl Platform {
         );
         let routes = with_reflection(routes)?;
         let layer = ObservabilityLayer::new(self.metrics.clone());
+        let limits = RequestLimitsLayer::new(Arc::new(RequestLimits::from_descriptors(
+            picket_proto::FILE_DESCRIPTOR_SET,
+        )?));
         let shutdown = self.shutdown.clone();
         self.spawn("grpc server", async move {
             let served = tonic::transport::Server::builder()
                 .layer(layer)
+                .layer(limits)
                 .add_routes(routes)
                 .add_service(health_service)
                 .serve_with_incoming_shutdown(
@@ -384,6 +391,7 @@ impl Platform {
             self.pool.clone(),
             self.settings.database.schema.clone(),
             self.jetstream.clone(),
+            self.subjects.dead_letter_subject(self.service),
             self.settings.nats.outbox_poll_interval,
             self.metrics.clone(),
         );

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod nats;
 pub mod offboarding;
 pub mod oidc;
+pub mod request_limits;
 pub mod runtime;
 pub mod settings;
 pub mod telemetry;

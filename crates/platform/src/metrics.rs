@@ -62,6 +62,8 @@ pub struct Metrics {
     /// credits debited, purges completed, ...), by type.
     pub events_published: Family<EventLabels, Counter>,
     pub outbox_publish_failures: Counter,
+    /// Events the outbox relay could never publish and set aside, by type.
+    pub outbox_events_set_aside: Family<EventLabels, Counter>,
 }
 
 impl Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
             consumer_pending: Family::default(),
             events_published: Family::default(),
             outbox_publish_failures: Counter::default(),
+            outbox_events_set_aside: Family::default(),
         };
         {
             let mut registry = metrics
@@ -127,6 +130,11 @@ impl Metrics {
                 "picket_outbox_publish_failures",
                 "Failed attempts to relay outbox events",
                 metrics.outbox_publish_failures.clone(),
+            );
+            registry.register(
+                "picket_outbox_events_set_aside",
+                "Events the outbox relay could never publish (too large), moved aside with the reason",
+                metrics.outbox_events_set_aside.clone(),
             );
         }
         metrics

@@ -1,13 +1,17 @@
 //! The transactional outbox: a service inserts its events in the transaction that changes its
 //! state; the relay publishes them to JetStream with the event id as `Nats-Msg-Id`, then deletes
 //! them. A crash between publish and delete republishes, and JetStream's de-duplication window
-//! (plus the consumers' inbox) absorbs the duplicate.
+//! (plus the consumers' inbox) absorbs the duplicate. An event that can never be published (larger
+//! than the server's `max_payload`) does not hold up the ones behind it: it is moved to
+//! `outbox_set_aside` with the reason, announced on the service's dead-letter subject, and counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
@@ -18,6 +22,8 @@ use crate::db::notify;
 use crate::db::statement::{Arguments, column};
 use crate::metrics::{EventLabels, Metrics};
 use crate::nats::OutgoingEvent;
+use crate::nats::consumer::{DLQ_REASON, DLQ_SUBJECT};
+use crate::nats::envelope::NATS_MSG_ID;
 
 /// Rows relayed per transaction.
 const BATCH_SIZE: i64 = 256;
@@ -106,8 +112,18 @@ pub struct OutboxRelay {
     pool: PgPool,
     schema: String,
     jetstream: jetstream::Context,
+    /// Where an event set aside is announced (the service's dead-letter subject).
+    dead_letter_subject: String,
     poll_interval: Duration,
     metrics: Arc<Metrics>,
+}
+
+/// An event the server will never take, with why.
+struct SetAside {
+    sequence: i64,
+    event: OutgoingEvent,
+    size: usize,
+    reason: String,
 }
 
 impl OutboxRelay {
@@ -115,6 +131,7 @@ impl OutboxRelay {
         pool: PgPool,
         schema: String,
         jetstream: jetstream::Context,
+        dead_letter_subject: String,
         poll_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> OutboxRelay {
@@ -122,6 +139,7 @@ impl OutboxRelay {
             pool,
             schema,
             jetstream,
+            dead_letter_subject,
             poll_interval,
             metrics,
         }
@@ -166,10 +184,11 @@ impl OutboxRelay {
         let mut sequences = Vec::with_capacity(rows.len());
         let mut event_types = Vec::with_capacity(rows.len());
         let mut acks = Vec::with_capacity(rows.len());
+        let mut set_aside = Vec::new();
         for row in &rows {
             let trace_context: sqlx::types::Json<HashMap<String, String>> =
                 row.try_get("trace_context")?;
-            let event = OutgoingEvent {
+            let mut event = OutgoingEvent {
                 id: row.try_get::<Uuid, _>("event_id")?,
                 event_type: row.try_get("event_type")?,
                 source: row.try_get("source")?,
@@ -179,20 +198,37 @@ impl OutboxRelay {
                 payload: row.try_get("payload")?,
                 trace_context: trace_context.0,
             };
-            sequences.push(row.try_get::<i64, _>("seq")?);
-            event_types.push(event.event_type.clone());
+            let sequence = row.try_get::<i64, _>("seq")?;
+            let payload = std::mem::take(&mut event.payload);
+            let size = payload.len();
             // Sent in order on one connection; acks are awaited together below.
-            let ack = self
+            let published = self
                 .jetstream
-                .publish_with_headers(event.subject.clone(), event.headers(), event.payload.into())
-                .await
-                .map_err(|error| RelayError::Publish(error.into()))?;
-            acks.push(ack);
+                .publish_with_headers(event.subject.clone(), event.headers(), payload.into())
+                .await;
+            match published {
+                Ok(ack) => {
+                    sequences.push(sequence);
+                    event_types.push(event.event_type);
+                    acks.push(ack);
+                }
+                // The client refuses it before sending: no retry will ever succeed.
+                Err(error) if error.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    set_aside.push(SetAside {
+                        sequence,
+                        event,
+                        size,
+                        reason: error.to_string(),
+                    });
+                }
+                Err(error) => return Err(RelayError::Publish(error.into())),
+            }
         }
         for ack in acks {
             ack.await
                 .map_err(|error| RelayError::Publish(error.into()))?;
         }
+        self.set_aside(&mut transaction, &set_aside).await?;
         sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
             .bind(&sequences)
             .execute(&mut *transaction)
@@ -204,6 +240,67 @@ impl OutboxRelay {
                 .get_or_create(&EventLabels { event_type })
                 .inc();
         }
-        Ok(sequences.len())
+        for aside in set_aside {
+            tracing::error!(
+                event_id = %aside.event.id,
+                event_type = %aside.event.event_type,
+                subject = %aside.event.subject,
+                bytes = aside.size,
+                reason = %aside.reason,
+                "outbox event set aside: it can never be published"
+            );
+            self.metrics
+                .outbox_events_set_aside
+                .get_or_create(&EventLabels {
+                    event_type: aside.event.event_type,
+                })
+                .inc();
+        }
+        Ok(rows.len())
+    }
+
+    /// Announces each event on the dead-letter subject (its CloudEvents headers and the reason,
+    /// without the payload the server refused), then moves its row to `outbox_set_aside`.
+    async fn set_aside(
+        &self,
+        transaction: &mut PgConnection,
+        set_aside: &[SetAside],
+    ) -> Result<(), RelayError> {
+        if set_aside.is_empty() {
+            return Ok(());
+        }
+        for aside in set_aside {
+            let mut headers = aside.event.headers();
+            let reason = format!("{} ({} bytes)", aside.reason, aside.size);
+            headers.insert(DLQ_REASON, reason.as_str());
+            headers.insert(DLQ_SUBJECT, aside.event.subject.as_str());
+            // Announced once, however often this batch is retried.
+            let dead_letter_id = format!("outbox-{}", aside.event.id);
+            headers.insert(NATS_MSG_ID, dead_letter_id.as_str());
+            self.jetstream
+                .publish_with_headers(self.dead_letter_subject.clone(), headers, Bytes::new())
+                .await
+                .map_err(|error| RelayError::Publish(error.into()))?
+                .await
+                .map_err(|error| RelayError::Publish(error.into()))?;
+        }
+        let sequences: Vec<i64> = set_aside.iter().map(|aside| aside.sequence).collect();
+        let reasons: Vec<&str> = set_aside
+            .iter()
+            .map(|aside| aside.reason.as_str())
+            .collect();
+        sqlx::query(
+            "WITH moved AS (DELETE FROM outbox WHERE seq = ANY($1) RETURNING *)
+             INSERT INTO outbox_set_aside (seq, event_id, subject, event_type, source, ce_subject,
+                 occurred_at, payload, trace_context, reason)
+             SELECT m.seq, m.event_id, m.subject, m.event_type, m.source, m.ce_subject,
+                 m.occurred_at, m.payload, m.trace_context, r.reason
+             FROM moved m JOIN unnest($1::bigint[], $2::text[]) AS r(seq, reason) USING (seq)",
+        )
+        .bind(&sequences)
+        .bind(&reasons)
+        .execute(transaction)
+        .await?;
+        Ok(())
     }
 }
