@@ -5,7 +5,7 @@ BUF := npx --yes @bufbuild/buf@1.75.0
 STACK := scripts/stack.sh run --
 BENCH_ARGS ?=
 
-.PHONY: run test lint deploy-check bench fmt
+.PHONY: run test lint deny deploy-check bench fmt
 
 run:
 	$(STACK) scripts/run-services.sh
@@ -17,6 +17,10 @@ lint:
 	cd proto && $(BUF) lint
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# cargo-deny over the lock file: licences, bans, sources and advisories (deny.toml).
+deny:
+	bash scripts/deny.sh
 
 # Renders the Kubernetes overlays (deploy/kubernetes) and validates them; needs no cluster.
 deploy-check:

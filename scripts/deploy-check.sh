@@ -32,37 +32,10 @@ PROD_EXTERNAL_SECRETS=(picket-auth picket-nats picket-scanner-graph picket-notif
 say() { echo "deploy-check: $*" >&2; }
 
 # The virtualenv with kubernetes-validate, made when missing or holding another version.
+# shellcheck source=scripts/python-venv.sh
+source scripts/python-venv.sh
 ensure_validator() {
-    local python=$VENV/bin/python
-    if [[ -x $python ]] && "$python" - "$KUBERNETES_VALIDATE_VERSION" >/dev/null 2>&1 <<'EOF'
-import sys
-from importlib.metadata import version
-sys.exit(0 if version("kubernetes-validate") == sys.argv[1] else 1)
-EOF
-    then
-        return
-    fi
-    command -v python3 >/dev/null || { say "python3 is needed"; exit 1; }
-    say "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $VENV"
-    rm -rf "$VENV"
-    mkdir -p "$(dirname "$VENV")"
-    if python3 -m venv "$VENV" >/dev/null 2>&1; then
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-    else
-        # Debian without python3-venv has no ensurepip: a venv without pip, filled by the system's
-        # pip (>= 22.3 installs into another interpreter's environment with --python).
-        rm -rf "$VENV"
-        python3 -m venv --without-pip "$VENV" || {
-            say "cannot create a virtualenv: install python3-venv (Debian: apt-get install python3-venv)"
-            exit 1
-        }
-        python3 -m pip --python "$VENV/bin/python" install --quiet --disable-pip-version-check \
-            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || {
-            say "cannot install kubernetes-validate: install python3-venv, or pip >= 22.3"
-            exit 1
-        }
-    fi
+    ensure_python_tool "$VENV" kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" || exit 1
 }
 
 # Sets RENDERER to the command line that renders a kustomization directory given after it.
