@@ -13,7 +13,9 @@ use picket_e2e::{
 use picket_platform::Application;
 use picket_platform::auth::{Principal, Role};
 use picket_platform::time::to_duration;
+use picket_proto::incidents::v1 as incidents;
 use picket_proto::incidents::v1::ListIncidentsRequest;
+use picket_proto::incidents::v1::authority_service_client::AuthorityServiceClient;
 use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::ledger::v1::engagement_service_client::EngagementServiceClient;
 use picket_proto::ledger::v1::{OpenEngagementRequest, RequestChannel};
@@ -294,6 +296,19 @@ async fn an_offboarded_tenant_is_disconnected_then_purged_everywhere_with_a_cert
         .expect("engagement opened");
 
     // A customer contact granted the tenant sees its incidents, until the offboarding starts.
+    AuthorityServiceClient::new(channel(&picket.prioritizer).await)
+        .grant_customer_access(picket.env.request(
+            &picket.token(),
+            incidents::GrantCustomerAccessRequest {
+                partner_id: PARTNER.into(),
+                tenant_id: tenant_id.clone(),
+                customer_subject: "it@contoso.example".into(),
+                email: "it@contoso.example".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("granted");
     let customer = picket.env.token(&Principal {
         subject: "it@contoso.example".into(),
         role: Role::Customer,
@@ -335,6 +350,19 @@ async fn an_offboarded_tenant_is_disconnected_then_purged_everywhere_with_a_cert
         started.state(),
         offboarding::OffboardingState::Disconnecting
     );
+    // Offboardings are the partner's business: the customer contact reads none.
+    let customer_read = picket
+        .offboardings()
+        .await
+        .get_offboarding(picket.env.request(
+            &customer,
+            offboarding::GetOffboardingRequest {
+                offboarding_id: started.offboarding_id.clone(),
+            },
+        ))
+        .await
+        .expect_err("a customer does not read offboardings");
+    assert_eq!(customer_read.code(), tonic::Code::PermissionDenied);
     let scheduled = picket
         .wait_for_state(
             &started.offboarding_id,

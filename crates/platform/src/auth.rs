@@ -146,26 +146,32 @@ impl Principal {
             .ok_or_else(|| Status::unauthenticated("request carries no verified principal"))
     }
 
-    /// Operator staff see every partner.
-    pub fn is_operator_staff(&self) -> bool {
-        matches!(self.role, Role::Operator | Role::Investigator)
+    /// The operator sees every partner. Investigators are not scoped by partner at all: they see
+    /// only the engagements assigned to them, which the ledger checks itself.
+    pub fn is_operator(&self) -> bool {
+        self.role == Role::Operator
     }
 
     /// Whether the principal may see data of this partner (any of its tenants, for customers
     /// see [`Principal::can_access_tenant`]).
     pub fn can_access_partner(&self, partner_id: &str) -> bool {
-        self.is_operator_staff() || self.partner_id.as_deref() == Some(partner_id)
+        match self.role {
+            Role::Operator => true,
+            Role::Partner | Role::Customer => self.partner_id.as_deref() == Some(partner_id),
+            Role::Investigator => false,
+        }
     }
 
     /// Whether the principal may see data of this tenant of this partner.
     pub fn can_access_tenant(&self, partner_id: &str, tenant_id: &str) -> bool {
         match self.role {
-            Role::Operator | Role::Investigator => true,
+            Role::Operator => true,
             Role::Partner => self.partner_id.as_deref() == Some(partner_id),
             Role::Customer => {
                 self.partner_id.as_deref() == Some(partner_id)
                     && self.tenant_ids.iter().any(|granted| granted == tenant_id)
             }
+            Role::Investigator => false,
         }
     }
 
@@ -191,8 +197,10 @@ impl Principal {
     /// the principal's own partner, refusing a request for another.
     pub fn partner_scope(&self, requested: &str) -> Result<Option<String>, Status> {
         let requested = (!requested.is_empty()).then(|| requested.to_owned());
-        if self.is_operator_staff() {
-            return Ok(requested);
+        match self.role {
+            Role::Operator => return Ok(requested),
+            Role::Investigator => return Err(self.refused()),
+            Role::Partner | Role::Customer => {}
         }
         if requested.is_some() && requested != self.partner_id {
             return Err(Status::permission_denied("partner_id: not your partner"));
@@ -205,10 +213,11 @@ impl Principal {
         if allowed.contains(&self.role) {
             return Ok(());
         }
-        Err(Status::permission_denied(format!(
-            "role {} may not do this",
-            self.role.as_str()
-        )))
+        Err(self.refused())
+    }
+
+    fn refused(&self) -> Status {
+        Status::permission_denied(format!("role {} may not do this", self.role.as_str()))
     }
 }
 
@@ -563,6 +572,19 @@ mod tests {
             claims(Some("partner"), &["operator"]).role(),
             Err(TokenError::SeveralRoles)
         ));
+    }
+
+    #[test]
+    fn investigators_see_no_partner_through_the_principal_alone() {
+        let investigator = Principal {
+            subject: "ines".into(),
+            role: Role::Investigator,
+            partner_id: None,
+            tenant_ids: vec![],
+        };
+        assert!(!investigator.can_access_partner("p1"));
+        assert!(!investigator.can_access_tenant("p1", "t1"));
+        assert!(investigator.partner_scope("").is_err());
     }
 
     #[test]

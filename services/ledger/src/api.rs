@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::batch::{Action, Call, Command, Commands, Created, Links, NewHold, NewPack, Partner};
 use crate::engine::{self, HoldState, Operation, Retainer, TransferKind};
-use crate::reports;
 use crate::store::{self, HoldRecord, PackRow, RetainerRow, TransferRecord};
+use crate::{engagement_api, reports};
 
 /// A pack's validity when the operator does not say.
 const DEFAULT_VALIDITY: chrono::Duration = chrono::Duration::days(365);
@@ -37,6 +37,37 @@ const MAX_KEY_LENGTH: usize = 200;
 pub struct LedgerApi {
     pub(crate) pool: PgPool,
     commands: Commands,
+}
+
+/// Operators handle any hold; an investigator only the hold of an engagement assigned to them.
+async fn require_hold_of_assigned(
+    pool: &PgPool,
+    principal: &Principal,
+    partner_id: &str,
+    hold_id: Uuid,
+) -> Result<(), Status> {
+    if principal.role != Role::Investigator {
+        return Ok(());
+    }
+    let engagement_id = store::hold(pool, hold_id)
+        .await
+        .map_err(internal)?
+        .filter(|hold| hold.partner_id == partner_id)
+        .ok_or_else(|| Status::not_found(format!("hold_id: no hold {hold_id}")))?
+        .engagement_id;
+    let assigned = match engagement_id {
+        Some(engagement_id) => crate::engagements::get(pool, engagement_id)
+            .await
+            .map_err(internal)?
+            .is_some_and(|engagement| engagement_api::may_read(principal, &engagement)),
+        None => false,
+    };
+    if assigned {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "hold_id: hold {hold_id} belongs to no engagement assigned to you"
+    )))
 }
 
 impl LedgerApi {
@@ -338,8 +369,14 @@ pub(crate) fn place_hold(
     engagement_id: Option<Uuid>,
     timeout: chrono::Duration,
 ) -> Result<ledger::PlaceHoldResponse, Status> {
-    if let Some(engagement_id) = engagement_id {
-        call.open_engagement(engagement_id)?;
+    match engagement_id {
+        Some(engagement_id) => call.require_assigned(engagement_id)?,
+        None if call.actor.role != i32::from(common::Role::Operator) => {
+            return Err(Status::permission_denied(
+                "engagement_id: an investigator places holds only for an engagement assigned to them",
+            ));
+        }
+        None => {}
     }
     let hold_id = Uuid::now_v7();
     call.apply(
@@ -545,6 +582,7 @@ impl CreditLedgerService for LedgerApi {
         if message.minutes < 0 {
             return Err(Status::invalid_argument("minutes: must not be negative"));
         }
+        require_hold_of_assigned(&self.pool, &principal, &message.partner_id, hold_id).await?;
         let action = Action::PostHold {
             request: message.clone(),
             hold_id,
@@ -569,6 +607,7 @@ impl CreditLedgerService for LedgerApi {
         check_partner_id(&message.partner_id)?;
         check_key(&message.idempotency_key)?;
         let hold_id = parse_uuid(&message.hold_id, "hold_id")?;
+        require_hold_of_assigned(&self.pool, &principal, &message.partner_id, hold_id).await?;
         let action = Action::VoidHold {
             request: message.clone(),
             hold_id,
@@ -590,10 +629,22 @@ impl CreditLedgerService for LedgerApi {
         let principal = Principal::of(&request)?.clone();
         let hold_id = parse_uuid(&request.get_ref().hold_id, "hold_id")?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
-        let hold = store::hold(&self.pool, hold_id)
-            .await
-            .map_err(internal)?
-            .filter(|hold| principal.can_access_partner(&hold.partner_id))
+        let hold = store::hold(&self.pool, hold_id).await.map_err(internal)?;
+        let engagement = match hold.as_ref().and_then(|hold| hold.engagement_id) {
+            Some(engagement_id) if principal.role == Role::Investigator => {
+                crate::engagements::get(&self.pool, engagement_id)
+                    .await
+                    .map_err(internal)?
+            }
+            _ => None,
+        };
+        let hold = hold
+            .filter(|hold| {
+                principal.can_access_partner(&hold.partner_id)
+                    || engagement
+                        .as_ref()
+                        .is_some_and(|engagement| engagement_api::may_read(&principal, engagement))
+            })
             .ok_or_else(|| Status::not_found(format!("hold_id: no hold {hold_id}")))?;
         Ok(Response::new(ledger::GetHoldResponse {
             hold: Some(hold_proto(&hold)),

@@ -777,6 +777,20 @@ impl Call<'_> {
             })
     }
 
+    /// Operators act on any engagement of the partner; an investigator only on the open engagement
+    /// assigned to them.
+    pub(crate) fn require_assigned(&mut self, engagement_id: Uuid) -> Result<(), Status> {
+        let operator = self.actor.role == i32::from(common::Role::Operator);
+        let subject = self.actor.subject.clone();
+        let assigned = &self.open_engagement(engagement_id)?.investigator_subject;
+        if operator || *assigned == subject {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "engagement_id: engagement {engagement_id} is not assigned to you"
+        )))
+    }
+
     /// The partner's engagement `engagement_id`, which must be open.
     pub(crate) fn open_engagement(
         &mut self,

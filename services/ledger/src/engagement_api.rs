@@ -161,18 +161,9 @@ pub(crate) fn log_work(
     engagement_id: Uuid,
     performed_at: Option<DateTime<Utc>>,
 ) -> Result<ledger::LogWorkResponse, Status> {
-    let engagement = call.open_engagement(engagement_id)?;
-    let (assigned, engagement_hold) = (engagement.investigator_subject.clone(), engagement.hold_id);
-    // Once an investigator is assigned, only they (or operator staff) log work on it.
+    call.require_assigned(engagement_id)?;
+    let engagement_hold = call.open_engagement(engagement_id)?.hold_id;
     let investigator = call.actor.clone();
-    if !assigned.is_empty()
-        && assigned != investigator.subject
-        && investigator.role != i32::from(common::Role::Operator)
-    {
-        return Err(Status::permission_denied(format!(
-            "engagement_id: engagement {engagement_id} is assigned to another investigator"
-        )));
-    }
     let hold_id = engagement_hold.filter(|hold_id| call.reserved(Some(*hold_id)) > 0);
     let work_entry_id = Uuid::now_v7();
     let transfers = call.apply(
@@ -252,6 +243,7 @@ pub(crate) fn recommend(
     engagement_id: Uuid,
     recommendations: &[Recommendation],
 ) -> Result<ledger::RecordRecommendationsResponse, Status> {
+    call.require_assigned(engagement_id)?;
     call.open_engagement(engagement_id)?
         .recommendations
         .0
@@ -268,6 +260,7 @@ pub(crate) fn close(
     summary: &str,
     recommendations: &[Recommendation],
 ) -> Result<ledger::CloseEngagementResponse, Status> {
+    call.require_assigned(engagement_id)?;
     let hold_id = call.open_engagement(engagement_id)?.hold_id;
     let released = call.reserved(hold_id);
     if let Some(hold_id) = hold_id.filter(|_| released > 0) {
@@ -340,6 +333,14 @@ fn work_entry_proto(entry: &WorkEntryRow) -> ledger::WorkEntry {
     }
 }
 
+/// Whether `principal` may read `engagement`: the operator and the partner's staff, or the
+/// investigator it is assigned to.
+pub(crate) fn may_read(principal: &Principal, engagement: &EngagementRow) -> bool {
+    principal.can_access_partner(&engagement.partner_id)
+        || (principal.role == Role::Investigator
+            && engagement.investigator_subject == principal.subject)
+}
+
 #[tonic::async_trait]
 impl EngagementService for EngagementApi {
     async fn open_engagement(
@@ -399,7 +400,7 @@ impl EngagementService for EngagementApi {
         let engagement = engagements::get(&self.ledger.pool, engagement_id)
             .await
             .map_err(internal)?
-            .filter(|engagement| principal.can_access_partner(&engagement.partner_id))
+            .filter(|engagement| may_read(&principal, engagement))
             .ok_or_else(|| {
                 Status::not_found(format!("engagement_id: no engagement {engagement_id}"))
             })?;
@@ -424,7 +425,13 @@ impl EngagementService for EngagementApi {
         let message = request.into_inner();
         check_partner_id(&message.partner_id)?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
-        principal.require_partner(&message.partner_id)?;
+        // An investigator lists only what is assigned to them.
+        let investigator_subject = if principal.role == Role::Investigator {
+            principal.subject.as_str()
+        } else {
+            principal.require_partner(&message.partner_id)?;
+            message.investigator_subject.as_str()
+        };
         let states = parse_each(&message.states, "states", "an engagement state", |value| {
             match ledger::EngagementState::try_from(value).ok()? {
                 ledger::EngagementState::Open => Some("open"),
@@ -439,7 +446,7 @@ impl EngagementService for EngagementApi {
             &engagements::Filter {
                 partner_id: &message.partner_id,
                 tenant_id: &message.tenant_id,
-                investigator_subject: &message.investigator_subject,
+                investigator_subject,
                 states: &states,
             },
             offset,
@@ -531,8 +538,26 @@ impl EngagementService for EngagementApi {
         let message = request.into_inner();
         check_partner_id(&message.partner_id)?;
         principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
-        principal.require_partner(&message.partner_id)?;
         let engagement_id = parse_optional_uuid(&message.engagement_id, "engagement_id")?;
+        if principal.role == Role::Investigator {
+            // An investigator reads the work of an engagement assigned to them, nothing wider.
+            let Some(engagement_id) = engagement_id else {
+                return Err(Status::permission_denied(
+                    "engagement_id: an investigator lists the work of one engagement assigned to them",
+                ));
+            };
+            engagements::get(&self.ledger.pool, engagement_id)
+                .await
+                .map_err(internal)?
+                .filter(|engagement| {
+                    engagement.partner_id == message.partner_id && may_read(&principal, engagement)
+                })
+                .ok_or_else(|| {
+                    Status::not_found(format!("engagement_id: no engagement {engagement_id}"))
+                })?;
+        } else {
+            principal.require_partner(&message.partner_id)?;
+        }
         let (from, until) = time_range(message.logged.as_ref(), "logged")?;
         let limit = page_size(message.page_size, 100, 1000)?;
         let offset = parse_offset_token(&message.page_token)?;

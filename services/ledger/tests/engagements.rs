@@ -8,9 +8,11 @@ use futures::StreamExt;
 use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_proto::Event;
+use picket_proto::ledger::v1::engagement_service_client::EngagementServiceClient;
 use picket_proto::ledger::v1::{
-    BalanceLow, CloseEngagementRequest, LogWorkRequest, OpenEngagementRequest,
-    PurchaseCreditsRequest, RecommendationInput, RequestChannel, SetCreditTermsRequest,
+    AssignInvestigatorRequest, BalanceLow, CloseEngagementRequest, LogWorkRequest,
+    OpenEngagementRequest, PlaceHoldRequest, PurchaseCreditsRequest, RecommendationInput,
+    RequestChannel, SetCreditTermsRequest, VoidHoldRequest,
 };
 use picket_testkit::TestEnv;
 use tonic::Code;
@@ -25,6 +27,26 @@ fn investigator(env: &TestEnv) -> String {
         partner_id: None,
         tenant_ids: Vec::new(),
     })
+}
+
+/// The operator assigns the engagement to the test's investigator, who may then work on it.
+async fn assign_to_investigator(
+    env: &TestEnv,
+    engagements: &mut EngagementServiceClient<tonic::transport::Channel>,
+    engagement_id: &str,
+) {
+    engagements
+        .assign_investigator(env.request(
+            &env.operator_token(),
+            AssignInvestigatorRequest {
+                partner_id: "p1".into(),
+                idempotency_key: format!("assign-{engagement_id}"),
+                engagement_id: engagement_id.into(),
+                investigator_subject: "ines@picket".into(),
+            },
+        ))
+        .await
+        .expect("assigned");
 }
 
 fn work(key: &str, engagement_id: &str, minutes: i64) -> LogWorkRequest {
@@ -133,6 +155,45 @@ async fn work_is_paid_from_the_hold_and_the_oldest_pack_and_closing_releases_the
         bad_tenant.message()
     );
 
+    // Only once the engagement is assigned to them does an investigator work on it.
+    let unassigned = engagements
+        .log_work(env.request(
+            &investigator,
+            work("work-unassigned", &engagement.engagement_id, 10),
+        ))
+        .await
+        .expect_err("not assigned yet");
+    assert_eq!(unassigned.code(), Code::PermissionDenied);
+    // Nor does an investigator touch its hold, or place one outside an engagement of theirs.
+    let void = credits
+        .void_hold(env.request(
+            &investigator,
+            VoidHoldRequest {
+                partner_id: "p1".into(),
+                idempotency_key: "void-unassigned".into(),
+                hold_id: engagement.hold_id.clone(),
+                reason: "not mine to void".into(),
+            },
+        ))
+        .await
+        .expect_err("not assigned");
+    assert_eq!(void.code(), Code::PermissionDenied);
+    let free_hold = credits
+        .place_hold(env.request(
+            &investigator,
+            PlaceHoldRequest {
+                partner_id: "p1".into(),
+                idempotency_key: "hold-free".into(),
+                minutes: 30,
+                description: "a hold of my own".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("no engagement of theirs");
+    assert_eq!(free_hold.code(), Code::PermissionDenied);
+    assign_to_investigator(&env, &mut engagements, &engagement.engagement_id).await;
+
     // Work is paid from the hold, from the pack that expires first.
     let first = engagements
         .log_work(env.request(
@@ -210,6 +271,21 @@ async fn work_is_paid_from_the_hold_and_the_oldest_pack_and_closing_releases_the
         .into_inner()
         .engagement
         .expect("engagement");
+    let not_theirs = engagements
+        .close_engagement(env.request(
+            &investigator,
+            CloseEngagementRequest {
+                partner_id: "p1".into(),
+                idempotency_key: "close-unassigned".into(),
+                engagement_id: spare.engagement_id.clone(),
+                summary: "Closing someone else's work.".into(),
+                recommendations: Vec::new(),
+            },
+        ))
+        .await
+        .expect_err("an unassigned investigator does not close it");
+    assert_eq!(not_theirs.code(), Code::PermissionDenied);
+    assign_to_investigator(&env, &mut engagements, &spare.engagement_id).await;
     let released = engagements
         .close_engagement(env.request(
             &investigator,
@@ -247,6 +323,7 @@ async fn concurrent_work_never_overdraws_the_retainer() {
         .into_inner()
         .engagement
         .expect("engagement");
+    assign_to_investigator(&env, &mut engagements, &engagement.engagement_id).await;
     let attempts: Vec<_> = (0..8)
         .map(|index| {
             let mut engagements = engagements.clone();

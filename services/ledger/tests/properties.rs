@@ -13,9 +13,9 @@ use picket_platform::auth::Role;
 use picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient;
 use picket_proto::ledger::v1::engagement_service_client::EngagementServiceClient;
 use picket_proto::ledger::v1::{
-    Balance, CloseEngagementRequest, GetBalanceRequest, LogWorkRequest, OpenEngagementRequest,
-    PlaceHoldRequest, PostHoldRequest, PurchaseCreditsRequest, RequestChannel,
-    SetCreditTermsRequest, VoidHoldRequest,
+    AssignInvestigatorRequest, Balance, CloseEngagementRequest, GetBalanceRequest, LogWorkRequest,
+    OpenEngagementRequest, PlaceHoldRequest, PostHoldRequest, PurchaseCreditsRequest,
+    RequestChannel, SetCreditTermsRequest, VoidHoldRequest,
 };
 use picket_testkit::TestEnv;
 use proptest::prelude::*;
@@ -144,9 +144,8 @@ impl Ledger {
                         }
                     }),
             ),
-            Op::Open(estimate) => (
-                "open",
-                engagements
+            Op::Open(estimate) => {
+                let opened = engagements
                     .open_engagement(self.env.request(
                         operator,
                         OpenEngagementRequest {
@@ -158,8 +157,31 @@ impl Ledger {
                             ..Default::default()
                         },
                     ))
-                    .await
-                    .map(|response| {
+                    .await;
+                if let Ok(response) = &opened
+                    && let Some(engagement) = &response.get_ref().engagement
+                {
+                    // The investigator works only on what is assigned to them. A retried open may
+                    // find the engagement closed already; the assignment then fails and changes
+                    // nothing, which is what the books are checked for.
+                    let assigned = engagements
+                        .assign_investigator(self.env.request(
+                            operator,
+                            AssignInvestigatorRequest {
+                                partner_id: partner_id.into(),
+                                idempotency_key: format!("{key}-assign"),
+                                engagement_id: engagement.engagement_id.clone(),
+                                investigator_subject: "ines@picket".into(),
+                            },
+                        ))
+                        .await;
+                    if let Err(status) = assigned {
+                        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+                    }
+                }
+                (
+                    "open",
+                    opened.map(|response| {
                         let response = response.into_inner();
                         let engagement = response.engagement.unwrap_or_default();
                         Made {
@@ -168,7 +190,8 @@ impl Ledger {
                             replayed: response.replayed,
                         }
                     }),
-            ),
+                )
+            }
             Op::Hold(minutes) => (
                 "hold",
                 credits
@@ -537,7 +560,8 @@ async fn check_invariants(
             *applied.entry(operation).or_default() += 1;
         }
         let keys: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE partner_id = $1")
+            // The assignments that follow each open are the harness's, not the case's.
+            sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE partner_id = $1 AND idempotency_key NOT LIKE '%-assign'")
                 .bind(partner_id)
                 .fetch_one(pool)
                 .await

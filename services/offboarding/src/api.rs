@@ -30,8 +30,13 @@ impl OffboardingApi {
 
 const MAX_REASON: usize = 2_000;
 
-/// Lists span partners only for operator staff.
+/// Offboardings and their certificates are the partner's business: customers (whose access ends
+/// when an offboarding starts) and investigators read none.
+const READERS: &[Role] = &[Role::Operator, Role::Partner];
+
+/// Lists span partners only for the operator.
 fn listing_partner<'a>(principal: &Principal, partner_id: &'a str) -> Result<&'a str, Status> {
+    principal.require_role(READERS)?;
     if partner_id.is_empty() {
         principal.require_role(&[Role::Operator])?;
     } else {
@@ -91,6 +96,7 @@ impl OffboardingService for OffboardingApi {
         request: Request<offboarding::GetOffboardingRequest>,
     ) -> Result<Response<offboarding::GetOffboardingResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
+        principal.require_role(READERS)?;
         let offboarding_id = parse_uuid(&request.get_ref().offboarding_id, "offboarding_id")?;
         let saga = self
             .offboardings
@@ -198,6 +204,7 @@ impl OffboardingService for OffboardingApi {
         request: Request<offboarding::GetDeletionCertificateRequest>,
     ) -> Result<Response<offboarding::GetDeletionCertificateResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
+        principal.require_role(READERS)?;
         let message = request.into_inner();
         let certificate_id = parse_optional_uuid(&message.certificate_id, "certificate_id")?;
         let offboarding_id = parse_optional_uuid(&message.offboarding_id, "offboarding_id")?;

@@ -89,17 +89,17 @@ async fn visible_incident(
         .pop()
         .filter(|incident| principal.can_access_tenant(&incident.partner_id, &incident.tenant_id))
         .ok_or_else(not_found)?;
-    let granted =
-        without_offboarded(pool, principal, Some(vec![incident.tenant_id.clone()])).await?;
+    let granted = still_granted(pool, principal, Some(vec![incident.tenant_id.clone()])).await?;
     if granted.is_some_and(|tenants| tenants.is_empty()) {
         return Err(not_found());
     }
     Ok(incident)
 }
 
-/// A customer's access to a tenant ends when the tenant's offboarding starts: `tenant_ids`
-/// without those (for customers; anyone else's scope is left as it is).
-async fn without_offboarded(
+/// A customer reads a tenant while the partner's grant for it is active and its offboarding has
+/// not started, whatever its token's `tenant_ids` still say: `tenant_ids` narrowed to those (for
+/// customers; anyone else's scope is left as it is).
+async fn still_granted(
     pool: &PgPool,
     principal: &Principal,
     tenant_ids: Option<Vec<String>>,
@@ -108,13 +108,14 @@ async fn without_offboarded(
         return Ok(tenant_ids);
     };
     let partner_id = principal.partner_id.as_deref().unwrap_or_default();
-    let offboarded = store::offboarded_tenants(pool, partner_id, tenant_ids)
-        .await
-        .map_err(internal)?;
+    let readable =
+        store::customer_readable_tenants(pool, partner_id, &principal.subject, tenant_ids)
+            .await
+            .map_err(internal)?;
     Ok(Some(
         tenant_ids
             .iter()
-            .filter(|tenant_id| !offboarded.contains(*tenant_id))
+            .filter(|tenant_id| readable.contains(*tenant_id))
             .cloned()
             .collect(),
     ))
@@ -398,7 +399,7 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<incidents::ListIncidentsResponse>, Status> {
         let principal = Principal::of(&request)?;
         let mut filter = scoped_filter(principal, request.get_ref())?;
-        filter.tenant_ids = without_offboarded(self.pool(), principal, filter.tenant_ids).await?;
+        filter.tenant_ids = still_granted(self.pool(), principal, filter.tenant_ids).await?;
         let rows = list_incidents(self.pool(), &filter)
             .await
             .map_err(internal)?;
@@ -544,7 +545,7 @@ impl IncidentService for IncidentApi {
         let body = request.get_ref();
         let (partner_id, tenant_ids) =
             IncidentApi::recommendation_scope(principal, &body.partner_id, &body.tenant_id)?;
-        let tenant_ids = without_offboarded(self.pool(), principal, tenant_ids).await?;
+        let tenant_ids = still_granted(self.pool(), principal, tenant_ids).await?;
         let limit = page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let offset = parse_offset_token(&body.page_token)?;
         let query = RecommendationQuery {
@@ -576,7 +577,7 @@ impl IncidentService for IncidentApi {
         let body = request.get_ref();
         let (partner_id, tenant_ids) =
             IncidentApi::recommendation_scope(principal, &body.partner_id, &body.tenant_id)?;
-        let tenant_ids = without_offboarded(self.pool(), principal, tenant_ids).await?;
+        let tenant_ids = still_granted(self.pool(), principal, tenant_ids).await?;
         let states = parse_each(&body.states, "states", "a recommendation state", |value| {
             incidents::RecommendationState::try_from(value)
                 .ok()

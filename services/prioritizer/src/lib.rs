@@ -70,7 +70,10 @@ pub async fn build_with_clock(
     );
     let incidents =
         IncidentServiceServer::new(api::IncidentApi::new(processor.clone(), authority.clone()));
-    let policies = PolicyServiceServer::new(policy_api::PolicyApi::new(processor.clone()));
+    let policies = PolicyServiceServer::new(policy_api::PolicyApi::new(
+        processor.clone(),
+        authority.clone(),
+    ));
     let authorities = AuthorityServiceServer::new(authority::AuthorityApi::new(authority));
     let routes = tonic::service::Routes::new(platform.authenticated(incidents))
         .add_service(platform.authenticated(policies))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use picket_platform::Principal;
+use picket_platform::auth::Role;
 use picket_platform::grpc::{
     internal, next_offset_token, page_size, parse_offset_token, parse_uuid,
 };
@@ -17,6 +18,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::api::{applied, principal_actor, process_status};
+use crate::authority::Authority;
 use crate::model::DecisionKind;
 use crate::processor::{Command, Decide, EffectivePolicy, Job, Outcome, Processor, rule_actor};
 use crate::store::{self, AutoApproveRuleRow, PartnerPolicyRow, TenantKey, ThemeLaunchRow};
@@ -27,11 +29,19 @@ const MAX_PAGE_SIZE: i64 = 500;
 
 pub struct PolicyApi {
     processor: Arc<Processor>,
+    authority: Authority,
 }
 
+/// Auto-approve rules and the partner's policy are the partner's own: customers and investigators
+/// read neither.
+const READERS: &[Role] = &[Role::Operator, Role::Partner];
+
 impl PolicyApi {
-    pub fn new(processor: Arc<Processor>) -> PolicyApi {
-        PolicyApi { processor }
+    pub fn new(processor: Arc<Processor>, authority: Authority) -> PolicyApi {
+        PolicyApi {
+            processor,
+            authority,
+        }
     }
 
     fn pool(&self) -> &PgPool {
@@ -68,6 +78,7 @@ impl PolicyApi {
         principal: &Principal,
         rule_id: &str,
     ) -> Result<AutoApproveRuleRow, Status> {
+        principal.require_role(READERS)?;
         let rule_id = parse_uuid(rule_id, "rule_id")?;
         sqlx::query_as::<_, AutoApproveRuleRow>(
             "SELECT * FROM auto_approve_rules WHERE rule_id = $1",
@@ -201,6 +212,14 @@ impl PolicyService for PolicyApi {
         let mut tenant_ids = body.tenant_ids.clone();
         tenant_ids.sort();
         tenant_ids.dedup();
+        self.authority
+            .check_auto_approver(
+                principal,
+                &body.partner_id,
+                body.check_id.trim(),
+                (!all_tenants).then_some(tenant_ids.as_slice()),
+            )
+            .await?;
         let rule: AutoApproveRuleRow = sqlx::query_as(
             "INSERT INTO auto_approve_rules (rule_id, partner_id, check_id, all_tenants, tenant_ids, description,
                  created_by, created_at)
@@ -253,6 +272,7 @@ impl PolicyService for PolicyApi {
         if body.partner_id.is_empty() {
             return Err(Status::invalid_argument("partner_id: is required"));
         }
+        principal.require_role(READERS)?;
         principal.require_partner(&body.partner_id)?;
         let limit = page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let offset = parse_offset_token(&body.page_token)?;
@@ -306,6 +326,7 @@ impl PolicyService for PolicyApi {
         if partner_id.is_empty() {
             return Err(Status::invalid_argument("partner_id: is required"));
         }
+        principal.require_role(READERS)?;
         principal.require_partner(partner_id)?;
         let row = self.policy_row(partner_id).await?;
         Ok(Response::new(incidents::GetPartnerPolicyResponse {

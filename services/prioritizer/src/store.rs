@@ -786,6 +786,30 @@ impl Changes {
 }
 
 /// Which of a partner's `tenant_ids` are being offboarded.
+/// Of `tenant_ids`, those `customer_subject` may read now: an active grant of the partner names
+/// them, and their offboarding has not started. Read at every call, so a revoked grant ends
+/// access at once, whatever the customer's token still says.
+pub async fn customer_readable_tenants(
+    pool: &PgPool,
+    partner_id: &str,
+    customer_subject: &str,
+    tenant_ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let readable: Vec<String> = sqlx::query_scalar(
+        "SELECT g.tenant_id FROM customer_grants g
+         WHERE g.partner_id = $1 AND g.customer_subject = $2 AND g.tenant_id = ANY($3)
+           AND g.revoked_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.partner_id = g.partner_id
+               AND t.tenant_id = g.tenant_id AND t.offboarding_id IS NOT NULL)",
+    )
+    .bind(partner_id)
+    .bind(customer_subject)
+    .bind(tenant_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(readable.into_iter().collect())
+}
+
 pub async fn offboarded_tenants(
     pool: &PgPool,
     partner_id: &str,

@@ -231,6 +231,19 @@ async fn decisions_follow_the_partners_map_and_its_grants() {
         .into_inner();
     assert!(after.allowed, "{}", after.reason);
     assert!(after.authority_basis.contains(&grant.grant_id));
+    let read = |token: &str| {
+        let mut incidents = harness.incidents.clone();
+        let request = harness.env.request(
+            token,
+            incidents::GetIncidentRequest {
+                incident_id: incident.incident_id.clone(),
+            },
+        );
+        async move { incidents.get_incident(request).await }
+    };
+    read(&customer)
+        .await
+        .expect("the granted customer reads it");
     client
         .revoke_customer_access(harness.env.request(
             &partner,
@@ -241,13 +254,16 @@ async fn decisions_follow_the_partners_map_and_its_grants() {
         ))
         .await
         .expect("revoked");
+    // The revocation ends access at once, though the customer's token still names the tenant.
+    let unread = read(&customer).await.expect_err("the grant was revoked");
+    assert_eq!(unread.code(), Code::NotFound);
     let refused = harness
         .incidents
         .clone()
         .approve_incident(harness.env.request(&customer, approve()))
         .await
         .expect_err("the grant was revoked");
-    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(refused.code(), Code::NotFound);
     let ciso = harness.env.token(&person(Role::Partner, "ciso@p1"));
     let approved = harness
         .incidents
@@ -262,6 +278,37 @@ async fn decisions_follow_the_partners_map_and_its_grants() {
         "{}",
         decision.authority_basis
     );
+
+    // An auto-approve rule approves in its creator's name: staff whom the map does not let approve
+    // this critical check cannot set one up for it; the CISO can.
+    let rule = incidents::CreateAutoApproveRuleRequest {
+        partner_id: PARTNER.into(),
+        check_id: incident.check_id.clone(),
+        scope: incidents::AutoApproveScope::Tenants.into(),
+        tenant_ids: vec![TENANT.into()],
+        description: "approve it always".into(),
+        apply_to_open_incidents: false,
+    };
+    let bypass = harness
+        .policies
+        .clone()
+        .create_auto_approve_rule(harness.env.request(&partner, rule.clone()))
+        .await
+        .expect_err("staff may not approve critical incidents");
+    assert_eq!(bypass.code(), Code::PermissionDenied);
+    assert!(
+        bypass
+            .message()
+            .starts_with("an auto-approve rule approves in its creator's name"),
+        "{}",
+        bypass.message()
+    );
+    harness
+        .policies
+        .clone()
+        .create_auto_approve_rule(harness.env.request(&ciso, rule))
+        .await
+        .expect("the CISO may");
 
     // Another partner can neither read nor change the map; a bad map names its field.
     let stranger = client

@@ -95,6 +95,74 @@ impl Authority {
         decide::authority(&map, &grants, principal, &asked).map_err(Status::permission_denied)
     }
 
+    /// Whether `principal` may set up the automatic approval of `check_id`'s fixes on these tenants
+    /// of the partner (all of them when `None`): an auto-approve rule approves in its creator's
+    /// name, so the map in force for each tenant must let its creator approve the check's incidents
+    /// at every severity and kind they were seen with (a critical configuration incident when the
+    /// check was never seen). PERMISSION_DENIED says what is missing.
+    pub async fn check_auto_approver(
+        &self,
+        principal: &Principal,
+        partner_id: &str,
+        check_id: &str,
+        tenant_ids: Option<&[String]>,
+    ) -> Result<(), Status> {
+        let seen: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT severity, kind FROM recommendations WHERE partner_id = $1 AND check_id = $2",
+        )
+        .bind(partner_id)
+        .bind(check_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        let mut asked: Vec<decide::Asked> = seen
+            .iter()
+            .filter_map(|(severity, kind)| {
+                Some(decide::Asked {
+                    decision: incidents::DecisionKind::Approve,
+                    severity: crate::model::Severity::from_db(severity)?.to_proto(),
+                    kind: crate::model::Kind::from_db(kind)?.to_proto(),
+                })
+            })
+            .collect();
+        if asked.is_empty() {
+            asked.push(decide::Asked {
+                decision: incidents::DecisionKind::Approve,
+                severity: picket_proto::common::v1::Severity::Critical,
+                kind: picket_proto::common::v1::FindingKind::Configuration,
+            });
+        }
+        let tenants: Vec<String> = match tenant_ids {
+            Some(tenant_ids) => tenant_ids.to_vec(),
+            // Every tenant: the partner's map, and each tenant's own deviation.
+            None => {
+                let mut deviations: Vec<String> = sqlx::query_scalar(
+                    "SELECT tenant_id FROM authority_maps WHERE partner_id = $1 AND tenant_id <> ''",
+                )
+                .bind(partner_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(internal)?;
+                deviations.push(String::new());
+                deviations
+            }
+        };
+        for tenant_id in &tenants {
+            let (map, _) = self
+                .effective(partner_id, tenant_id)
+                .await
+                .map_err(internal)?;
+            for asked in &asked {
+                decide::authority(&map, &[], principal, asked).map_err(|reason| {
+                    Status::permission_denied(format!(
+                        "an auto-approve rule approves in its creator's name, and {reason}"
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     async fn publish(
         &self,
         connection: &mut sqlx::PgConnection,
