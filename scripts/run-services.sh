@@ -37,6 +37,14 @@ if [[ -z ${PICKET__AUTH__JWT_SECRET:-} ]]; then
 	PICKET__AUTH__JWT_SECRET=$(cat "$DEV_DIR/jwt-secret")
 	export PICKET__AUTH__JWT_SECRET
 fi
+# The key-encryption key that seals webhook secrets at rest, made once like the signing key.
+if [[ -z ${PICKET__NOTIFIER__SECRET_KEYS:-} ]]; then
+	if [[ ! -s $DEV_DIR/notifier-secret-keys ]]; then
+		printf 'dev-1:%s' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$DEV_DIR/notifier-secret-keys"
+	fi
+	PICKET__NOTIFIER__SECRET_KEYS=$(cat "$DEV_DIR/notifier-secret-keys")
+	export PICKET__NOTIFIER__SECRET_KEYS
+fi
 export PICKET__DATABASE__URL=${PICKET__DATABASE__URL:-postgres://postgres@$PG_HOST:$PG_PORT/$DATABASE}
 export PICKET__NATS__URL=${PICKET__NATS__URL:-nats://$NATS_HOST:$NATS_PORT}
 export PICKET__TELEMETRY__LOG_FORMAT=${PICKET__TELEMETRY__LOG_FORMAT:-json}

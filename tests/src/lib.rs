@@ -12,9 +12,20 @@ use picket_testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// Notifier settings for tests: loopback receivers allowed, fast retries, short claims.
-pub const NOTIFIER_TEST_TOML: &str = r#"
-[notifier]
+/// The key-encryption key that seals webhook secrets in the tests, and only there.
+macro_rules! notifier_test_secret_keys {
+    () => {
+        "test-1:yW0Oj8Wmg48xwAxBhsKPe4CQmFx4gsxChPDh1a/6OWw="
+    };
+}
+pub const NOTIFIER_TEST_SECRET_KEYS: &str = notifier_test_secret_keys!();
+
+/// Notifier settings for tests: loopback receivers allowed, fast retries, short claims, and the
+/// tests' key-encryption key for webhook secrets.
+pub const NOTIFIER_TEST_TOML: &str = concat!(
+    "[notifier]\nsecret_keys = \"",
+    notifier_test_secret_keys!(),
+    r#""
 allowed_networks = ["127.0.0.0/8"]
 allow_insecure_http = true
 retry_schedule = ["200ms", "400ms", "800ms"]
@@ -22,7 +33,8 @@ retry_jitter = 0.0
 webhook_timeout = "2s"
 attempt_lease = "3s"
 delivery_poll_interval = "100ms"
-"#;
+"#
+);
 
 pub async fn start_prioritizer(env: &TestEnv, extra_toml: &str) -> Application {
     let (platform, own) = env.settings(prioritizer::SERVICE, prioritizer::DEFAULTS, extra_toml);

@@ -14,6 +14,7 @@ pub mod offboarding;
 pub mod oidc;
 pub mod request_limits;
 pub mod runtime;
+pub mod sealing;
 pub mod settings;
 pub mod telemetry;
 pub mod text;

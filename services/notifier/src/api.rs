@@ -8,6 +8,7 @@ use picket_platform::auth::{Role, check_tenant_id};
 use picket_platform::grpc::{
     internal, next_offset_token, page_size, parse_offset_token, parse_uuid,
 };
+use picket_platform::sealing::Keyring;
 use picket_platform::time::{from_duration, to_timestamp};
 use picket_platform::{EventFactory, Principal};
 use picket_proto::common::v1 as common;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::catalog::{self, EVENT_TYPES};
 use crate::egress::EgressPolicy;
+use crate::secrets;
 use crate::signing::WebhookSecret;
 use crate::store::{self, EndpointRow, NewEndpoint, RecipientFields, RecipientRow};
 use crate::webhook::{AttemptOutcome, Disabling, WebhookSender, disable_and_tell};
@@ -28,6 +30,8 @@ pub struct ChannelApi {
     policy: Arc<EgressPolicy>,
     events: EventFactory,
     webhooks: WebhookSender,
+    /// Seals the secrets it stores.
+    keyring: Arc<Keyring>,
 }
 
 impl ChannelApi {
@@ -36,13 +40,23 @@ impl ChannelApi {
         policy: Arc<EgressPolicy>,
         events: EventFactory,
         webhooks: WebhookSender,
+        keyring: Arc<Keyring>,
     ) -> ChannelApi {
         ChannelApi {
             pool,
             policy,
             events,
             webhooks,
+            keyring,
         }
+    }
+
+    /// `secret` sealed for storage with the endpoint `endpoint_id`.
+    fn sealed(&self, endpoint_id: Uuid, secret: &str) -> Result<secrets::SealedSecret, Status> {
+        secrets::seal(&self.keyring, endpoint_id, secret).map_err(|error| {
+            tracing::error!(%error, %endpoint_id, "cannot seal a webhook secret");
+            Status::internal("internal error")
+        })
     }
 
     /// The endpoint, if the principal manages its partner; another partner's is as good as
@@ -139,13 +153,16 @@ impl ChannelService for ChannelApi {
             .map_err(|error| Status::invalid_argument(format!("url: {error}")))?;
         check_event_types(&message.event_types)?;
         let secret = secret_or_generated(&message.secret)?;
+        let endpoint_id = Uuid::now_v7();
+        let sealed = self.sealed(endpoint_id, &secret)?;
         let endpoint = store::insert_endpoint(
             &self.pool,
             &NewEndpoint {
+                endpoint_id,
                 partner_id: &message.partner_id,
                 tenant_id: &message.tenant_id,
                 url: &message.url,
-                secret: &secret,
+                secret: &sealed,
                 event_types: &message.event_types,
                 description: &message.description,
             },
@@ -459,8 +476,9 @@ impl ChannelService for ChannelApi {
             .then(|| chrono::Duration::from_std(overlap).ok())
             .flatten()
             .map(|overlap| now + overlap);
+        let sealed = self.sealed(endpoint_id, &secret)?;
         let endpoint =
-            store::rotate_secret(&self.pool, endpoint_id, &secret, previous_expires_at, now)
+            store::rotate_secret(&self.pool, endpoint_id, &sealed, previous_expires_at, now)
                 .await
                 .map_err(internal)?
                 .ok_or_else(|| Status::not_found(format!("endpoint {endpoint_id} not found")))?;

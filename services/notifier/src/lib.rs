@@ -8,6 +8,7 @@ pub mod delivery_api;
 pub mod egress;
 pub mod email;
 pub mod routing;
+pub mod secrets;
 pub mod settings;
 pub mod signing;
 pub mod store;
@@ -50,12 +51,18 @@ pub async fn build(
     ));
     let client = egress::http_client(policy.clone(), settings.webhook_timeout)
         .map_err(|error| StartError::Client(error.to_string()))?;
-    let webhooks = webhook::WebhookSender::new(client, policy.clone());
+    // Validated with the settings, so it parses.
+    let keyring = Arc::new(
+        picket_platform::sealing::Keyring::parse(&settings.secret_keys)
+            .map_err(|error| StartError::Client(format!("notifier.secret_keys {error}")))?,
+    );
+    let webhooks = webhook::WebhookSender::new(client, policy.clone(), keyring.clone());
     let channels = ChannelServiceServer::new(api::ChannelApi::new(
         platform.pool().clone(),
         policy,
         platform.events(),
         webhooks.clone(),
+        keyring.clone(),
     ));
     let deliveries =
         DeliveryServiceServer::new(delivery_api::DeliveryApi::new(platform.pool().clone()));
@@ -67,6 +74,16 @@ pub async fn build(
     platform
         .connect(Some(sqlx::migrate!("./migrations")))
         .await?;
+    let changed = secrets::bring_current(platform.pool(), &keyring)
+        .await
+        .map_err(|error| StartError::Client(format!("sealing webhook secrets: {error}")))?;
+    if changed > 0 {
+        tracing::info!(
+            endpoints = changed,
+            key_id = keyring.current_id(),
+            "webhook secrets sealed or re-wrapped under the current key"
+        );
+    }
     // Events are routed in batches; the deliveries a batch creates go straight to the worker.
     let (dispatcher, queue) = worker::queue();
     let router = routing::Router::new(

@@ -51,6 +51,10 @@ pub struct NotifierSettings {
     pub smtp_timeout: Duration,
     /// The sender of every e-mail, such as `Picket <alerts@picket.example>`.
     pub mail_from: String,
+    /// Key-encryption keys that seal webhook secrets at rest, `id:base64(32 bytes)`, comma
+    /// separated, current first (PICKET__NOTIFIER__SECRET_KEYS, from a Secret).
+    #[serde(default = "no_password")]
+    pub secret_keys: SecretString,
     #[serde(default)]
     pub allowed_networks: Vec<IpNet>,
     #[serde(default)]
@@ -64,6 +68,12 @@ fn no_password() -> SecretString {
 impl ServiceSettings for NotifierSettings {
     fn validate(&self, section: &str) -> Result<(), SettingsError> {
         let key = |name: &str| format!("{section}.{name}");
+        if let Err(error) = picket_platform::sealing::Keyring::parse(&self.secret_keys) {
+            return Err(SettingsError::invalid(
+                &key("secret_keys"),
+                format!("{error} (PICKET__NOTIFIER__SECRET_KEYS)"),
+            ));
+        }
         if self.webhook_timeout.is_zero() {
             return Err(SettingsError::invalid(
                 &key("webhook_timeout"),

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::catalog::Webhook;
+use crate::secrets::SealedSecret;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EndpointRow {
@@ -16,9 +17,12 @@ pub struct EndpointRow {
     pub partner_id: String,
     pub tenant_id: String,
     pub url: String,
-    pub secret: String,
-    pub previous_secret: Option<String>,
+    /// The signing secrets, sealed (src/secrets.rs): never in the clear outside a send.
+    pub secret_sealed: Option<Vec<u8>>,
+    pub previous_secret_sealed: Option<Vec<u8>>,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// The last characters of the current secret, to tell two apart.
+    pub secret_hint: String,
     pub event_types: Vec<String>,
     pub description: String,
     pub enabled: bool,
@@ -31,16 +35,6 @@ pub struct EndpointRow {
 
 impl EndpointRow {
     pub fn to_proto(&self) -> notifications::WebhookEndpoint {
-        // Enough of the secret to tell two apart, never enough to use it.
-        let secret_hint = self
-            .secret
-            .chars()
-            .rev()
-            .take(4)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
         notifications::WebhookEndpoint {
             endpoint_id: self.endpoint_id.to_string(),
             partner_id: self.partner_id.clone(),
@@ -52,7 +46,7 @@ impl EndpointRow {
             disabled_reason: self.disabled_reason.clone(),
             description: self.description.clone(),
             updated_at: Some(to_timestamp(self.updated_at)),
-            secret_hint,
+            secret_hint: self.secret_hint.clone(),
             previous_secret_expires_at: self.previous_secret_expires_at.map(to_timestamp),
             disabled_at: self.disabled_at.map(to_timestamp),
             failing_since: self.failing_since.map(to_timestamp),
@@ -60,15 +54,16 @@ impl EndpointRow {
     }
 }
 
-const ENDPOINT_COLUMNS: &str = "endpoint_id, partner_id, tenant_id, url, secret, previous_secret,
-    previous_secret_expires_at, event_types, description, enabled, disabled_reason, disabled_at,
-    failing_since, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "endpoint_id, partner_id, tenant_id, url, secret_sealed,
+    previous_secret_sealed, previous_secret_expires_at, secret_hint, event_types, description, enabled,
+    disabled_reason, disabled_at, failing_since, created_at, updated_at";
 
 pub struct NewEndpoint<'a> {
+    pub endpoint_id: Uuid,
     pub partner_id: &'a str,
     pub tenant_id: &'a str,
     pub url: &'a str,
-    pub secret: &'a str,
+    pub secret: &'a SealedSecret,
     pub event_types: &'a [String],
     pub description: &'a str,
 }
@@ -79,16 +74,18 @@ pub async fn insert_endpoint(
     now: DateTime<Utc>,
 ) -> Result<EndpointRow, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "INSERT INTO webhook_endpoints (endpoint_id, partner_id, tenant_id, url, secret, event_types, description,
-             created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+        "INSERT INTO webhook_endpoints (endpoint_id, partner_id, tenant_id, url, secret_sealed,
+             secret_key_id, secret_hint, event_types, description, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
          RETURNING {ENDPOINT_COLUMNS}"
     )))
-    .bind(Uuid::now_v7())
+    .bind(endpoint.endpoint_id)
     .bind(endpoint.partner_id)
     .bind(endpoint.tenant_id)
     .bind(endpoint.url)
-    .bind(endpoint.secret)
+    .bind(&endpoint.secret.sealed)
+    .bind(&endpoint.secret.key_id)
+    .bind(&endpoint.secret.hint)
     .bind(endpoint.event_types)
     .bind(endpoint.description)
     .bind(now)
@@ -391,20 +388,23 @@ pub async fn delete_endpoint(
 pub async fn rotate_secret(
     pool: &PgPool,
     endpoint_id: Uuid,
-    secret: &str,
+    secret: &SealedSecret,
     previous_expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Option<EndpointRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE webhook_endpoints SET
-             previous_secret = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret END,
-             previous_secret_expires_at = $3, secret = $2, updated_at = $4
+             previous_secret_sealed = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret_sealed END,
+             previous_secret_expires_at = $3, secret_sealed = $2, secret_key_id = $5,
+             secret_hint = $6, updated_at = $4
          WHERE endpoint_id = $1 RETURNING {ENDPOINT_COLUMNS}"
     )))
     .bind(endpoint_id)
-    .bind(secret)
+    .bind(&secret.sealed)
     .bind(previous_expires_at)
     .bind(now)
+    .bind(&secret.key_id)
+    .bind(&secret.hint)
     .fetch_optional(pool)
     .await
 }

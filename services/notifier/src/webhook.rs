@@ -8,12 +8,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use picket_platform::EventFactory;
 use picket_platform::db::outbox;
+use picket_platform::sealing::Keyring;
 use picket_platform::time::to_timestamp;
 use picket_proto::notifications::v1 as notifications;
 use uuid::Uuid;
 
 use crate::egress::EgressPolicy;
-use crate::signing::{WebhookSecret, signature_header};
+use crate::secrets;
+use crate::signing::signature_header;
 use crate::store::{self, EndpointRow};
 
 /// Bytes of a failed response's body kept for diagnosis.
@@ -69,11 +71,21 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 pub struct WebhookSender {
     client: reqwest::Client,
     policy: Arc<EgressPolicy>,
+    /// Opens the endpoints' sealed secrets, only to sign.
+    keyring: Arc<Keyring>,
 }
 
 impl WebhookSender {
-    pub fn new(client: reqwest::Client, policy: Arc<EgressPolicy>) -> WebhookSender {
-        WebhookSender { client, policy }
+    pub fn new(
+        client: reqwest::Client,
+        policy: Arc<EgressPolicy>,
+        keyring: Arc<Keyring>,
+    ) -> WebhookSender {
+        WebhookSender {
+            client,
+            policy,
+            keyring,
+        }
     }
 
     /// Signs and posts `body` to `endpoint` as webhook `webhook_id` at `now`, with every secret
@@ -94,30 +106,15 @@ impl WebhookSender {
                 });
             }
         };
-        let mut secrets = Vec::with_capacity(2);
-        for (secret, still_valid) in [
-            (Some(&endpoint.secret), true),
-            (
-                endpoint.previous_secret.as_ref(),
-                endpoint
-                    .previous_secret_expires_at
-                    .is_some_and(|expiry| expiry > now),
-            ),
-        ] {
-            match secret
-                .filter(|_| still_valid)
-                .map(|secret| WebhookSecret::parse(secret))
-            {
-                Some(Ok(parsed)) => secrets.push(parsed),
-                Some(Err(error)) => {
-                    return Attempted::from(AttemptOutcome::Fatal {
-                        error: format!("endpoint secret {error}"),
-                        disable: None,
-                    });
-                }
-                None => {}
+        let secrets = match secrets::signing_secrets(&self.keyring, endpoint, now) {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                return Attempted::from(AttemptOutcome::Fatal {
+                    error: format!("endpoint secret {error}"),
+                    disable: None,
+                });
             }
-        }
+        };
         let timestamp = now.timestamp();
         let signature = signature_header(&secrets, webhook_id, timestamp, body.as_bytes());
         let sent = self
