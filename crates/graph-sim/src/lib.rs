@@ -195,6 +195,12 @@ impl GraphSim {
         Ok(())
     }
 
+    /// The user at the device-code verification page enters `user_code` and signs in; `claims`
+    /// are what their account adds to the access token (app roles, partner). False if unknown.
+    pub fn approve_device_code(&self, user_code: &str, claims: Value) -> bool {
+        signin::approve_device_code(&self.state, user_code, claims)
+    }
+
     /// Signs `claims` with the current key, as Entra signs the tokens it issues for an API.
     pub fn sign(&self, claims: &Value) -> String {
         let inner = self.state.lock();

@@ -39,6 +39,8 @@ pub fn router(state: Arc<SimState>) -> Router {
 struct TokenRequest {
     grant_type: String,
     client_id: String,
+    /// Absent for public clients (the device-code grant).
+    #[serde(default)]
     client_secret: String,
     #[serde(default)]
     scope: String,
@@ -49,6 +51,8 @@ struct TokenRequest {
     redirect_uri: String,
     #[serde(default)]
     code_verifier: String,
+    #[serde(default)]
+    device_code: String,
 }
 
 fn token_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
@@ -68,6 +72,18 @@ async fn token(
     Path(tenant): Path<String>,
     Form(request): Form<TokenRequest>,
 ) -> Response {
+    if request.grant_type == "urn:ietf:params:oauth:grant-type:device_code" {
+        return match crate::signin::redeem_device_code(
+            &state,
+            &request.client_id,
+            &request.device_code,
+        ) {
+            Ok(response) => Json(response).into_response(),
+            Err((error, code, description)) => {
+                token_error(StatusCode::BAD_REQUEST, error, code, description)
+            }
+        };
+    }
     if request.grant_type == "authorization_code" {
         if request.client_id != state.config.client_id
             || request.client_secret != state.config.client_secret

@@ -1,8 +1,9 @@
 //! Entra ID's interactive endpoints, as documented for the Microsoft identity platform v2.0: admin
 //! consent (`/{tenant}/v2.0/adminconsent`), the OpenID Connect authorization code flow with PKCE
 //! (`/{tenant}/oauth2/v2.0/authorize`, then the token endpoint's `authorization_code` grant, which
-//! returns an RS256 ID token), the published signing keys (`/{tenant}/discovery/v2.0/keys`) and the
-//! discovery document.
+//! returns an RS256 ID token), the device-code flow of command-line clients (RFC 8628:
+//! `/{tenant}/oauth2/v2.0/devicecode`, then the `device_code` grant returning an RS256 access
+//! token), the published signing keys (`/{tenant}/discovery/v2.0/keys`) and the discovery document.
 //!
 //! The simulator has no password page: `login_hint` (a parameter Entra accepts on both endpoints)
 //! stands for the account that signs in. Without it, or for an account that does not exist, the
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::{Json, Router, routing::get};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -93,8 +95,22 @@ struct Account {
     roles: Vec<String>,
 }
 
+/// A device-code sign-in (RFC 8628) waiting for its user.
+#[derive(Debug, Clone)]
+pub struct DeviceCode {
+    user_code: String,
+    client_id: String,
+    /// The API the token is for: the scope without `/.default`.
+    resource: String,
+    tenant_id: String,
+    issued_at: Instant,
+    /// The claims the user's sign-in adds (their app roles and the like), once approved.
+    approved: Option<Value>,
+}
+
 pub fn router() -> Router<Arc<SimState>> {
     Router::new()
+        .route("/{tenant}/oauth2/v2.0/devicecode", post(device_code))
         .route("/{tenant}/v2.0/adminconsent", get(admin_consent))
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
         .route("/{tenant}/discovery/v2.0/keys", get(keys))
@@ -390,6 +406,134 @@ pub fn redeem_code(
     }))
 }
 
+/// `POST /{tenant}/oauth2/v2.0/devicecode`: starts a device-code sign-in for a public client.
+async fn device_code(
+    State(state): State<Arc<SimState>>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if field("client_id") != state.config.client_id {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_client", "error_description": "AADSTS700016: Application not found in the directory."})),
+        )
+            .into_response();
+    }
+    let resource = field("scope")
+        .split(' ')
+        .find(|scope| scope.ends_with("/.default"))
+        .map(|scope| scope.trim_end_matches("/.default").to_owned())
+        .unwrap_or_default();
+    let device_code = URL_SAFE_NO_PAD.encode(rand::rng().random::<[u8; 32]>());
+    let user_code: String = (0..9)
+        .map(|_| char::from(b'A' + rand::rng().random_range(0..26u8)))
+        .collect();
+    let verification_uri = format!("{}/common/oauth2/deviceauth", state.base_url);
+    state.lock().device_codes.insert(
+        device_code.clone(),
+        DeviceCode {
+            user_code: user_code.clone(),
+            client_id: field("client_id").to_owned(),
+            resource,
+            tenant_id: tenant,
+            issued_at: Instant::now(),
+            approved: None,
+        },
+    );
+    Json(json!({
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": verification_uri,
+        "expires_in": CODE_LIFETIME.as_secs(),
+        "interval": 1,
+        "message": format!("To sign in, use a web browser to open the page {verification_uri} and enter the code {user_code} to authenticate."),
+    }))
+    .into_response()
+}
+
+/// The user signs in at the verification page and enters `user_code`; `claims` are what their
+/// account adds to the token (app roles and the like). False for an unknown code.
+pub fn approve_device_code(state: &SimState, user_code: &str, claims: Value) -> bool {
+    let mut inner = state.lock();
+    match inner
+        .device_codes
+        .values_mut()
+        .find(|pending| pending.user_code == user_code)
+    {
+        Some(pending) => {
+            pending.approved = Some(claims);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The token endpoint's device-code grant: `authorization_pending` until the user approved, then
+/// an RS256 access token for the requested API, once.
+pub fn redeem_device_code(
+    state: &SimState,
+    client_id: &str,
+    device_code: &str,
+) -> Result<Value, CodeRefusal> {
+    let mut inner = state.lock();
+    let Some(pending) = inner.device_codes.get(device_code).cloned() else {
+        return Err((
+            "invalid_grant",
+            70000,
+            "The provided value for the 'device_code' is not valid.",
+        ));
+    };
+    if pending.client_id != client_id {
+        return Err((
+            "invalid_client",
+            700016,
+            "Application not found in the directory.",
+        ));
+    }
+    if pending.issued_at.elapsed() > CODE_LIFETIME {
+        inner.device_codes.remove(device_code);
+        return Err((
+            "expired_token",
+            70020,
+            "The provided device code has expired.",
+        ));
+    }
+    let Some(approved) = pending.approved else {
+        return Err((
+            "authorization_pending",
+            70016,
+            "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+        ));
+    };
+    inner.device_codes.remove(device_code);
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = json!({
+        "aud": pending.resource,
+        "iss": issuer(&state.base_url, &pending.tenant_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ID_TOKEN_LIFETIME as i64,
+        "tid": pending.tenant_id,
+        "ver": "2.0",
+    });
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), approved.as_object()) {
+        claims.extend(extra.clone());
+    }
+    let access_token = inner
+        .signing_keys
+        .last()
+        .map(|key| key.sign(&claims))
+        .unwrap_or_default();
+    Ok(json!({
+        "token_type": "Bearer",
+        "scope": format!("{}/.default", pending.resource),
+        "expires_in": ID_TOKEN_LIFETIME,
+        "ext_expires_in": ID_TOKEN_LIFETIME,
+        "access_token": access_token,
+    }))
+}
+
 /// `GET /{tenant}/discovery/v2.0/keys`: every key in rotation, the newest signing now.
 async fn keys(State(state): State<Arc<SimState>>) -> Json<Value> {
     let inner = state.lock();
@@ -416,6 +560,7 @@ async fn discovery(State(state): State<Arc<SimState>>, Path(tenant): Path<String
     Json(json!({
         "issuer": issuer(base, issuer_tenant),
         "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/devicecode"),
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
         "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
         "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],

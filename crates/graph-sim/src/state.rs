@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::model::Tenant;
-use crate::signin::{IssuedCode, SigningKey};
+use crate::signin::{DeviceCode, IssuedCode, SigningKey};
 
 /// A response the simulator gives instead of the real one, once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,6 +86,8 @@ pub struct Inner {
     pub tokens_issued: HashMap<String, usize>,
     /// Authorization codes not redeemed yet.
     pub codes: HashMap<String, IssuedCode>,
+    /// Device-code sign-ins, by device code.
+    pub device_codes: HashMap<String, DeviceCode>,
     /// The keys the JWKS publishes, oldest first; the last one signs.
     pub signing_keys: Vec<SigningKey>,
 }

@@ -6,6 +6,7 @@ mod connect;
 mod events;
 mod incidents;
 mod ledger;
+mod login;
 mod notifications;
 mod offboarding;
 mod output;
@@ -156,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(command) => ledger::ledger(&context, command).await,
         Command::Offboarding(command) => offboarding::offboarding(&context, command).await,
         Command::Events(command) => events::events(&context, command).await,
-        Command::Token(command) => token::token(&context, command),
+        Command::Token(command) => token::token(&context, command).await,
     }
 }
 

@@ -17,27 +17,43 @@ const DEV_SECRET_FILE: &str = ".dev/jwt-secret";
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Signs a token for development and tests; production tokens come from your identity provider.
-    Mint {
-        /// operator, partner, customer or investigator.
-        #[arg(long, value_parser = parse_role, default_value = "partner")]
-        role: Role,
-        /// Who the token is for (recorded on decisions and work entries).
-        #[arg(long, default_value = "picketctl")]
-        subject: String,
-        /// Tenants a customer token may see.
-        #[arg(long = "tenant")]
-        tenants: Vec<String>,
-        /// How long it is valid, such as 8h.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "8h")]
-        ttl: std::time::Duration,
-        /// The signing key: this file, else PICKET__AUTH__JWT_SECRET, else .dev/jwt-secret.
-        #[arg(long)]
-        secret_file: Option<PathBuf>,
-        #[arg(long, default_value = "picket")]
+    Mint(Mint),
+    /// Signs in at the operator's OpenID Connect issuer with a code to enter in a browser
+    /// (device-code flow) and prints the access token: `export PICKET_TOKEN=$(picketctl token login)`.
+    Login {
+        /// The issuer, such as https://login.microsoftonline.com/<tenant>/v2.0.
+        #[arg(long, env = "PICKET_ISSUER")]
         issuer: String,
-        #[arg(long, default_value = "picket")]
-        audience: String,
+        /// The public client (app registration) picketctl signs in as.
+        #[arg(long, env = "PICKET_CLIENT_ID")]
+        client_id: String,
+        /// What to ask for: Picket's API.
+        #[arg(long, env = "PICKET_SCOPE", default_value = "api://picket/.default")]
+        scope: String,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Mint {
+    /// operator, partner, customer or investigator.
+    #[arg(long, value_parser = parse_role, default_value = "partner")]
+    role: Role,
+    /// Who the token is for (recorded on decisions and work entries).
+    #[arg(long, default_value = "picketctl")]
+    subject: String,
+    /// Tenants a customer token may see.
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    /// How long it is valid, such as 8h.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "8h")]
+    ttl: std::time::Duration,
+    /// The signing key: this file, else PICKET__AUTH__JWT_SECRET, else .dev/jwt-secret.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    #[arg(long, default_value = "picket")]
+    issuer: String,
+    #[arg(long, default_value = "picket")]
+    audience: String,
 }
 
 fn parse_role(input: &str) -> Result<Role, String> {
@@ -52,8 +68,19 @@ fn parse_role(input: &str) -> Result<Role, String> {
     }
 }
 
-pub fn token(context: &Context, command: TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Mint {
+pub async fn token(context: &Context, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Login {
+            issuer,
+            client_id,
+            scope,
+        } => crate::login::login(context, &issuer, &client_id, &scope).await,
+        TokenCommand::Mint(mint) => mint_token(context, mint),
+    }
+}
+
+fn mint_token(context: &Context, mint: Mint) -> anyhow::Result<()> {
+    let Mint {
         role,
         subject,
         tenants,
@@ -61,7 +88,7 @@ pub fn token(context: &Context, command: TokenCommand) -> anyhow::Result<()> {
         secret_file,
         issuer,
         audience,
-    } = command;
+    } = mint;
     let secret = signing_key(secret_file)?;
     if secret.len() < 32 {
         anyhow::bail!("the signing key is shorter than the 32 bytes the services require");
