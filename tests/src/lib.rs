@@ -54,6 +54,30 @@ pub async fn start_notifier(env: &TestEnv, extra_toml: &str) -> Application {
         .expect("notifier starts")
 }
 
+pub async fn start_ledger(env: &TestEnv, extra_toml: &str) -> Application {
+    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, extra_toml);
+    ledger::build(platform, own, CancellationToken::new())
+        .await
+        .expect("ledger starts")
+}
+
+pub async fn start_offboarding(env: &TestEnv, extra_toml: &str) -> Application {
+    let (platform, own) = env.settings(offboarding::SERVICE, offboarding::DEFAULTS, extra_toml);
+    offboarding::build(platform, own, CancellationToken::new())
+        .await
+        .expect("offboarding starts")
+}
+
+/// `[auth]` settings that verify tokens against graph-sim playing the operator's identity
+/// provider (its tenant `tenant`), for Picket's API `api://picket`, with no shared key.
+pub fn identity_provider_toml(sim: &GraphSim, tenant: &str) -> String {
+    format!(
+        "[auth]\njwt_secret = \"\"\njwks_uri = \"{}\"\nissuer = \"{}\"\naudience = \"api://picket\"\n",
+        sim.jwks_uri(),
+        sim.issuer(tenant)
+    )
+}
+
 /// The scanner against a Graph simulator (login, Graph and Defender alike), with its operator
 /// app's credentials.
 pub async fn start_scanner(env: &TestEnv, sim: &GraphSim, extra_toml: &str) -> Application {

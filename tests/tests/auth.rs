@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use picket_e2e::{channel, start_prioritizer, suspicious_sign_in};
+use picket_e2e::{channel, identity_provider_toml, start_prioritizer, suspicious_sign_in};
 use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_proto::incidents::v1::{GetIncidentRequest, ListIncidentsRequest};
 use picket_testkit::{TestEnv, eventually};
@@ -188,15 +188,7 @@ async fn tokens_from_an_identity_provider_are_verified_against_its_published_key
         .await
         .expect("graph-sim starts");
     let [tenant, other_tenant] = [sim.tenant_ids()[0].clone(), sim.tenant_ids()[1].clone()];
-    let prioritizer = start_prioritizer(
-        &env,
-        &format!(
-            "[auth]\njwt_secret = \"\"\njwks_uri = \"{}\"\nissuer = \"{}\"\naudience = \"api://picket\"\n",
-            sim.jwks_uri(),
-            sim.issuer(&tenant)
-        ),
-    )
-    .await;
+    let prioritizer = start_prioritizer(&env, &identity_provider_toml(&sim, &tenant)).await;
     let client = IncidentServiceClient::new(channel(&prioritizer).await);
     let call = |token: String| {
         let mut client = client.clone();

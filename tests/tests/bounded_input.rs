@@ -9,14 +9,15 @@ use bytes::{Buf, BufMut};
 use futures::StreamExt;
 use graph_sim::{GraphSim, SimConfig};
 use picket_e2e::suspicious_sign_in;
-use picket_e2e::{admin_get, channel, start_notifier, start_prioritizer, start_scanner};
+use picket_e2e::{
+    admin_get, channel, start_ledger, start_notifier, start_offboarding, start_prioritizer,
+    start_scanner,
+};
 use picket_platform::Application;
-use picket_platform::nats::consumer::DLQ_REASON;
 use picket_proto::incidents::v1::IncidentOpened;
-use picket_testkit::TestEnv;
+use picket_testkit::{TestEnv, dead_letter_reason};
 use prost::Message;
 use prost_types::field_descriptor_proto::Type;
-use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Sends and receives raw protobuf bytes, to send what no generated client would.
@@ -151,14 +152,8 @@ async fn start_every_service() -> Picket {
     let scanner = start_scanner(&env, &sim, "").await;
     let prioritizer = start_prioritizer(&env, "").await;
     let notifier = start_notifier(&env, "").await;
-    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
-    let ledger = ledger::build(platform, own, CancellationToken::new())
-        .await
-        .expect("ledger starts");
-    let (platform, own) = env.settings(offboarding::SERVICE, offboarding::DEFAULTS, "");
-    let offboarding = offboarding::build(platform, own, CancellationToken::new())
-        .await
-        .expect("offboarding starts");
+    let ledger = start_ledger(&env, "").await;
+    let offboarding = start_offboarding(&env, "").await;
     let applications = HashMap::from([
         ("picket.tenants.v1", scanner),
         ("picket.incidents.v1", prioritizer),
@@ -295,12 +290,7 @@ async fn an_event_too_large_to_publish_is_set_aside_and_the_rest_flow() {
         .await
         .expect("the event is announced as a dead letter")
         .expect("subscription open");
-    let reason = announced
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(DLQ_REASON))
-        .map(|value| value.as_str().to_owned())
-        .unwrap_or_default();
+    let reason = dead_letter_reason(&announced);
     assert!(reason.contains("max payload"), "{reason}");
     let behind = tokio::time::timeout(Duration::from_secs(20), opened.next())
         .await

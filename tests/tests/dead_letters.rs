@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use picket_e2e::{start_prioritizer, suspicious_sign_in};
-use picket_platform::nats::consumer::DLQ_REASON;
 use picket_proto::findings::v1::FindingObserved;
-use picket_testkit::{TestEnv, eventually};
+use picket_testkit::{TestEnv, dead_letter_reason, eventually};
 
 fn finding(fingerprint: &str) -> FindingObserved {
     suspicious_sign_in("p1", "t1", fingerprint)
@@ -18,15 +17,6 @@ async fn next_dead_letter(subscriber: &mut async_nats::Subscriber) -> async_nats
         .await
         .expect("a dead letter arrives")
         .expect("subscription open")
-}
-
-fn reason(message: &async_nats::Message) -> String {
-    message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(DLQ_REASON))
-        .map(|value| value.as_str().to_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -52,9 +42,9 @@ async fn undecodable_messages_are_dead_lettered_and_the_consumer_goes_on() {
     env.publish_outgoing(&garbage).await;
     let first = next_dead_letter(&mut dead_letters).await;
     assert!(
-        reason(&first).contains("undecodable event"),
+        dead_letter_reason(&first).contains("undecodable event"),
         "reason: {}",
-        reason(&first)
+        dead_letter_reason(&first)
     );
     assert_eq!(
         first.payload.as_ref(),
@@ -71,18 +61,18 @@ async fn undecodable_messages_are_dead_lettered_and_the_consumer_goes_on() {
         .expect("ack");
     let second = next_dead_letter(&mut dead_letters).await;
     assert!(
-        reason(&second).contains("no headers"),
+        dead_letter_reason(&second).contains("no headers"),
         "reason: {}",
-        reason(&second)
+        dead_letter_reason(&second)
     );
 
     // A well-formed event that breaks a rule: no fingerprint.
     env.publish("scanner", &finding("")).await;
     let third = next_dead_letter(&mut dead_letters).await;
     assert!(
-        reason(&third).contains("fingerprint is required"),
+        dead_letter_reason(&third).contains("fingerprint is required"),
         "reason: {}",
-        reason(&third)
+        dead_letter_reason(&third)
     );
 
     // The consumer goes on: a valid finding still opens its incident.

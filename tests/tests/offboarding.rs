@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
 use picket_e2e::{
-    channel, consent_as_administrator, start_notifier, start_prioritizer, start_scanner,
+    channel, consent_as_administrator, start_ledger, start_notifier, start_offboarding,
+    start_prioritizer, start_scanner,
 };
 use picket_platform::Application;
 use picket_platform::auth::{Principal, Role};
@@ -26,7 +27,6 @@ use picket_proto::offboarding::v1::offboarding_service_client::OffboardingServic
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
 use picket_testkit::{TestEnv, WebhookReceiver, eventually};
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 const PARTNER: &str = "p1";
@@ -42,17 +42,6 @@ struct Picket {
     ledger: Application,
     offboarding: Option<Application>,
     receiver: WebhookReceiver,
-}
-
-async fn start_offboarding(env: &TestEnv) -> Application {
-    let (platform, own) = env.settings(
-        ::offboarding::SERVICE,
-        ::offboarding::DEFAULTS,
-        OFFBOARDING_TOML,
-    );
-    ::offboarding::build(platform, own, CancellationToken::new())
-        .await
-        .expect("offboarding starts")
 }
 
 impl Picket {
@@ -71,11 +60,8 @@ impl Picket {
             start_scanner(&env, &sim, "initial_backoff = \"50ms\"\nscan_workers = 2\n").await;
         let prioritizer = start_prioritizer(&env, "").await;
         let notifier = start_notifier(&env, "").await;
-        let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
-        let ledger = ledger::build(platform, own, CancellationToken::new())
-            .await
-            .expect("ledger starts");
-        let offboarding = start_offboarding(&env).await;
+        let ledger = start_ledger(&env, "").await;
+        let offboarding = start_offboarding(&env, OFFBOARDING_TOML).await;
         let receiver = WebhookReceiver::start().await;
         let mut channels = ChannelServiceClient::new(channel(&notifier).await);
         channels
@@ -636,7 +622,7 @@ async fn a_crash_a_late_confirmation_and_a_repeated_purge_request_lose_and_doubl
     picket.retention_passes(&started.offboarding_id).await;
     // The notifier is down when the purge is asked for: it confirms late.
     picket.notifier.take().expect("running").kill();
-    picket.offboarding = Some(start_offboarding(&picket.env).await);
+    picket.offboarding = Some(start_offboarding(&picket.env, OFFBOARDING_TOML).await);
     let waiting = eventually(
         Duration::from_secs(30),
         "the notifier asked again",

@@ -15,7 +15,8 @@ use picket_platform::auth::{Principal, Role};
 use picket_proto::ledger::v1::credit_ledger_service_client::CreditLedgerServiceClient;
 use picket_proto::ledger::v1::engagement_service_client::EngagementServiceClient;
 use picket_proto::ledger::v1::{
-    LogWorkRequest, OpenEngagementRequest, PurchaseCreditsRequest, RequestChannel,
+    AssignInvestigatorRequest, LogWorkRequest, OpenEngagementRequest, PurchaseCreditsRequest,
+    RequestChannel,
 };
 use picket_testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +76,19 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
             .into_inner()
             .engagement
             .ok_or_else(|| anyhow::anyhow!("no engagement"))?;
+        // The investigator logs work only on what is assigned to them.
+        engagements
+            .clone()
+            .assign_investigator(env.request(
+                &operator,
+                AssignInvestigatorRequest {
+                    partner_id: partner_id.clone(),
+                    idempotency_key: format!("bench-assign-{partner}"),
+                    engagement_id: engagement.engagement_id.clone(),
+                    investigator_subject: "bench@picket".into(),
+                },
+            ))
+            .await?;
         engagement_ids.push((partner_id, engagement.engagement_id));
     }
 

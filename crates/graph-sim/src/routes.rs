@@ -67,45 +67,49 @@ fn token_error(status: StatusCode, error: &str, code: u32, description: &str) ->
     (status, Json(body)).into_response()
 }
 
+fn invalid_client() -> Response {
+    token_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        7000215,
+        "Invalid client secret provided.",
+    )
+}
+
+/// The token endpoint's answer to a sign-in grant: the tokens, or Entra's error body.
+fn granted(redeemed: Result<Value, crate::signin::CodeRefusal>) -> Response {
+    match redeemed {
+        Ok(response) => Json(response).into_response(),
+        Err((error, code, description)) => {
+            token_error(StatusCode::BAD_REQUEST, error, code, description)
+        }
+    }
+}
+
 async fn token(
     State(state): State<Arc<SimState>>,
     Path(tenant): Path<String>,
     Form(request): Form<TokenRequest>,
 ) -> Response {
     if request.grant_type == "urn:ietf:params:oauth:grant-type:device_code" {
-        return match crate::signin::redeem_device_code(
+        return granted(crate::signin::redeem_device_code(
             &state,
             &request.client_id,
             &request.device_code,
-        ) {
-            Ok(response) => Json(response).into_response(),
-            Err((error, code, description)) => {
-                token_error(StatusCode::BAD_REQUEST, error, code, description)
-            }
-        };
+        ));
     }
+    let confidential = request.client_id == state.config.client_id
+        && request.client_secret == state.config.client_secret;
     if request.grant_type == "authorization_code" {
-        if request.client_id != state.config.client_id
-            || request.client_secret != state.config.client_secret
-        {
-            return token_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                7000215,
-                "Invalid client secret provided.",
-            );
+        if !confidential {
+            return invalid_client();
         }
-        return match crate::signin::redeem_code(
+        return granted(crate::signin::redeem_code(
             &state,
             &request.code,
             &request.redirect_uri,
             &request.code_verifier,
-        ) {
-            Ok(response) => Json(response).into_response(),
-            Err((error, code, description)) => {
-                token_error(StatusCode::BAD_REQUEST, error, code, description)
-            }
-        };
+        ));
     }
     if request.grant_type != "client_credentials" {
         return token_error(
@@ -136,15 +140,8 @@ async fn token(
             &format!("Tenant '{tenant}' not found."),
         );
     };
-    if request.client_id != state.config.client_id
-        || request.client_secret != state.config.client_secret
-    {
-        return token_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000215,
-            "Invalid client secret provided.",
-        );
+    if !confidential {
+        return invalid_client();
     }
     if !known.consented {
         return token_error(

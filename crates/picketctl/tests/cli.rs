@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
 use picket_e2e::{
-    admin_get, consent_as_administrator, start_notifier, start_prioritizer, start_scanner,
+    admin_get, consent_as_administrator, start_ledger, start_notifier, start_offboarding,
+    start_prioritizer, start_scanner,
 };
 use picket_platform::Application;
 use picket_testkit::{TestEnv, eventually};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
-use tokio_util::sync::CancellationToken;
 
 const PARTNER: &str = "partner-cli";
 
@@ -323,14 +323,8 @@ async fn the_retainer_the_authority_map_and_the_channels_from_the_command_line()
     let env = TestEnv::new().await;
     let prioritizer = start_prioritizer(&env, "").await;
     let notifier = start_notifier(&env, "").await;
-    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, "");
-    let ledger = ledger::build(platform, own, CancellationToken::new())
-        .await
-        .expect("ledger starts");
-    let (platform, own) = env.settings(offboarding::SERVICE, offboarding::DEFAULTS, "");
-    let offboarding = offboarding::build(platform, own, CancellationToken::new())
-        .await
-        .expect("offboarding starts");
+    let ledger = start_ledger(&env, "").await;
+    let offboarding = start_offboarding(&env, "").await;
     let operator = env.operator_token();
     let cli = Cli {
         token: env.partner_token(PARTNER),

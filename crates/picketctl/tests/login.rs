@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::{channel, start_prioritizer};
+use picket_e2e::{channel, identity_provider_toml, start_prioritizer};
 use picket_proto::incidents::v1::ListIncidentsRequest;
 use picket_proto::incidents::v1::incident_service_client::IncidentServiceClient;
 use picket_testkit::TestEnv;
@@ -18,15 +18,7 @@ async fn a_token_from_the_device_code_sign_in_is_accepted_by_the_services() {
         .await
         .expect("graph-sim starts");
     let tenant = sim.tenant_ids()[0].clone();
-    let prioritizer = start_prioritizer(
-        &env,
-        &format!(
-            "[auth]\njwt_secret = \"\"\njwks_uri = \"{}\"\nissuer = \"{}\"\naudience = \"api://picket\"\n",
-            sim.jwks_uri(),
-            sim.issuer(&tenant)
-        ),
-    )
-    .await;
+    let prioritizer = start_prioritizer(&env, &identity_provider_toml(&sim, &tenant)).await;
 
     let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_picketctl"))
         .args([

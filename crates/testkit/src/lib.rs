@@ -16,6 +16,16 @@ pub use receiver::{
 };
 pub use smtp::{ReceivedMail, SmtpServer};
 
+/// Why a dead letter was given up on (its reason header), or empty.
+pub fn dead_letter_reason(message: &async_nats::Message) -> String {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(picket_platform::nats::consumer::DLQ_REASON))
+        .map(|value| value.as_str().to_owned())
+        .unwrap_or_default()
+}
+
 /// The Python with the tests' tools (aiosmtpd, standardwebhooks): `PICKET_TEST_PYTHON`, set by
 /// `scripts/stack.sh run`, else the stack's virtualenv under the repository's `.dev`.
 pub fn test_python() -> std::path::PathBuf {
