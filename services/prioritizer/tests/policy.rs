@@ -676,6 +676,50 @@ async fn an_auto_approve_rule_approves_later_and_open_incidents_of_its_check() {
         created.approved_incident_ids,
         vec![first.incident_id.clone()]
     );
+    // The partner's rules and policy are its own: a customer contact of its reads neither.
+    let customer = harness.env.token(&picket_platform::Principal {
+        subject: "contact@customer".into(),
+        role: picket_platform::auth::Role::Customer,
+        partner_id: Some(PARTNER.into()),
+        tenant_ids: vec![TENANT.into()],
+    });
+    let rules = harness
+        .policies
+        .clone()
+        .list_auto_approve_rules(harness.env.request(
+            &customer,
+            incidents::ListAutoApproveRulesRequest {
+                partner_id: PARTNER.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a customer reads no rules");
+    assert_eq!(rules.code(), Code::PermissionDenied);
+    let one_rule = harness
+        .policies
+        .clone()
+        .get_auto_approve_rule(harness.env.request(
+            &customer,
+            incidents::GetAutoApproveRuleRequest {
+                rule_id: rule.rule_id.clone(),
+            },
+        ))
+        .await
+        .expect_err("nor one of them");
+    assert_eq!(one_rule.code(), Code::PermissionDenied);
+    let policy = harness
+        .policies
+        .clone()
+        .get_partner_policy(harness.env.request(
+            &customer,
+            incidents::GetPartnerPolicyRequest {
+                partner_id: PARTNER.into(),
+            },
+        ))
+        .await
+        .expect_err("nor the partner's policy");
+    assert_eq!(policy.code(), Code::PermissionDenied);
     let awaiting = harness.incident("first", State::AwaitingFix).await;
     let decision = awaiting.last_decision.expect("decision");
     assert_eq!(decision.auto_approve_rule_id, rule.rule_id);
