@@ -1,6 +1,8 @@
 //! Starts Picket's services in-process against a [`TestEnv`], as the end-to-end tests and the
 //! benchmark need them.
 
+pub mod raw;
+
 use graph_sim::GraphSim;
 use picket_platform::Application;
 use picket_platform::time::to_timestamp;

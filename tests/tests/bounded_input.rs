@@ -5,96 +5,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
 use futures::StreamExt;
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::suspicious_sign_in;
+use picket_e2e::raw::{call, length_delimited};
 use picket_e2e::{
     admin_get, channel, start_ledger, start_notifier, start_offboarding, start_prioritizer,
-    start_scanner,
+    start_scanner, suspicious_sign_in,
 };
 use picket_platform::Application;
 use picket_proto::incidents::v1::IncidentOpened;
 use picket_testkit::{TestEnv, dead_letter_reason};
 use prost::Message;
 use prost_types::field_descriptor_proto::Type;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-/// Sends and receives raw protobuf bytes, to send what no generated client would.
-#[derive(Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        destination: &mut EncodeBuf<'_>,
-    ) -> Result<(), Self::Error> {
-        destination.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, source: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Self::Error> {
-        let mut bytes = vec![0; source.remaining()];
-        source.copy_to_slice(&mut bytes);
-        Ok(Some(bytes))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-async fn call(
-    channel: &tonic::transport::Channel,
-    token: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<(), tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-    let mut request = tonic::Request::new(body);
-    let value = format!("Bearer {token}").parse().expect("ascii token");
-    request.metadata_mut().insert("authorization", value);
-    let path = path.parse().expect("an rpc path");
-    grpc.unary(request, path, RawCodec).await.map(|_| ())
-}
-
-fn length_delimited(field_number: i32, value: &[u8]) -> Vec<u8> {
-    let mut encoded = Vec::with_capacity(value.len() + 10);
-    prost::encoding::encode_key(
-        field_number as u32,
-        prost::encoding::WireType::LengthDelimited,
-        &mut encoded,
-    );
-    prost::encoding::encode_varint(value.len() as u64, &mut encoded);
-    encoded.extend_from_slice(value);
-    encoded
-}
 
 /// Every string field reachable from a message (nested messages to `depth`), as its dotted name
 /// and a function that wraps a value into the encoded request.
