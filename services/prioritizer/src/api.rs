@@ -87,13 +87,26 @@ async fn visible_incident(
         .await
         .map_err(internal)?
         .pop()
-        .filter(|incident| principal.can_access_tenant(&incident.partner_id, &incident.tenant_id))
         .ok_or_else(not_found)?;
-    let granted = still_granted(pool, principal, Some(vec![incident.tenant_id.clone()])).await?;
-    if granted.is_some_and(|tenants| tenants.is_empty()) {
+    if !may_read_tenant(pool, principal, &incident.partner_id, &incident.tenant_id).await? {
         return Err(not_found());
     }
     Ok(incident)
+}
+
+/// Whether the principal may read this tenant of this partner now: its scope, and for a customer
+/// an active grant of the tenant (see [`still_granted`]).
+pub(crate) async fn may_read_tenant(
+    pool: &PgPool,
+    principal: &Principal,
+    partner_id: &str,
+    tenant_id: &str,
+) -> Result<bool, Status> {
+    if !principal.can_access_tenant(partner_id, tenant_id) {
+        return Ok(false);
+    }
+    let granted = still_granted(pool, principal, Some(vec![tenant_id.to_owned()])).await?;
+    Ok(granted.is_none_or(|tenants| !tenants.is_empty()))
 }
 
 /// A customer reads a tenant while the partner's grant for it is active and its offboarding has

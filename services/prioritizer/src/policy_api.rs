@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::api::{applied, principal_actor, process_status};
+use crate::api::{applied, may_read_tenant, principal_actor, process_status};
 use crate::authority::Authority;
 use crate::model::DecisionKind;
 use crate::processor::{Command, Decide, EffectivePolicy, Job, Outcome, Processor, rule_actor};
@@ -409,7 +409,7 @@ impl PolicyService for PolicyApi {
     ) -> Result<Response<incidents::ListThemeLaunchesResponse>, Status> {
         let principal = Principal::of(&request)?;
         let body = request.get_ref();
-        if !principal.can_access_tenant(&body.partner_id, &body.tenant_id) {
+        if !may_read_tenant(self.pool(), principal, &body.partner_id, &body.tenant_id).await? {
             return Err(Status::not_found(format!(
                 "tenant {} not found",
                 body.tenant_id

@@ -257,6 +257,18 @@ async fn decisions_follow_the_partners_map_and_its_grants() {
     // The revocation ends access at once, though the customer's token still names the tenant.
     let unread = read(&customer).await.expect_err("the grant was revoked");
     assert_eq!(unread.code(), Code::NotFound);
+    let unchecked = client
+        .check_decision_authority(harness.env.request(
+            &customer,
+            incidents::CheckDecisionAuthorityRequest {
+                incident_id: incident.incident_id.clone(),
+                decision: incidents::DecisionKind::Approve.into(),
+                principal: None,
+            },
+        ))
+        .await
+        .expect_err("nor asks about it");
+    assert_eq!(unchecked.code(), Code::NotFound);
     let refused = harness
         .incidents
         .clone()

@@ -671,12 +671,18 @@ impl AuthorityService for AuthorityApi {
             .ok()
             .filter(|decision| *decision != incidents::DecisionKind::Unspecified)
             .ok_or_else(|| Status::invalid_argument("decision: is required"))?;
+        let not_found = || Status::not_found(format!("incident_id: no incident {incident_id}"));
         let incident = crate::store::incidents_by_id(&self.authority.pool, &[incident_id])
             .await
             .map_err(internal)?
             .pop()
-            .filter(|incident| caller.can_access_tenant(&incident.partner_id, &incident.tenant_id))
-            .ok_or_else(|| Status::not_found(format!("incident_id: no incident {incident_id}")))?;
+            .ok_or_else(not_found)?;
+        let pool = &self.authority.pool;
+        if !crate::api::may_read_tenant(pool, &caller, &incident.partner_id, &incident.tenant_id)
+            .await?
+        {
+            return Err(not_found());
+        }
         // Another principal is checked by the operator, or by the incident's partner for its own.
         let checked = match message.principal {
             None => caller.clone(),
