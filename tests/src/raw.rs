@@ -51,13 +51,14 @@ impl Codec for RawCodec {
     }
 }
 
-/// Calls the rpc at `path` (`/package.Service/Method`) with `body` as its encoded request.
+/// Calls the rpc at `path` (`/package.Service/Method`) with `body` as its encoded request;
+/// returns the encoded response.
 pub async fn call(
     channel: &tonic::transport::Channel,
     token: &str,
     path: &str,
     body: Vec<u8>,
-) -> Result<(), tonic::Status> {
+) -> Result<Vec<u8>, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
         .await
@@ -66,7 +67,9 @@ pub async fn call(
     let value = format!("Bearer {token}").parse().expect("ascii token");
     request.metadata_mut().insert("authorization", value);
     let path = path.parse().expect("an rpc path");
-    grpc.unary(request, path, RawCodec).await.map(|_| ())
+    grpc.unary(request, path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// One length-delimited field (string, bytes or message) of number `field_number`.
@@ -79,5 +82,17 @@ pub fn length_delimited(field_number: i32, value: &[u8]) -> Vec<u8> {
     );
     prost::encoding::encode_varint(value.len() as u64, &mut encoded);
     encoded.extend_from_slice(value);
+    encoded
+}
+
+/// One varint field (integer, enum or bool) of number `field_number`.
+pub fn varint(field_number: i32, value: u64) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(12);
+    prost::encoding::encode_key(
+        field_number as u32,
+        prost::encoding::WireType::Varint,
+        &mut encoded,
+    );
+    prost::encoding::encode_varint(value, &mut encoded);
     encoded
 }

@@ -189,6 +189,25 @@ grace_period = "5s"
         })
     }
 
+    /// An operator token signed with the test key that expired an hour ago.
+    pub fn expired_operator_token(&self) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use hmac::Mac;
+        let now = chrono::Utc::now().timestamp();
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let claims = serde_json::json!({
+            "sub": "operator", "role": "operator", "iss": "picket", "aud": "picket",
+            "iat": now - 7200, "exp": now - 3600,
+        });
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(JWT_SECRET.as_bytes()).expect("any key");
+        mac.update(format!("{header}.{payload}").as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{header}.{payload}.{signature}")
+    }
+
     pub fn investigator_token(&self, subject: &str) -> String {
         self.token(&Principal {
             subject: subject.to_owned(),

@@ -39,6 +39,7 @@ impl ScanApi {
     }
 
     async fn visible_scan(&self, principal: &Principal, scan_id: &str) -> Result<ScanRow, Status> {
+        principal.require_role(tenant_store::READERS)?;
         let id = parse_uuid(scan_id, "scan_id")?;
         store::get(&self.scanning.pool, id)
             .await
@@ -107,6 +108,7 @@ impl ScanService for ScanApi {
         request: Request<tenants::ListScansRequest>,
     ) -> Result<Response<tenants::ListScansResponse>, Status> {
         let principal = Principal::of(&request)?;
+        principal.require_role(tenant_store::READERS)?;
         let message = request.get_ref();
         let mut filter = ScanFilter {
             partner_id: principal.partner_scope(&message.partner_id)?,
@@ -119,10 +121,6 @@ impl ScanService for ScanApi {
                 tenant_store::visible_tenant(&self.scanning.pool, principal, &message.tenant_id)
                     .await?;
             filter.tenant_id = Some(tenant.tenant_id);
-        } else if principal.role == Role::Customer {
-            return Err(Status::invalid_argument(
-                "tenant_id: customers list the scans of one granted tenant",
-            ));
         }
         for value in &message.kinds {
             let kind = tenants::ScanKind::try_from(*value)

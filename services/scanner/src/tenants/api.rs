@@ -128,15 +128,9 @@ impl TenantService for TenantApi {
         request: Request<tenants::ListTenantsRequest>,
     ) -> Result<Response<tenants::ListTenantsResponse>, Status> {
         let principal = Principal::of(&request)?;
+        principal.require_role(store::READERS)?;
         let message = request.get_ref();
         let partner_id = principal.partner_scope(&message.partner_id)?;
-        let granted: Option<Vec<Uuid>> = (principal.role == Role::Customer).then(|| {
-            principal
-                .tenant_ids
-                .iter()
-                .filter_map(|id| Uuid::parse_str(id).ok())
-                .collect()
-        });
         let mut states = Vec::with_capacity(message.states.len());
         for value in &message.states {
             let state = tenants::TenantState::try_from(*value)
@@ -151,7 +145,6 @@ impl TenantService for TenantApi {
         let rows = store::list_tenants(
             &self.onboarding.pool,
             partner_id.as_deref(),
-            granted.as_deref(),
             &states,
             parse_keyset_token(&message.page_token)?,
             limit,

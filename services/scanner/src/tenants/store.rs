@@ -9,6 +9,12 @@ use uuid::Uuid;
 
 use crate::tenants::signin::PendingSignIn;
 
+/// Who reads the scanner's records.
+pub const READERS: &[picket_platform::Role] = &[
+    picket_platform::Role::Operator,
+    picket_platform::Role::Partner,
+];
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TenantRow {
     pub tenant_id: Uuid,
@@ -187,12 +193,15 @@ pub async fn get_tenant(pool: &PgPool, tenant_id: Uuid) -> Result<Option<TenantR
     .await
 }
 
-/// The tenant, if the principal may see it; otherwise indistinguishable from a missing one.
+/// The tenant, if the principal may see it; otherwise indistinguishable from a missing one. The
+/// scanner's records (connection, consent, scans) are the MSP's: its staff and the operator read
+/// them; customer contacts see their tenant through the prioritizer, which knows their grants.
 pub async fn visible_tenant(
     pool: &PgPool,
     principal: &picket_platform::Principal,
     tenant_id: &str,
 ) -> Result<TenantRow, tonic::Status> {
+    principal.require_role(READERS)?;
     let id = picket_platform::grpc::parse_uuid(tenant_id, "tenant_id")?;
     get_tenant(pool, id)
         .await
@@ -218,7 +227,6 @@ pub async fn find_by_consent_state(
 pub async fn list_tenants(
     pool: &PgPool,
     partner_id: Option<&str>,
-    tenant_ids: Option<&[Uuid]>,
     states: &[&str],
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
@@ -226,13 +234,12 @@ pub async fn list_tenants(
     let (after_at, after_id) = after.unzip();
     sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenants
-         WHERE ($1::text IS NULL OR partner_id = $1) AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))
-           AND (cardinality($3::text[]) = 0 OR state = ANY($3))
-           AND ($4::timestamptz IS NULL OR (created_at, tenant_id) > ($4, $5))
-         ORDER BY created_at, tenant_id LIMIT $6"
+         WHERE ($1::text IS NULL OR partner_id = $1)
+           AND (cardinality($2::text[]) = 0 OR state = ANY($2))
+           AND ($3::timestamptz IS NULL OR (created_at, tenant_id) > ($3, $4))
+         ORDER BY created_at, tenant_id LIMIT $5"
     )))
     .bind(partner_id)
-    .bind(tenant_ids)
     .bind(states)
     .bind(after_at)
     .bind(after_id)
