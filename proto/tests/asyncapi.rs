@@ -172,16 +172,25 @@ fn document() -> Value {
                 "x-protobuf-type": full_name,
             }),
         );
+        // A purge is confirmed on the confirming service's own subject (NATS permissions let each
+        // service publish only there).
+        let (event_token, mut parameters) = if token == "purge_completed" {
+            (
+                "purge_completed_by_{service}".to_owned(),
+                json!({ "service": { "$ref": "#/components/parameters/service" } }),
+            )
+        } else {
+            (token.to_owned(), json!({}))
+        };
+        parameters["namespace"] = json!({ "$ref": "#/components/parameters/namespace" });
+        parameters["partnerId"] = json!({ "$ref": "#/components/parameters/partnerId" });
+        parameters["tenantId"] = json!({ "$ref": "#/components/parameters/tenantId" });
         channels.insert(
             token.to_owned(),
             json!({
-                "address": format!("{{namespace}}.{}.v1.{token}.{{partnerId}}.{{tenantId}}", area.token()),
+                "address": format!("{{namespace}}.{}.v1.{event_token}.{{partnerId}}.{{tenantId}}", area.token()),
                 "description": area_description(area),
-                "parameters": {
-                    "namespace": { "$ref": "#/components/parameters/namespace" },
-                    "partnerId": { "$ref": "#/components/parameters/partnerId" },
-                    "tenantId": { "$ref": "#/components/parameters/tenantId" },
-                },
+                "parameters": parameters,
                 "messages": { name.clone(): { "$ref": format!("#/components/messages/{name}") } },
             }),
         );
@@ -240,6 +249,7 @@ fn document() -> Value {
                 "namespace": { "description": "The subject namespace (`picket` unless configured)." },
                 "partnerId": { "description": "The partner (MSP) the event concerns." },
                 "tenantId": { "description": "The tenant, or `_` for an event of the whole partner." },
+                "service": { "description": "The service confirming its purge: scanner, prioritizer or notifier." },
             },
         },
     })

@@ -1,7 +1,7 @@
 //! The production NATS configuration (`deploy/nats/nats-server.conf`) on a real nats-server:
 //! services run under their own users (the ledger provisions the streams and publishes its events;
 //! the offboarding service and the notifier create and read their consumers), a service is
-//! refused a subject it does not own, and the integrators' user reads (through consumers under its
+//! refused a subject it does not own (a service confirms only its own purges), and the integrators' user reads (through consumers under its
 //! own names, never a service's) but cannot publish.
 
 use std::process::Stdio;
@@ -211,6 +211,39 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
     assert!(
         refused.to_lowercase().contains("permissions violation"),
         "{refused}"
+    );
+    // Each service confirms only its own purges: the scanner may publish on its confirmation
+    // subject, never on the notifier's, so it cannot confirm the notifier's purge.
+    let (as_scanner, mut scanner_errors) = server.connect("scanner").await;
+    as_scanner
+        .publish(
+            "picket.offboarding.v1.purge_completed_by_notifier.p1.t1",
+            "forged".into(),
+        )
+        .await
+        .expect("sent");
+    as_scanner.flush().await.expect("flush");
+    let refused = refusal(&mut scanner_errors).await;
+    assert!(
+        refused.to_lowercase().contains("permissions violation")
+            && refused.contains("purge_completed_by_notifier"),
+        "{refused}"
+    );
+    as_scanner
+        .publish(
+            "picket.offboarding.v1.purge_completed_by_scanner.p1.t1",
+            "its own".into(),
+        )
+        .await
+        .expect("sent");
+    as_scanner.flush().await.expect("flush");
+    let own = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the scanner confirms its own purges")
+        .expect("a message");
+    assert_eq!(
+        own.subject.as_str(),
+        "picket.offboarding.v1.purge_completed_by_scanner.p1.t1"
     );
     // Integrators read, and publish nothing.
     integrator

@@ -650,6 +650,56 @@ async fn a_crash_a_late_confirmation_and_a_repeated_purge_request_lose_and_doubl
     .await;
     assert_eq!(waiting.state(), offboarding::OffboardingState::Purging);
     assert_eq!(waiting.waiting_for, ["notifier"]);
+    // Meanwhile a service confirms the notifier's purge on its own subject (the only one NATS
+    // lets it publish a confirmation on): the offboarding service believes the subject, not the
+    // payload, and sets the forgery aside.
+    let mut dead_letters = picket
+        .env
+        .nats
+        .subscribe(picket.env.subjects.dead_letter_subject("offboarding"))
+        .await
+        .expect("subscribe");
+    let forged = offboarding::PurgeCompleted {
+        partner_id: PARTNER.into(),
+        tenant_id: tenant_id.clone(),
+        offboarding_id: started.offboarding_id.clone(),
+        service: "notifier".into(),
+        attempt: 1,
+        ..Default::default()
+    };
+    let mut forgery = picket_platform::nats::OutgoingEvent::new(
+        &picket.env.subjects,
+        "notifier",
+        &forged,
+        chrono::Utc::now(),
+    )
+    .expect("valid ids");
+    forgery.subject = picket
+        .env
+        .subjects
+        .purge_confirmation_subject("scanner", PARTNER, &tenant_id)
+        .expect("valid ids");
+    picket.env.publish_outgoing(&forgery).await;
+    let set_aside = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut dead_letters),
+    )
+    .await
+    .expect("the forgery is dead-lettered")
+    .expect("a message");
+    assert!(
+        picket_testkit::dead_letter_reason(&set_aside)
+            .contains("a purge confirmation for notifier published on purge_completed_by_scanner"),
+        "{}",
+        picket_testkit::dead_letter_reason(&set_aside)
+    );
+    let still_waiting = picket
+        .wait_for_state(
+            &started.offboarding_id,
+            offboarding::OffboardingState::Purging,
+        )
+        .await;
+    assert_eq!(still_waiting.waiting_for, ["notifier"]);
     picket.notifier = Some(start_notifier(&picket.env, "").await);
     let completed = picket
         .wait_for_state(
@@ -686,7 +736,7 @@ async fn a_crash_a_late_confirmation_and_a_repeated_purge_request_lose_and_doubl
         .env
         .nats
         .subscribe(format!(
-            "{}.offboarding.v1.purge_completed.{PARTNER}.{tenant_id}",
+            "{}.offboarding.v1.purge_completed_by_scanner.{PARTNER}.{tenant_id}",
             picket.env.namespace
         ))
         .await

@@ -133,9 +133,15 @@ impl Purger {
             completed_at: Some(crate::time::to_timestamp(completed_at)),
             attempt: request.attempt,
         };
-        let event = self
+        let mut event = self
             .events
             .event(&completed, Utc::now())
+            .map_err(|error| HandlerError::Rejected(error.to_string()))?;
+        // Confirmed on the service's own subject: the offboarding service trusts only that.
+        event.subject = self
+            .events
+            .subjects()
+            .purge_confirmation_subject(self.service, &request.partner_id, &request.tenant_id)
             .map_err(|error| HandlerError::Rejected(error.to_string()))?;
         outbox::enqueue(&mut transaction, &event).await?;
         transaction.commit().await?;

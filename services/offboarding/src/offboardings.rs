@@ -247,6 +247,14 @@ impl Offboardings {
             return Ok(());
         }
         let message: offboarding::PurgeCompleted = event.decode()?;
+        // Who confirmed is whoever could publish on the subject (NATS permissions), never what
+        // the payload claims: a service cannot confirm another's purge.
+        if event.subject.purge_confirmed_by() != Some(message.service.as_str()) {
+            return Err(HandlerError::Rejected(format!(
+                "a purge confirmation for {} published on {}",
+                message.service, event.subject.event
+            )));
+        }
         let offboarding_id = parse_id(&message.offboarding_id)?;
         let mut transaction = self.pool.begin().await?;
         if !inbox::first_delivery(&mut transaction, OFFBOARDING_CONSUMER, &event.id).await? {

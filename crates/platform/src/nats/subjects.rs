@@ -7,6 +7,16 @@ use picket_proto::{Area, Event};
 /// Stands for "no tenant" in the tenant position of a subject.
 pub const NO_TENANT: &str = "_";
 
+/// The event token of a purge confirmation, before the confirming service's name.
+pub const PURGE_CONFIRMATION_PREFIX: &str = "purge_completed_by_";
+
+impl EventSubject {
+    /// The service a purge confirmation's subject names (`purge_completed_by_<service>`).
+    pub fn purge_confirmed_by(&self) -> Option<&str> {
+        self.event.strip_prefix(PURGE_CONFIRMATION_PREFIX)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubjectError {
     #[error("`{value}` cannot be a subject token: use letters, digits, `-` and `_`")]
@@ -91,6 +101,24 @@ impl Subjects {
             self.namespace,
             area.token()
         ))
+    }
+
+    /// The subject a service confirms a purge on: `purge_completed_by_<service>` in the event's
+    /// place, so NATS permissions let each service confirm only its own purges and the offboarding
+    /// service knows who confirmed from the subject, not from the payload.
+    pub fn purge_confirmation_subject(
+        &self,
+        service: &str,
+        partner_id: &str,
+        tenant_id: &str,
+    ) -> Result<String, SubjectError> {
+        validate_token(service)?;
+        self.event_subject(
+            Area::Offboarding,
+            &format!("{PURGE_CONFIRMATION_PREFIX}{service}"),
+            partner_id,
+            tenant_id,
+        )
     }
 
     /// Every subject of an area: what its stream captures.
