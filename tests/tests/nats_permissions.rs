@@ -1,8 +1,9 @@
 //! The production NATS configuration (`deploy/nats/nats-server.conf`) on a real nats-server:
 //! services run under their own users (the ledger provisions the streams and publishes its events;
 //! the offboarding service and the notifier create and read their consumers), a service is
-//! refused a subject it does not own (a service confirms only its own purges), and the integrators' user reads (through consumers under its
-//! own names, never a service's) but cannot publish.
+//! refused a subject it does not own (a service confirms only its own purges), and the
+//! integrators' user reads (through consumers under its own names, never a service's) but cannot
+//! publish.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -244,6 +245,21 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
     assert_eq!(
         own.subject.as_str(),
         "picket.offboarding.v1.purge_completed_by_scanner.p1.t1"
+    );
+    // Consumers are allowed by exact name: the scanner may not pull from the prioritizer's.
+    as_scanner
+        .publish(
+            "$JS.API.CONSUMER.MSG.NEXT.PICKET_FIXES.prioritizer-fixes",
+            "{\"batch\":1}".into(),
+        )
+        .await
+        .expect("sent");
+    as_scanner.flush().await.expect("flush");
+    let refused = refusal(&mut scanner_errors).await;
+    assert!(
+        refused.to_lowercase().contains("permissions violation")
+            && refused.contains("prioritizer-fixes"),
+        "{refused}"
     );
     // Integrators read, and publish nothing.
     integrator
