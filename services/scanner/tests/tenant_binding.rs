@@ -255,3 +255,28 @@ async fn two_partners_consenting_at_once_bind_the_tenant_once() {
     );
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_link_is_shown_once_and_kept_only_as_a_hash() {
+    let mut harness = harness().await;
+    let onboarded = harness.onboard("p1", "").await;
+    let state = state_of(&onboarded.consent_url);
+    let tenant_id = onboarded.tenant.expect("tenant").tenant_id;
+
+    let read = harness.tenant("p1", &tenant_id).await;
+    assert!(read.consent_url.is_empty(), "{}", read.consent_url);
+    let pool = harness.env.pool("scanner").await;
+    let stored: String = sqlx::query_scalar("SELECT consent_state_hash FROM tenants")
+        .fetch_one(&pool)
+        .await
+        .expect("the row");
+    assert_ne!(stored, state);
+    assert_eq!(stored.len(), 64, "a SHA-256 in hex");
+
+    // The link shown once still leads to the consent.
+    let (status, response) = harness
+        .redirect(&format!("admin_consent=True&state={state}"))
+        .await;
+    assert_eq!(status, 302, "{response}");
+    harness.finish().await;
+}

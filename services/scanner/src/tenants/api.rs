@@ -29,13 +29,36 @@ impl TenantApi {
         TenantApi { onboarding }
     }
 
+    /// A tenant as read later: its consent link was shown when issued and only its hash is kept.
     fn to_proto(&self, tenant: &TenantRow) -> tenants::Tenant {
-        let consent_url = if tenant.is_active() {
-            String::new()
-        } else {
-            self.onboarding.consent_url(tenant)
-        };
-        tenant.to_proto(consent_url)
+        tenant.to_proto(String::new())
+    }
+
+    /// How long a consent link stays valid.
+    fn consent_validity(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.onboarding.settings.consent_validity)
+            .unwrap_or(chrono::Duration::days(7))
+    }
+
+    /// A new consent link for a tenant that is not active (the previous one stops working):
+    /// the tenant after, the link, or FAILED_PRECONDITION for an active tenant.
+    async fn issue_consent(&self, tenant: &TenantRow) -> Result<(TenantRow, String), Status> {
+        let now = Utc::now();
+        let state = new_consent_state();
+        let renewed = store::renew_consent(
+            &self.onboarding.pool,
+            tenant.tenant_id,
+            &state,
+            now + self.consent_validity(),
+            now,
+        )
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::failed_precondition("tenant_id: the tenant is active and already consented")
+        })?;
+        let consent_url = self.onboarding.consent_url(&renewed, &state);
+        Ok((renewed, consent_url))
     }
 }
 
@@ -80,8 +103,6 @@ impl TenantService for TenantApi {
             ));
         }
         let now = Utc::now();
-        let validity = chrono::Duration::from_std(self.onboarding.settings.consent_validity)
-            .unwrap_or(chrono::Duration::days(7));
         let consent_state = new_consent_state();
         let tenant = store::insert_tenant(
             &self.onboarding.pool,
@@ -91,7 +112,7 @@ impl TenantService for TenantApi {
                 microsoft_tenant: &message.microsoft_tenant,
                 plan,
                 consent_state: &consent_state,
-                consent_expires_at: now + validity,
+                consent_expires_at: now + self.consent_validity(),
                 onboarded_by: &principal.subject,
                 idempotency_key: &message.idempotency_key,
             },
@@ -99,7 +120,18 @@ impl TenantService for TenantApi {
         )
         .await
         .map_err(internal)?;
-        let consent_url = self.onboarding.consent_url(&tenant);
+        let (tenant, consent_url) =
+            if tenant.consent_state_hash == store::state_hash(&consent_state) {
+                let consent_url = self.onboarding.consent_url(&tenant, &consent_state);
+                (tenant, consent_url)
+            } else if tenant.is_active() {
+                // A retried onboarding of a tenant connected since: nothing to consent to.
+                (tenant, String::new())
+            } else {
+                // A retried onboarding: the first link cannot be shown again (only its hash is
+                // kept), so a new one replaces it.
+                self.issue_consent(&tenant).await?
+            };
         Ok(Response::new(tenants::OnboardTenantResponse {
             tenant: Some(tenant.to_proto(consent_url.clone())),
             consent_url,
@@ -259,22 +291,7 @@ impl TenantService for TenantApi {
             &request.get_ref().tenant_id,
         )
         .await?;
-        let now = Utc::now();
-        let validity = chrono::Duration::from_std(self.onboarding.settings.consent_validity)
-            .unwrap_or_default();
-        let renewed = store::renew_consent(
-            &self.onboarding.pool,
-            tenant.tenant_id,
-            &new_consent_state(),
-            now + validity,
-            now,
-        )
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Status::failed_precondition("tenant_id: the tenant is active and already consented")
-        })?;
-        let consent_url = self.onboarding.consent_url(&renewed);
+        let (renewed, consent_url) = self.issue_consent(&tenant).await?;
         Ok(Response::new(tenants::RequestConsentResponse {
             tenant: Some(self.to_proto(&renewed)),
             consent_url,
@@ -306,7 +323,8 @@ impl TenantService for TenantApi {
                 "tenant_id: the tenant already consented",
             ));
         }
-        let consent_url = self.onboarding.consent_url(&tenant);
+        // The link forwarded is a new one: the one shown before is kept only as a hash.
+        let (tenant, consent_url) = self.issue_consent(&tenant).await?;
         let now = Utc::now();
         let forwarded = tenants::ConsentRequestForwarded {
             partner_id: tenant.partner_id.clone(),

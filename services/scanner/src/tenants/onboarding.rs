@@ -55,8 +55,8 @@ pub struct Onboarding {
 }
 
 impl Onboarding {
-    /// Microsoft's v2.0 admin-consent URL for the operator's app.
-    pub fn consent_url(&self, tenant: &TenantRow) -> String {
+    /// Microsoft's v2.0 admin-consent URL for the operator's app, carrying `state`.
+    pub fn consent_url(&self, tenant: &TenantRow, state: &str) -> String {
         let authority = if tenant.microsoft_tenant.is_empty() {
             "organizations"
         } else {
@@ -69,7 +69,7 @@ impl Onboarding {
             url_encode(&self.settings.client_id),
             url_encode(crate::graph::GRAPH_SCOPE),
             url_encode(&self.settings.consent_redirect_uri),
-            url_encode(&tenant.consent_state),
+            url_encode(state),
         )
     }
 

@@ -27,7 +27,8 @@ pub struct TenantRow {
     pub state: String,
     pub state_reason: String,
     pub consent_failure: String,
-    pub consent_state: String,
+    /// SHA-256 of the consent link's `state`; the link itself is shown once, when issued.
+    pub consent_state_hash: String,
     pub consent_expires_at: DateTime<Utc>,
     pub onboarded_by: String,
     pub created_at: DateTime<Utc>,
@@ -46,7 +47,7 @@ pub struct TenantRow {
 }
 
 const COLUMNS: &str = "tenant_id, partner_id, microsoft_tenant, microsoft_tenant_id, display_name, primary_domain,
-    plan, state, state_reason, consent_failure, consent_state, consent_expires_at, onboarded_by, created_at,
+    plan, state, state_reason, consent_failure, consent_state_hash, consent_expires_at, onboarded_by, created_at,
     consented_at, activated_at, updated_at, service_plans, access_last_success_at, access_last_error,
     access_last_error_at, access_consecutive_failures, access_throttled_until, last_configuration_scan_at,
     last_monitoring_poll_at, disconnected_at";
@@ -154,7 +155,7 @@ pub async fn insert_tenant(
     now: DateTime<Utc>,
 ) -> Result<TenantRow, sqlx::Error> {
     let inserted: Option<TenantRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "INSERT INTO tenants (tenant_id, partner_id, microsoft_tenant, display_name, plan, state, consent_state,
+        "INSERT INTO tenants (tenant_id, partner_id, microsoft_tenant, display_name, plan, state, consent_state_hash,
              consent_expires_at, onboarded_by, idempotency_key, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 'pending_consent', $6, $7, $8, $9, $10, $10)
          ON CONFLICT (partner_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
@@ -165,7 +166,7 @@ pub async fn insert_tenant(
     .bind(tenant.microsoft_tenant)
     .bind(tenant.display_name)
     .bind(tenant.plan)
-    .bind(tenant.consent_state)
+    .bind(state_hash(tenant.consent_state))
     .bind(tenant.consent_expires_at)
     .bind(tenant.onboarded_by)
     .bind(tenant.idempotency_key)
@@ -217,9 +218,9 @@ pub async fn find_by_consent_state(
     consent_state: &str,
 ) -> Result<Option<TenantRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tenants WHERE consent_state = $1"
+        "SELECT {COLUMNS} FROM tenants WHERE consent_state_hash = $1"
     )))
-    .bind(consent_state)
+    .bind(state_hash(consent_state))
     .fetch_optional(pool)
     .await
 }
@@ -301,12 +302,12 @@ pub async fn renew_consent(
     now: DateTime<Utc>,
 ) -> Result<Option<TenantRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE tenants SET state = 'pending_consent', consent_state = $2, consent_expires_at = $3,
+        "UPDATE tenants SET state = 'pending_consent', consent_state_hash = $2, consent_expires_at = $3,
              state_reason = '', consent_failure = '', updated_at = $4
          WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
     )))
     .bind(tenant_id)
-    .bind(consent_state)
+    .bind(state_hash(consent_state))
     .bind(consent_expires_at)
     .bind(now)
     .fetch_optional(pool)
@@ -341,8 +342,8 @@ pub fn is_second_binding(error: &sqlx::Error) -> bool {
         if database.constraint() == Some("tenants_one_active_binding"))
 }
 
-/// The stored form of a sign-in `state`: a database read alone cannot complete a sign-in.
-pub fn sign_in_state_hash(state: &str) -> String {
+/// The stored form of a consent or sign-in `state`: a database read alone cannot complete either.
+pub fn state_hash(state: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(state.as_bytes());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -362,7 +363,7 @@ pub async fn begin_sign_in(
          WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
     )))
     .bind(tenant_id)
-    .bind(sign_in_state_hash(&pending.state))
+    .bind(state_hash(&pending.state))
     .bind(&pending.verifier)
     .bind(&pending.nonce)
     .bind(expires_at)
@@ -392,7 +393,7 @@ pub async fn find_by_sign_in_state(
         "SELECT {COLUMNS}, signin_verifier, signin_nonce, signin_expires_at
          FROM tenants WHERE signin_state_hash = $1"
     )))
-    .bind(sign_in_state_hash(state))
+    .bind(state_hash(state))
     .fetch_optional(pool)
     .await
 }
