@@ -70,6 +70,25 @@ pub async fn start_offboarding(env: &TestEnv, extra_toml: &str) -> Application {
         .expect("offboarding starts")
 }
 
+/// Every service against `sim`, by the protobuf package of its contracts; `offboarding_toml` is
+/// the offboarding service's own settings.
+pub async fn start_every_service(
+    env: &TestEnv,
+    sim: &GraphSim,
+    offboarding_toml: &str,
+) -> Vec<(&'static str, Application)> {
+    vec![
+        ("picket.tenants.v1", start_scanner(env, sim, "").await),
+        ("picket.incidents.v1", start_prioritizer(env, "").await),
+        ("picket.notifications.v1", start_notifier(env, "").await),
+        ("picket.ledger.v1", start_ledger(env, "").await),
+        (
+            "picket.offboarding.v1",
+            start_offboarding(env, offboarding_toml).await,
+        ),
+    ]
+}
+
 /// `[auth]` settings that verify tokens against graph-sim playing the operator's identity
 /// provider (its tenant `tenant`), for Picket's API `api://picket`, with no shared key.
 pub fn identity_provider_toml(sim: &GraphSim, tenant: &str) -> String {

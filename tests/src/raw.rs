@@ -1,7 +1,10 @@
 //! A gRPC client of raw protobuf bytes: for tests that send what no generated client would
 //! (oversized or malformed requests) or build requests from the contract descriptors.
 
+use std::collections::HashMap;
+
 use bytes::{Buf, BufMut};
+use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Sends and receives raw protobuf bytes, to send what no generated client would.
@@ -95,4 +98,23 @@ pub fn varint(field_number: i32, value: u64) -> Vec<u8> {
     );
     prost::encoding::encode_varint(value, &mut encoded);
     encoded
+}
+
+/// Every contract's descriptors, and its messages by full name (`.picket.x.v1.Name`).
+pub fn contracts() -> (
+    prost_types::FileDescriptorSet,
+    HashMap<String, prost_types::DescriptorProto>,
+) {
+    let set = prost_types::FileDescriptorSet::decode(picket_proto::FILE_DESCRIPTOR_SET)
+        .expect("the contracts' descriptors");
+    let mut messages = HashMap::new();
+    for file in &set.file {
+        for message in &file.message_type {
+            messages.insert(
+                format!(".{}.{}", file.package(), message.name()),
+                message.clone(),
+            );
+        }
+    }
+    (set, messages)
 }

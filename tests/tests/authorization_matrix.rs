@@ -13,11 +13,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::raw::{call, length_delimited, varint};
-use picket_e2e::{
-    channel, consent_as_administrator, start_ledger, start_notifier, start_offboarding,
-    start_prioritizer, start_scanner, suspicious_sign_in,
-};
+use picket_e2e::raw::{call, contracts, length_delimited, varint};
+use picket_e2e::{channel, consent_as_administrator, start_every_service, suspicious_sign_in};
 use picket_platform::Application;
 use picket_platform::auth::{Principal, Role};
 use picket_proto::incidents::v1 as incidents;
@@ -26,7 +23,6 @@ use picket_proto::notifications::v1 as notifications;
 use picket_proto::offboarding::v1 as offboarding;
 use picket_proto::tenants::v1 as tenants;
 use picket_testkit::{TestEnv, WebhookReceiver, eventually};
-use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 
 const PARTNER: &str = "p1";
@@ -409,16 +405,8 @@ impl World {
         .await
         .expect("graph-sim starts");
         let receiver = WebhookReceiver::start().await;
-        let services = [
-            ("picket.tenants.v1", start_scanner(&env, &sim, "").await),
-            ("picket.incidents.v1", start_prioritizer(&env, "").await),
-            ("picket.notifications.v1", start_notifier(&env, "").await),
-            ("picket.ledger.v1", start_ledger(&env, "").await),
-            (
-                "picket.offboarding.v1",
-                start_offboarding(&env, "[offboarding]\ntick_interval = \"100ms\"\n").await,
-            ),
-        ];
+        let services =
+            start_every_service(&env, &sim, "[offboarding]\ntick_interval = \"100ms\"\n").await;
         let mut channels = HashMap::new();
         for (package, application) in &services {
             channels.insert((*package).to_owned(), channel(application).await);
@@ -905,17 +893,7 @@ fn refused(answer: &Result<Vec<u8>, tonic::Status>) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_rpc_lets_through_exactly_the_callers_its_row_names() {
     let world = Box::pin(World::start()).await;
-    let set = prost_types::FileDescriptorSet::decode(picket_proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptors");
-    let mut messages = HashMap::new();
-    for file in &set.file {
-        for message in &file.message_type {
-            messages.insert(
-                format!(".{}.{}", file.package(), message.name()),
-                message.clone(),
-            );
-        }
-    }
+    let (set, messages) = contracts();
     let matrix: HashMap<&str, &[Caller]> = MATRIX.iter().copied().collect();
     let expired = world.env.expired_operator_token();
     let mut mismatches = Vec::new();

@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use graph_sim::{GraphSim, SimConfig};
-use picket_e2e::raw::{call, length_delimited};
-use picket_e2e::{
-    admin_get, channel, start_ledger, start_notifier, start_offboarding, start_prioritizer,
-    start_scanner, suspicious_sign_in,
-};
+use picket_e2e::raw::{call, contracts, length_delimited};
+use picket_e2e::{admin_get, channel, start_every_service, start_prioritizer, suspicious_sign_in};
 use picket_platform::Application;
 use picket_proto::incidents::v1::IncidentOpened;
 use picket_testkit::{TestEnv, dead_letter_reason};
@@ -66,23 +63,15 @@ struct Picket {
     applications: HashMap<&'static str, Application>,
 }
 
-async fn start_every_service() -> Picket {
+async fn start_picket() -> Picket {
     let env = TestEnv::new().await;
     let sim = GraphSim::start(SimConfig::default(), ([127, 0, 0, 1], 0).into())
         .await
         .expect("graph-sim starts");
-    let scanner = start_scanner(&env, &sim, "").await;
-    let prioritizer = start_prioritizer(&env, "").await;
-    let notifier = start_notifier(&env, "").await;
-    let ledger = start_ledger(&env, "").await;
-    let offboarding = start_offboarding(&env, "").await;
-    let applications = HashMap::from([
-        ("picket.tenants.v1", scanner),
-        ("picket.incidents.v1", prioritizer),
-        ("picket.notifications.v1", notifier),
-        ("picket.ledger.v1", ledger),
-        ("picket.offboarding.v1", offboarding),
-    ]);
+    let applications = start_every_service(&env, &sim, "")
+        .await
+        .into_iter()
+        .collect();
     Picket {
         env,
         _sim: sim,
@@ -92,18 +81,8 @@ async fn start_every_service() -> Picket {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_string_field_of_every_rpc_is_bounded_and_events_flow_afterwards() {
-    let picket = start_every_service().await;
-    let set = prost_types::FileDescriptorSet::decode(picket_proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptors");
-    let mut messages = HashMap::new();
-    for file in &set.file {
-        for message in &file.message_type {
-            messages.insert(
-                format!(".{}.{}", file.package(), message.name()),
-                message.clone(),
-            );
-        }
-    }
+    let picket = start_picket().await;
+    let (set, messages) = contracts();
     let token = picket.env.operator_token();
     let oversized = vec![b'x'; 3 * 1024 * 1024];
     let mut checked = 0;

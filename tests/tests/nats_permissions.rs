@@ -126,11 +126,26 @@ impl Drop for Server {
     }
 }
 
-async fn refusal(errors: &mut mpsc::UnboundedReceiver<String>) -> String {
-    tokio::time::timeout(Duration::from_secs(5), errors.recv())
+/// Publishes `payload` on `subject` as `client` and expects the server to refuse it by name.
+async fn assert_refused(
+    client: &async_nats::Client,
+    errors: &mut mpsc::UnboundedReceiver<String>,
+    subject: &str,
+    payload: &'static str,
+) {
+    client
+        .publish(subject.to_owned(), payload.into())
+        .await
+        .expect("sent");
+    client.flush().await.expect("flush");
+    let refused = tokio::time::timeout(Duration::from_secs(5), errors.recv())
         .await
         .expect("refused in time")
-        .expect("an error")
+        .expect("an error");
+    assert!(
+        refused.to_lowercase().contains("permissions violation") && refused.contains(subject),
+        "{subject}: {refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,33 +218,23 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
 
     // The ledger's user may not publish an incident: the server refuses it and nobody gets it.
     let (as_ledger, mut ledger_errors) = server.connect("ledger").await;
-    as_ledger
-        .publish("picket.incidents.v1.incident_opened.p1.t1", "forged".into())
-        .await
-        .expect("sent");
-    as_ledger.flush().await.expect("flush");
-    let refused = refusal(&mut ledger_errors).await;
-    assert!(
-        refused.to_lowercase().contains("permissions violation"),
-        "{refused}"
-    );
+    assert_refused(
+        &as_ledger,
+        &mut ledger_errors,
+        "picket.incidents.v1.incident_opened.p1.t1",
+        "forged",
+    )
+    .await;
     // Each service confirms only its own purges: the scanner may publish on its confirmation
     // subject, never on the notifier's, so it cannot confirm the notifier's purge.
     let (as_scanner, mut scanner_errors) = server.connect("scanner").await;
-    as_scanner
-        .publish(
-            "picket.offboarding.v1.purge_completed_by_notifier.p1.t1",
-            "forged".into(),
-        )
-        .await
-        .expect("sent");
-    as_scanner.flush().await.expect("flush");
-    let refused = refusal(&mut scanner_errors).await;
-    assert!(
-        refused.to_lowercase().contains("permissions violation")
-            && refused.contains("purge_completed_by_notifier"),
-        "{refused}"
-    );
+    assert_refused(
+        &as_scanner,
+        &mut scanner_errors,
+        "picket.offboarding.v1.purge_completed_by_notifier.p1.t1",
+        "forged",
+    )
+    .await;
     as_scanner
         .publish(
             "picket.offboarding.v1.purge_completed_by_scanner.p1.t1",
@@ -247,31 +252,21 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
         "picket.offboarding.v1.purge_completed_by_scanner.p1.t1"
     );
     // Consumers are allowed by exact name: the scanner may not pull from the prioritizer's.
-    as_scanner
-        .publish(
-            "$JS.API.CONSUMER.MSG.NEXT.PICKET_FIXES.prioritizer-fixes",
-            "{\"batch\":1}".into(),
-        )
-        .await
-        .expect("sent");
-    as_scanner.flush().await.expect("flush");
-    let refused = refusal(&mut scanner_errors).await;
-    assert!(
-        refused.to_lowercase().contains("permissions violation")
-            && refused.contains("prioritizer-fixes"),
-        "{refused}"
-    );
+    assert_refused(
+        &as_scanner,
+        &mut scanner_errors,
+        "$JS.API.CONSUMER.MSG.NEXT.PICKET_FIXES.prioritizer-fixes",
+        "{\"batch\":1}",
+    )
+    .await;
     // Integrators read, and publish nothing.
-    integrator
-        .publish("picket.ledger.v1.credits_purchased.p1._", "forged".into())
-        .await
-        .expect("sent");
-    integrator.flush().await.expect("flush");
-    let refused = refusal(&mut integrator_errors).await;
-    assert!(
-        refused.to_lowercase().contains("permissions violation"),
-        "{refused}"
-    );
+    assert_refused(
+        &integrator,
+        &mut integrator_errors,
+        "picket.ledger.v1.credits_purchased.p1._",
+        "forged",
+    )
+    .await;
     assert!(
         tokio::time::timeout(Duration::from_millis(500), events.next())
             .await
@@ -320,20 +315,13 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
         .into_iter()
         .find(|(_, area, _)| *area == picket_proto::Area::Incidents)
         .expect("the notifier consumes incidents");
-    integrator
-        .publish(
-            format!("$JS.API.CONSUMER.MSG.NEXT.PICKET_INCIDENTS.{notifier_incidents}"),
-            r#"{"batch":1}"#.into(),
-        )
-        .await
-        .expect("sent");
-    integrator.flush().await.expect("flush");
-    let refused = refusal(&mut integrator_errors).await;
-    assert!(
-        refused.to_lowercase().contains("permissions violation")
-            && refused.contains(notifier_incidents),
-        "{refused}"
-    );
+    assert_refused(
+        &integrator,
+        &mut integrator_errors,
+        &format!("$JS.API.CONSUMER.MSG.NEXT.PICKET_INCIDENTS.{notifier_incidents}"),
+        r#"{"batch":1}"#,
+    )
+    .await;
     // A service with a wrong password is not let in.
     let wrong =
         async_nats::ConnectOptions::with_user_and_password("scanner".into(), "guess".into())
