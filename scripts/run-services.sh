@@ -77,7 +77,10 @@ trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-target/debug/graph-sim "$SIM_PORT" 3 20 >"$DEV_DIR/logs/graph-sim.log" 2>&1 &
+# A Microsoft tenant is connected through one Picket tenant at a time and the database outlives a
+# run, so each run simulates directories of its own (PICKET_SIM_SEED repeats one).
+SIM_SEED=${PICKET_SIM_SEED:-$(((RANDOM << 15) | RANDOM))}
+target/debug/graph-sim "$SIM_PORT" 3 20 "$SIM_SEED" >"$DEV_DIR/logs/graph-sim.log" 2>&1 &
 PIDS+=($!)
 python3 scripts/demo/webhook-receiver.py "$RECEIVER_PORT" "$DEMO_DIR/webhook-secret" \
 	>"$DEV_DIR/logs/webhooks.log" 2>&1 &
