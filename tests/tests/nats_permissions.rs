@@ -53,6 +53,11 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with_users("").await
+    }
+
+    /// The production configuration with `users` (user blocks) added to the PICKET account.
+    async fn start_with_users(users: &str) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("a free port")
             .local_addr()
@@ -66,6 +71,11 @@ impl Server {
             .replace(
                 "/data/jetstream",
                 &store.join("jetstream").to_string_lossy(),
+            )
+            .replacen(
+                "      # Integrators read:",
+                &format!("{users}      # Integrators read:"),
+                1,
             );
         let config_file = store.join("nats-server.conf");
         std::fs::write(&config_file, config).expect("write the configuration");
@@ -79,6 +89,7 @@ impl Server {
         for user in USERS {
             command.env(format!("{}_PASSWORD", user.to_uppercase()), password(user));
         }
+        command.env("INTEGRATOR_P1_PASSWORD", password("integrator-p1"));
         let child = command.spawn().expect("nats-server starts");
         eventually(Duration::from_secs(10), "nats-server to listen", || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -333,5 +344,131 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
     offboarding.shutdown().await;
     notifier.shutdown().await;
     env.teardown().await;
+    server.stop();
+}
+
+/// The user `scripts/nats-integrator-user.sh` prints for partner `p1`.
+fn partner_integrator_user() -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/nats-integrator-user.sh"
+    );
+    let output = std::process::Command::new("bash")
+        .args([script, "p1"])
+        .output()
+        .expect("the script runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partners_integrator_reads_that_partners_events_only() {
+    let server = Server::start_with_users(&partner_integrator_user()).await;
+    // The stream, as a service provisions it, and one event of each of two partners.
+    let (as_prioritizer, _) = server.connect("prioritizer").await;
+    let jetstream = async_nats::jetstream::new(as_prioritizer.clone());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "PICKET_INCIDENTS".into(),
+            subjects: vec!["picket.incidents.v1.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("the stream");
+    let (integrator, mut errors) = server.connect("integrator-p1").await;
+    let mut live = integrator
+        .subscribe("picket.*.v1.*.p1.>")
+        .await
+        .expect("its partner's subjects");
+    integrator.flush().await.expect("flush");
+    for partner in ["p2", "p1"] {
+        jetstream
+            .publish(
+                format!("picket.incidents.v1.incident_opened.{partner}.t1"),
+                partner.into(),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("stored");
+    }
+    let first = tokio::time::timeout(Duration::from_secs(5), live.next())
+        .await
+        .expect("p1's event arrives")
+        .expect("a message");
+    assert_eq!(
+        first.subject.as_str(),
+        "picket.incidents.v1.incident_opened.p1.t1"
+    );
+
+    // Every partner's subjects: refused.
+    let _everything = integrator.subscribe("picket.>").await.expect("sent");
+    integrator.flush().await.expect("flush");
+    let refused = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("refused in time")
+        .expect("an error");
+    assert!(
+        refused.to_lowercase().contains("permissions violation") && refused.contains("picket.>"),
+        "{refused}"
+    );
+
+    // A durable consumer under its own name, filtered on its partner: created and read.
+    let streams = async_nats::jetstream::new(integrator.clone());
+    let own = streams
+        .create_consumer_on_stream(
+            async_nats::jetstream::consumer::pull::Config {
+                name: Some("p1-1".into()),
+                durable_name: Some("p1-1".into()),
+                filter_subject: "picket.incidents.v1.*.p1.>".into(),
+                ..Default::default()
+            },
+            "PICKET_INCIDENTS",
+        )
+        .await
+        .expect("a consumer on its partner's subjects");
+    let mut pulled = own
+        .batch()
+        .max_messages(5)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("pull");
+    let mut subjects = Vec::new();
+    while let Some(message) = pulled.next().await {
+        let message = message.expect("a message");
+        subjects.push(message.subject.to_string());
+        message.ack().await.expect("acked");
+    }
+    assert_eq!(subjects, ["picket.incidents.v1.incident_opened.p1.t1"]);
+
+    // A consumer with no filter, or another partner's: refused by the server, by name.
+    for (name, filter) in [("p1-2", ""), ("p1-3", "picket.incidents.v1.*.p2.>")] {
+        let created = tokio::time::timeout(
+            Duration::from_secs(2),
+            streams.create_consumer_on_stream(
+                async_nats::jetstream::consumer::pull::Config {
+                    name: Some(name.into()),
+                    durable_name: Some(name.into()),
+                    filter_subject: filter.into(),
+                    ..Default::default()
+                },
+                "PICKET_INCIDENTS",
+            ),
+        )
+        .await;
+        assert!(
+            !matches!(created, Ok(Ok(_))),
+            "{name} with filter {filter:?} was created"
+        );
+        let refused = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+            .await
+            .expect("refused in time")
+            .expect("an error");
+        assert!(
+            refused.to_lowercase().contains("permissions violation") && refused.contains(name),
+            "{name}: {refused}"
+        );
+    }
     server.stop();
 }
