@@ -31,7 +31,9 @@ CUSTOM_SCHEMAS = {
     ("postgresql.cnpg.io/v1", "Cluster"): "cnpg-cluster.json",
 }
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+# Long-running workloads must have probes; a Job runs to completion.
+PROBED_KINDS = ("Deployment", "StatefulSet")
 GRPC_PORT = 50051
 ADMIN_PORT = 9090
 
@@ -195,7 +197,7 @@ def check_consistency(objects, external_secrets, report):
                     ref = value_from["secretKeyRef"]
                     check_ref(obj, "Secret", ref["name"], ref["key"], ref.get("optional", False))
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                if probe not in container:
+                if obj["kind"] in PROBED_KINDS and probe not in container:
                     report.error(obj, f"{where}: {probe} is missing")
 
     # The five Picket services.

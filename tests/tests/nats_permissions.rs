@@ -1,6 +1,7 @@
 //! The production NATS configuration (`deploy/nats/nats-server.conf`) on a real nats-server:
-//! services run under their own users (the ledger provisions the streams and publishes its events;
-//! the offboarding service and the notifier create and read their consumers), a service is
+//! services run under their own users (only the provisioning user creates the streams, and
+//! services wait for them; the ledger publishes its events; the offboarding service and the
+//! notifier create and read their consumers), a service is
 //! refused a subject it does not own (a service confirms only its own purges), and the
 //! integrators' user reads (through consumers under its own names, never a service's) but cannot
 //! publish.
@@ -19,12 +20,13 @@ const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../deploy/nats/nats-server.conf"
 );
-const USERS: [&str; 6] = [
+const USERS: [&str; 7] = [
     "scanner",
     "prioritizer",
     "notifier",
     "ledger",
     "offboarding",
+    "provisioner",
     "integrator",
 ];
 
@@ -163,25 +165,49 @@ async fn assert_refused(
 async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read() {
     let server = Server::start().await;
     let env = TestEnv::new().await;
-    // The ledger runs as its own user: it provisions the streams and publishes its events.
-    let toml = format!(
-        "[nats]\nurl = \"{}\"\nnamespace = \"picket\"\nuser = \"ledger\"\npassword = \"{}\"\n",
-        server.url(),
-        password("ledger")
-    );
-    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, &toml);
-    let ledger = ledger::build(platform, own, CancellationToken::new())
-        .await
-        .expect("the ledger starts as user ledger");
-    // Services that consume start too: their users may create and read consumers on the streams
-    // they read.
+    // Services run as their own users and leave the streams to the provisioning identity.
     let as_user = |user: &str| {
         format!(
-            "[nats]\nurl = \"{}\"\nnamespace = \"picket\"\nuser = \"{user}\"\npassword = \"{}\"\n",
+            "[nats]\nurl = \"{}\"\nnamespace = \"picket\"\nuser = \"{user}\"\npassword = \"{}\"\n\
+             provision_streams = false\n",
             server.url(),
             password(user)
         )
     };
+    // The ledger, started before the streams exist, waits for them.
+    let (platform, own) = env.settings(ledger::SERVICE, ledger::DEFAULTS, &as_user("ledger"));
+    let mut starting = tokio::spawn(ledger::build(platform, own, CancellationToken::new()));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), &mut starting)
+            .await
+            .is_err(),
+        "the ledger does not start before the streams are provisioned"
+    );
+    // A service user may not make them: creating, updating or deleting a stream is refused.
+    let (as_ledger, mut ledger_errors) = server.connect("ledger").await;
+    for request in [
+        "$JS.API.STREAM.CREATE.PICKET_LEDGER",
+        "$JS.API.STREAM.UPDATE.PICKET_LEDGER",
+        "$JS.API.STREAM.DELETE.PICKET_LEDGER",
+    ] {
+        assert_refused(&as_ledger, &mut ledger_errors, request, "{}").await;
+    }
+    // The provisioning identity makes them, as `<service> provision-streams` does in its Job.
+    let (provisioning, _) = env.settings::<ledger::Settings>(
+        ledger::SERVICE,
+        ledger::DEFAULTS,
+        &as_user("provisioner"),
+    );
+    picket_platform::nats::streams::provision_as("provisioner", &provisioning.nats)
+        .await
+        .expect("the provisioning user creates the streams");
+    let ledger = tokio::time::timeout(Duration::from_secs(10), starting)
+        .await
+        .expect("the ledger starts once the streams exist")
+        .expect("joined")
+        .expect("the ledger starts as user ledger");
+    // Services that consume start too: their users may create and read consumers on the streams
+    // they read.
     let (platform, own) = env.settings(
         offboarding::SERVICE,
         offboarding::DEFAULTS,
@@ -228,7 +254,6 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
     );
 
     // The ledger's user may not publish an incident: the server refuses it and nobody gets it.
-    let (as_ledger, mut ledger_errors) = server.connect("ledger").await;
     assert_refused(
         &as_ledger,
         &mut ledger_errors,
@@ -364,10 +389,9 @@ fn partner_integrator_user() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partners_integrator_reads_that_partners_events_only() {
     let server = Server::start_with_users(&partner_integrator_user()).await;
-    // The stream, as a service provisions it, and one event of each of two partners.
-    let (as_prioritizer, _) = server.connect("prioritizer").await;
-    let jetstream = async_nats::jetstream::new(as_prioritizer.clone());
-    jetstream
+    // The stream, as the provisioning identity makes it, and one event of each of two partners.
+    let (as_provisioner, _) = server.connect("provisioner").await;
+    async_nats::jetstream::new(as_provisioner)
         .create_stream(async_nats::jetstream::stream::Config {
             name: "PICKET_INCIDENTS".into(),
             subjects: vec!["picket.incidents.v1.>".into()],
@@ -375,6 +399,8 @@ async fn a_partners_integrator_reads_that_partners_events_only() {
         })
         .await
         .expect("the stream");
+    let (as_prioritizer, _) = server.connect("prioritizer").await;
+    let jetstream = async_nats::jetstream::new(as_prioritizer);
     let (integrator, mut errors) = server.connect("integrator-p1").await;
     let mut live = integrator
         .subscribe("picket.*.v1.*.p1.>")

@@ -1,5 +1,5 @@
 //! A service's life: [`Platform::new`] binds its ports and starts serving health (NOT_SERVING) at
-//! once, [`Platform::connect`] waits for PostgreSQL and NATS, migrates and provisions streams, the
+//! once, [`Platform::connect`] waits for PostgreSQL and NATS, migrates and provisions (or awaits) streams, the
 //! service adds its consumers and workers, and [`Platform::start`] turns health to SERVING. The
 //! resulting [`Application`] drains within the grace period on shutdown, or can be killed outright
 //! (tests use that to simulate a crash).
@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use picket_proto::Event;
-use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPool;
 use tokio::net::TcpListener;
@@ -143,16 +142,10 @@ impl Platform {
         let grpc_address = local_address("grpc", &grpc_listener)?;
         let admin_address = local_address("admin", &admin_listener)?;
         let pool = db::connect_lazy(&settings.database).map_err(StartError::Database)?;
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("picket-{service}"))
-            .retry_on_initial_connect();
-        if !settings.nats.user.is_empty() {
-            options = options.user_and_password(
-                settings.nats.user.clone(),
-                settings.nats.password.expose_secret().to_owned(),
-            );
-        }
-        let nats = options.connect(settings.nats.url.as_str()).await?;
+        let nats = crate::nats::connect_options(service, &settings.nats)
+            .retry_on_initial_connect()
+            .connect(settings.nats.url.as_str())
+            .await?;
         let jetstream = jetstream::new(nats.clone());
         let subjects = Subjects::new(settings.nats.namespace.clone());
         let metrics = Arc::new(Metrics::new());
@@ -293,7 +286,7 @@ impl Platform {
     }
 
     /// Waits for PostgreSQL (then migrates: the kit's tables and `migrations`) and NATS (then
-    /// provisions the streams), retrying until they answer or shutdown is requested.
+    /// provisions the streams, or waits until the provisioning identity has), retrying until they answer or shutdown is requested.
     pub async fn connect(&mut self, migrations: Option<Migrator>) -> Result<(), StartError> {
         self.wait_for("postgres", |platform| {
             let pool = platform.pool.clone();
@@ -330,7 +323,17 @@ impl Platform {
             }
         })
         .await?;
-        streams::provision(&self.jetstream, &self.subjects, &self.settings.nats).await?;
+        if self.settings.nats.provision_streams {
+            streams::provision(&self.jetstream, &self.subjects, &self.settings.nats).await?;
+        } else {
+            self.wait_for("nats streams", |platform| {
+                let jetstream = platform.jetstream.clone();
+                let subjects = platform.subjects.clone();
+                let settings = platform.settings.nats.clone();
+                async move { streams::present(&jetstream, &subjects, &settings).await }
+            })
+            .await?;
+        }
         Ok(())
     }
 

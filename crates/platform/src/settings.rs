@@ -108,6 +108,10 @@ pub struct NatsSettings {
     /// JetStream de-duplication window for `Nats-Msg-Id`.
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
+    /// Whether the service creates and updates the streams at start (development, tests). In
+    /// production only the provisioning identity may (`<service> provision-streams` as NATS user
+    /// `provisioner`, run by a Job): services then wait at start until every stream exists.
+    pub provision_streams: bool,
     /// How often the outbox relay looks for unpublished events when no notification wakes it.
     #[serde(with = "humantime_serde")]
     pub outbox_poll_interval: Duration,
@@ -191,6 +195,18 @@ pub fn load<S: ServiceSettings>(
     service: &str,
     service_defaults: &str,
 ) -> Result<(PlatformSettings, S), SettingsError> {
+    from_config(service, &layered(service_defaults, S::list_keys())?)
+}
+
+/// Only the NATS settings from the same layered sources, for `provision-streams`, which needs no
+/// database, identity provider or service section.
+pub fn load_nats(service_defaults: &str) -> Result<NatsSettings, SettingsError> {
+    let nats: NatsSettings = layered(service_defaults, &[])?.get("nats")?;
+    nats.validate()?;
+    Ok(nats)
+}
+
+fn layered(service_defaults: &str, list_keys: &[&str]) -> Result<Config, SettingsError> {
     let mut builder = Config::builder()
         .add_source(File::from_str(PLATFORM_DEFAULTS, FileFormat::Toml))
         .add_source(File::from_str(service_defaults, FileFormat::Toml));
@@ -203,11 +219,10 @@ pub fn load<S: ServiceSettings>(
         .try_parsing(true)
         .list_separator(",")
         .with_list_parse_key("nats.redelivery_backoff");
-    for key in S::list_keys() {
+    for key in list_keys {
         environment = environment.with_list_parse_key(key);
     }
-    let config = builder.add_source(environment).build()?;
-    from_config(service, &config)
+    Ok(builder.add_source(environment).build()?)
 }
 
 /// Deserializes and validates settings from an already built `Config` (tests build their own).
@@ -254,6 +269,51 @@ pub fn durations<'de, D: serde::Deserializer<'de>>(
         .collect()
 }
 
+impl NatsSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !self.url.starts_with("nats://") && !self.url.starts_with("tls://") {
+            return Err(SettingsError::invalid(
+                "nats.url",
+                "must be a nats:// or tls:// URL",
+            ));
+        }
+        if !is_token(&self.namespace) {
+            return Err(SettingsError::invalid(
+                "nats.namespace",
+                "must be lowercase letters, digits and underscores",
+            ));
+        }
+        if self.max_deliver < 1 {
+            return Err(SettingsError::invalid(
+                "nats.max_deliver",
+                "must be at least 1",
+            ));
+        }
+        if self.redelivery_backoff.is_empty() {
+            return Err(SettingsError::invalid(
+                "nats.redelivery_backoff",
+                "needs at least one delay",
+            ));
+        }
+        if self.lanes == 0 {
+            return Err(SettingsError::invalid("nats.lanes", "must be at least 1"));
+        }
+        if self.max_ack_pending < 1 {
+            return Err(SettingsError::invalid(
+                "nats.max_ack_pending",
+                "must be at least 1",
+            ));
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err(SettingsError::invalid(
+                "nats.ack_wait",
+                "must be at least 1s",
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn is_token(value: &str) -> bool {
     !value.is_empty()
         && value
@@ -287,45 +347,7 @@ impl PlatformSettings {
                 "must be at least 1",
             ));
         }
-        if !self.nats.url.starts_with("nats://") && !self.nats.url.starts_with("tls://") {
-            return Err(SettingsError::invalid(
-                "nats.url",
-                "must be a nats:// or tls:// URL",
-            ));
-        }
-        if !is_token(&self.nats.namespace) {
-            return Err(SettingsError::invalid(
-                "nats.namespace",
-                "must be lowercase letters, digits and underscores",
-            ));
-        }
-        if self.nats.max_deliver < 1 {
-            return Err(SettingsError::invalid(
-                "nats.max_deliver",
-                "must be at least 1",
-            ));
-        }
-        if self.nats.redelivery_backoff.is_empty() {
-            return Err(SettingsError::invalid(
-                "nats.redelivery_backoff",
-                "needs at least one delay",
-            ));
-        }
-        if self.nats.lanes == 0 {
-            return Err(SettingsError::invalid("nats.lanes", "must be at least 1"));
-        }
-        if self.nats.max_ack_pending < 1 {
-            return Err(SettingsError::invalid(
-                "nats.max_ack_pending",
-                "must be at least 1",
-            ));
-        }
-        if self.nats.ack_wait < Duration::from_secs(1) {
-            return Err(SettingsError::invalid(
-                "nats.ack_wait",
-                "must be at least 1s",
-            ));
-        }
+        self.nats.validate()?;
         self.validate_auth()?;
         if self.auth.issuer.is_empty() {
             return Err(SettingsError::invalid("auth.issuer", "must not be empty"));

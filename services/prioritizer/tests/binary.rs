@@ -1,5 +1,6 @@
 //! The prioritizer binary as a platform team runs it: invalid settings exit 64 naming the key;
-//! SIGTERM drains and exits 0.
+//! SIGTERM drains and exits 0; `provision-streams` makes the streams with nothing but NATS settings
+//! (what the provisioning Job runs) and an unknown argument exits 64 with the usage.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -33,6 +34,65 @@ fn unparsable_environment_value_exits_64_naming_the_key() {
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("nats.max_deliver"), "stderr: {stderr}");
+}
+
+#[test]
+fn an_unknown_argument_exits_64_with_the_usage() {
+    let output = Command::new(BINARY)
+        .arg("--provision")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--provision") && stderr.contains("provision-streams"),
+        "stderr: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_streams_makes_every_stream_and_exits_zero() {
+    let env = TestEnv::new().await;
+    // No database, no signing key: the Job has NATS settings only.
+    let output = Command::new(BINARY)
+        .arg("provision-streams")
+        .env("PICKET__NATS__NAMESPACE", &env.namespace)
+        .env("PICKET__NATS__STREAM_STORAGE", "memory")
+        .env("PICKET__NATS__STREAM_MAX_AGE", "1h")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{output:?}");
+    for area in picket_proto::Area::ALL {
+        let name = env.subjects.stream_name(area);
+        let mut stream = env.jetstream.get_stream(&name).await.expect("provisioned");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.config.max_age, Duration::from_secs(3600), "{name}");
+    }
+    env.jetstream
+        .get_stream(env.subjects.dead_letter_stream())
+        .await
+        .expect("the dead-letter stream");
+    // Run again with other settings, it updates them in place.
+    let again = Command::new(BINARY)
+        .arg("provision-streams")
+        .env("PICKET__NATS__NAMESPACE", &env.namespace)
+        .env("PICKET__NATS__STREAM_STORAGE", "memory")
+        .env("PICKET__NATS__STREAM_MAX_AGE", "2h")
+        .output()
+        .expect("the binary runs");
+    assert!(again.status.success(), "{again:?}");
+    let name = env.subjects.stream_name(picket_proto::Area::Findings);
+    let mut stream = env.jetstream.get_stream(&name).await.expect("provisioned");
+    let info = stream.info().await.expect("info");
+    assert_eq!(info.config.max_age, Duration::from_secs(7200));
+    // A NATS that does not answer is a failure, not a hang: the Job retries.
+    let unreachable = Command::new(BINARY)
+        .arg("provision-streams")
+        .env("PICKET__NATS__URL", "nats://127.0.0.1:1")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(unreachable.status.code(), Some(1), "{unreachable:?}");
+    env.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
