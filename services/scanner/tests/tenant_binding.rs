@@ -280,3 +280,85 @@ async fn the_consent_link_is_shown_once_and_kept_only_as_a_hash() {
     assert_eq!(status, 302, "{response}");
     harness.finish().await;
 }
+
+/// Bindings made before one binding per Microsoft tenant was enforced: the migration that adds the
+/// rule keeps the first and sets the later aside instead of failing on them (the SQL applied by
+/// hand in order, against a real PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_migrates_over_duplicate_bindings_keeping_the_first() {
+    use sqlx::Connection;
+
+    let env = picket_testkit::TestEnv::new().await;
+    let mut db = sqlx::PgConnection::connect(&env.database_url)
+        .await
+        .expect("the test database");
+    for before in [
+        include_str!("../migrations/20261123000001_tenants.sql"),
+        include_str!("../migrations/20261123000002_scans.sql"),
+    ] {
+        sqlx::raw_sql(before)
+            .execute(&mut db)
+            .await
+            .expect("migrated");
+    }
+    // Two partners hold one Microsoft tenant (spelt in two cases); a third holds another.
+    sqlx::raw_sql(
+        "INSERT INTO tenants (tenant_id, partner_id, microsoft_tenant_id, display_name, plan, state,
+             consent_state, consent_expires_at, onboarded_by, created_at, activated_at, updated_at)
+         VALUES
+         (gen_random_uuid(), 'p-first', 'AAAA-1', 'Contoso', 'standard', 'active', 's1', now(),
+          'staff@p-first', now() - interval '2 days', now() - interval '2 days', now()),
+         (gen_random_uuid(), 'p-later', 'aaaa-1', 'Contoso', 'standard', 'active', 's2', now(),
+          'staff@p-later', now() - interval '1 day', now() - interval '1 day', now()),
+         (gen_random_uuid(), 'p-other', 'bbbb-2', 'Fabrikam', 'standard', 'active', 's3', now(),
+          'staff@p-other', now(), now(), now())",
+    )
+    .execute(&mut db)
+    .await
+    .expect("bindings from before the rule");
+
+    sqlx::raw_sql(include_str!(
+        "../migrations/20261203000001_consent_proof.sql"
+    ))
+    .execute(&mut db)
+    .await
+    .expect("the rule applies over duplicate bindings");
+
+    let tenants: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT partner_id, state, consent_failure, state_reason FROM tenants ORDER BY partner_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("tenants");
+    assert_eq!(
+        tenants
+            .iter()
+            .map(|(partner, state, failure, _)| (
+                partner.as_str(),
+                state.as_str(),
+                failure.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("p-first", "active", ""),
+            (
+                "p-later",
+                "consent_failed",
+                "CONSENT_FAILURE_ALREADY_CONNECTED"
+            ),
+            ("p-other", "active", ""),
+        ]
+    );
+    assert!(
+        tenants[1]
+            .3
+            .contains("connected to Picket through another tenant first")
+    );
+    // From now on the database refuses a second active binding.
+    let again = sqlx::query("UPDATE tenants SET state = 'active' WHERE partner_id = 'p-later'")
+        .execute(&mut db)
+        .await;
+    assert!(again.is_err(), "a second active binding is refused");
+    drop(db);
+    env.teardown().await;
+}
