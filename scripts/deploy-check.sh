@@ -27,7 +27,7 @@ OVERLAYS_DIR=deploy/kubernetes/overlays
 
 # Secrets the prod overlay expects to exist without rendering them (deploy/README.md): created by
 # the platform team, or (picket-db-app) by the CloudNativePG operator.
-PROD_EXTERNAL_SECRETS=(picket-nats picket-scanner-graph picket-notifier-smtp picket-notifier-keys picket-db-app)
+PROD_EXTERNAL_SECRETS=(picket-nats picket-scanner-graph picket-notifier-smtp picket-notifier-keys picket-consent-links picket-db-app)
 
 say() { echo "deploy-check: $*" >&2; }
 

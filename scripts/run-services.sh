@@ -45,6 +45,15 @@ if [[ -z ${PICKET__NOTIFIER__SECRET_KEYS:-} ]]; then
 	PICKET__NOTIFIER__SECRET_KEYS=$(cat "$DEV_DIR/notifier-secret-keys")
 	export PICKET__NOTIFIER__SECRET_KEYS
 fi
+# The keys that seal a forwarded consent link for the notifier: the scanner and the notifier share them.
+if [[ -z ${PICKET__SCANNER__CONSENT_LINK_KEYS:-} ]]; then
+	if [[ ! -s $DEV_DIR/consent-link-keys ]]; then
+		printf 'dev-links-1:%s' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$DEV_DIR/consent-link-keys"
+	fi
+	PICKET__SCANNER__CONSENT_LINK_KEYS=$(cat "$DEV_DIR/consent-link-keys")
+fi
+export PICKET__SCANNER__CONSENT_LINK_KEYS
+export PICKET__NOTIFIER__CONSENT_LINK_KEYS=${PICKET__NOTIFIER__CONSENT_LINK_KEYS:-$PICKET__SCANNER__CONSENT_LINK_KEYS}
 export PICKET__DATABASE__URL=${PICKET__DATABASE__URL:-postgres://postgres@$PG_HOST:$PG_PORT/$DATABASE}
 export PICKET__NATS__URL=${PICKET__NATS__URL:-nats://$NATS_HOST:$NATS_PORT}
 export PICKET__TELEMETRY__LOG_FORMAT=${PICKET__TELEMETRY__LOG_FORMAT:-json}

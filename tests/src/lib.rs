@@ -22,11 +22,13 @@ macro_rules! notifier_test_secret_keys {
 }
 pub const NOTIFIER_TEST_SECRET_KEYS: &str = notifier_test_secret_keys!();
 
-/// Notifier settings for tests: loopback receivers allowed, fast retries, short claims, and the
-/// tests' key-encryption key for webhook secrets.
+/// Notifier settings for tests: loopback receivers allowed, fast retries, short claims, the tests'
+/// key-encryption key for webhook secrets and their consent-link keys.
 pub const NOTIFIER_TEST_TOML: &str = concat!(
     "[notifier]\nsecret_keys = \"",
     notifier_test_secret_keys!(),
+    "\"\nconsent_link_keys = \"",
+    picket_testkit::consent_link_test_keys!(),
     r#""
 allowed_networks = ["127.0.0.0/8"]
 allow_insecure_http = true

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use picket_e2e::NotifierClient;
+use picket_platform::sealing::{Keyring, consent_link_context};
 use picket_proto::common::v1::Severity;
 use picket_proto::incidents::v1::{Incident, IncidentOpened};
 use picket_proto::ledger::v1::BalanceLow;
@@ -409,12 +410,19 @@ async fn the_partner_is_emailed_when_an_endpoint_is_disabled() {
 async fn a_forwarded_consent_request_is_emailed_to_the_customers_administrator_once() {
     let smtp = SmtpServer::start().await;
     let notifier = NotifierClient::start(&smtp_toml(smtp.port())).await;
+    // The link travels sealed, as the scanner seals it: only the notifier opens it.
+    let sealed_consent_url = Keyring::parse(&picket_testkit::consent_link_test_keys!().into())
+        .expect("the tests' consent-link keys")
+        .seal(
+            b"https://login.microsoftonline.com/common/adminconsent?client_id=picket&state=s1",
+            &consent_link_context("p1", "t1"),
+        )
+        .expect("sealed");
     let forwarded = ConsentRequestForwarded {
         partner_id: "p1".into(),
         tenant_id: "t1".into(),
         tenant_display_name: "Contoso".into(),
-        consent_url:
-            "https://login.microsoftonline.com/common/adminconsent?client_id=picket&state=s1".into(),
+        sealed_consent_url,
         recipient_email: "it-admin@contoso.example".into(),
         recipient_name: "Grace".into(),
         message: "Grace, this is the security service we talked about.".into(),

@@ -117,7 +117,11 @@ async fn scanner_starts_serves_health_and_stops() {
     check_lifecycle(
         scanner::SERVICE,
         scanner::DEFAULTS,
-        "[scanner]\nconsent_listen = \"127.0.0.1:0\"\n",
+        concat!(
+            "[scanner]\nconsent_listen = \"127.0.0.1:0\"\nconsent_link_keys = \"",
+            picket_testkit::consent_link_test_keys!(),
+            "\"\n"
+        ),
         scanner::build,
         &[
             "picket.tenants.v1.TenantService",

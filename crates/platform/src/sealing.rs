@@ -49,6 +49,13 @@ pub enum SealError {
     Random,
 }
 
+/// What a forwarded admin-consent link is sealed to: the scanner seals it into
+/// ConsentRequestForwarded under the consent-link keys, and only the notifier, which e-mails it,
+/// opens it; bound to the event's partner and tenant so it opens in no other event.
+pub fn consent_link_context(partner_id: &str, tenant_id: &str) -> Vec<u8> {
+    format!("picket-consent-link:{partner_id}:{tenant_id}").into_bytes()
+}
+
 /// The key-encryption keys, current first.
 pub struct Keyring {
     current: String,

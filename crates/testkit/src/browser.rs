@@ -3,15 +3,26 @@
 //! admin-consent and authorize endpoints), it signs in as its account by adding `login_hint`, which
 //! graph-sim takes in place of a password page.
 
+/// The keys that seal forwarded consent links in the tests (scanner and notifier alike), and only
+/// there; a macro so that settings written with `concat!` can hold them.
+#[macro_export]
+macro_rules! consent_link_test_keys {
+    () => {
+        "test-links-1:3u0n2mYQ7o9Jm2k4bqg8fV0sZc6Hh1Lr5tWx8yP2aDk="
+    };
+}
+
 /// The scanner's `[scanner]` settings for a consent callback on a free port, and the redirect URI
-/// that sends the browser there (the URI must be known before the scanner binds it).
+/// that sends the browser there (the URI must be known before the scanner binds it), with the
+/// tests' consent-link keys.
 pub fn consent_callback_settings() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port();
     format!(
-        "consent_listen = \"127.0.0.1:{port}\"\nconsent_redirect_uri = \"http://127.0.0.1:{port}/consent/callback\"\n"
+        "consent_listen = \"127.0.0.1:{port}\"\nconsent_redirect_uri = \"http://127.0.0.1:{port}/consent/callback\"\nconsent_link_keys = \"{}\"\n",
+        consent_link_test_keys!()
     )
 }
 

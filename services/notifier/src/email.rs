@@ -1,11 +1,15 @@
 //! E-mail over SMTP (lettre): each delivery by e-mail is one message, plain text and HTML, written
 //! from the same event data a webhook carries: the tenant, the severity, what was found, the
-//! recommended fix and the incident id to act on.
+//! recommended fix and the incident id to act on. A forwarded consent request carries its link
+//! sealed; only here is it opened, to be written into the administrator's e-mail.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use picket_platform::sealing::{Keyring, KeyringError, SealError, consent_link_context};
 use picket_platform::text::html_escape;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -23,6 +27,7 @@ pub struct SendError {
 pub struct Mailer {
     transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
+    consent_links: Keyring,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,8 @@ pub enum MailerError {
     From(lettre::address::AddressError),
     #[error("notifier.smtp_host: {0}")]
     Transport(#[from] lettre::transport::smtp::Error),
+    #[error("notifier.consent_link_keys {0}")]
+    ConsentLinkKeys(#[from] KeyringError),
 }
 
 impl Mailer {
@@ -38,10 +45,12 @@ impl Mailer {
     /// e-mail delivery fails saying so.
     pub fn new(settings: &NotifierSettings) -> Result<Mailer, MailerError> {
         let from: Mailbox = settings.mail_from.parse().map_err(MailerError::From)?;
+        let consent_links = Keyring::parse(&settings.consent_link_keys)?;
         if settings.smtp_host.is_empty() {
             return Ok(Mailer {
                 transport: None,
                 from,
+                consent_links,
             });
         }
         let host = settings.smtp_host.as_str();
@@ -63,6 +72,7 @@ impl Mailer {
         Ok(Mailer {
             transport: Some(builder.build()),
             from,
+            consent_links,
         })
     }
 
@@ -82,7 +92,13 @@ impl Mailer {
             .parse()
             .map_err(|error| refused(format!("recipient address: {error}")))?;
         let name = (!display_name.is_empty()).then(|| display_name.to_owned());
-        let rendered = render(body, display_name);
+        let rendered =
+            render(body, display_name, &self.consent_links).map_err(|error| SendError {
+                // A key the notifier does not hold yet (rotation half deployed) may come; a value
+                // that does not open never will.
+                permanent: !matches!(error, SealError::UnknownKey(_)),
+                message: format!("the consent link does not open: {error}"),
+            })?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(Mailbox::new(name, address))
@@ -185,8 +201,23 @@ impl Letter {
     }
 }
 
-/// The message for an event, from its webhook body (`{type, timestamp, data}`).
-pub fn render(body: &str, display_name: &str) -> Rendered {
+/// The consent link a forwarded consent request carries sealed (`sealedConsentUrl`, base64).
+fn consent_link(data: &Value, consent_links: &Keyring) -> Result<String, SealError> {
+    let sealed = STANDARD
+        .decode(text(data, "sealedConsentUrl"))
+        .map_err(|_| SealError::Malformed)?;
+    let context = consent_link_context(text(data, "partnerId"), text(data, "tenantId"));
+    let link = consent_links.open(&sealed, &context)?;
+    String::from_utf8(link).map_err(|_| SealError::Malformed)
+}
+
+/// The message for an event, from its webhook body (`{type, timestamp, data}`); fails only when a
+/// consent link it must carry does not open.
+pub fn render(
+    body: &str,
+    display_name: &str,
+    consent_links: &Keyring,
+) -> Result<Rendered, SealError> {
     let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let event_type = text(&body, "type");
     let data = &body["data"];
@@ -235,7 +266,7 @@ pub fn render(body: &str, display_name: &str) -> Rendered {
                 ),
                 facts: vec![
                     ("Message from your partner", text(data, "message").to_owned()),
-                    ("Consent link", text(data, "consentUrl").to_owned()),
+                    ("Consent link", consent_link(data, consent_links)?),
                     ("Link valid until", text(data, "consentExpiresAt").to_owned()),
                 ],
                 closing: "If you did not expect this request, ask your IT partner before opening the link.".into(),
@@ -323,12 +354,71 @@ pub fn render(body: &str, display_name: &str) -> Rendered {
             closing: String::new(),
         },
     };
-    letter.render(display_name)
+    Ok(letter.render(display_name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
+
+    fn keyring() -> Keyring {
+        Keyring::parse(&SecretString::from(
+            "links-1:yW0Oj8Wmg48xwAxBhsKPe4CQmFx4gsxChPDh1a/6OWw=",
+        ))
+        .expect("a keyring")
+    }
+
+    fn forwarded(partner: &str, tenant: &str, sealed_for: (&str, &str)) -> String {
+        let sealed = keyring()
+            .seal(
+                b"https://login.example/adminconsent?state=secret",
+                &consent_link_context(sealed_for.0, sealed_for.1),
+            )
+            .expect("sealed");
+        serde_json::json!({
+            "type": "tenant.consent_forwarded",
+            "timestamp": "2026-12-02T09:00:00.000Z",
+            "data": {
+                "partnerId": partner,
+                "tenantId": tenant,
+                "tenantDisplayName": "Contoso",
+                "sealedConsentUrl": STANDARD.encode(sealed),
+                "message": "Please connect us",
+            }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_forwarded_consent_request_is_mailed_with_its_link_opened() {
+        let rendered =
+            render(&forwarded("p1", "t1", ("p1", "t1")), "Ada", &keyring()).expect("renders");
+        assert!(
+            rendered
+                .text
+                .contains("Consent link: https://login.example/adminconsent?state=secret"),
+            "{}",
+            rendered.text
+        );
+        assert_eq!(rendered.subject, "Please connect Contoso to Picket");
+    }
+
+    #[test]
+    fn a_link_sealed_for_another_tenant_does_not_open() {
+        // Copied from another partner's event, the sealed link opens in no other.
+        let refused =
+            render(&forwarded("p2", "t2", ("p1", "t1")), "Ada", &keyring()).expect_err("refused");
+        assert_eq!(refused, SealError::Forged);
+        let stranger = Keyring::parse(&SecretString::from(
+            "links-2:1kltI+h3eBSWZ1ahwHzDJ8bHswtr+E/LkTbQCaRnZUw=",
+        ))
+        .expect("a keyring");
+        assert_eq!(
+            render(&forwarded("p1", "t1", ("p1", "t1")), "Ada", &stranger).expect_err("refused"),
+            SealError::UnknownKey("links-1".into())
+        );
+    }
 
     #[test]
     fn incident_email_names_tenant_severity_finding_fix_and_id() {
@@ -349,7 +439,7 @@ mod tests {
             }
         })
         .to_string();
-        let rendered = render(&body, "Ada");
+        let rendered = render(&body, "Ada", &keyring()).expect("renders");
         assert_eq!(
             rendered.subject,
             "[Picket] High incident opened for tenant contoso: Sign-in from a new country"

@@ -55,6 +55,10 @@ pub struct NotifierSettings {
     /// separated, current first (PICKET__NOTIFIER__SECRET_KEYS, from a Secret).
     #[serde(default = "no_password")]
     pub secret_keys: SecretString,
+    /// Keys that open the consent links the scanner seals into forwarded consent requests (the
+    /// same list as `scanner.consent_link_keys`), from PICKET__NOTIFIER__CONSENT_LINK_KEYS.
+    #[serde(default = "no_password")]
+    pub consent_link_keys: SecretString,
     #[serde(default)]
     pub allowed_networks: Vec<IpNet>,
     #[serde(default)]
@@ -72,6 +76,12 @@ impl ServiceSettings for NotifierSettings {
             return Err(SettingsError::invalid(
                 &key("secret_keys"),
                 format!("{error} (PICKET__NOTIFIER__SECRET_KEYS)"),
+            ));
+        }
+        if let Err(error) = picket_platform::sealing::Keyring::parse(&self.consent_link_keys) {
+            return Err(SettingsError::invalid(
+                &key("consent_link_keys"),
+                format!("{error} (PICKET__NOTIFIER__CONSENT_LINK_KEYS)"),
             ));
         }
         if self.webhook_timeout.is_zero() {

@@ -55,6 +55,8 @@ pub async fn build(
         sign_in: tenants::signin::AdminSignIn::new(sign_in_http, &own),
         events: platform.events(),
         settings: own.clone(),
+        consent_links: picket_platform::sealing::Keyring::parse(&own.consent_link_keys)
+            .map_err(|error| StartError::Client(format!("scanner.consent_link_keys {error}")))?,
     });
     let scanning = Arc::new(scans::runner::Scanning {
         pool: platform.pool().clone(),

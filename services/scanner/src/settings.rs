@@ -34,6 +34,11 @@ pub struct ScannerSettings {
     pub consent_redirect_uri: String,
     /// Address of the consent callback's HTTP server.
     pub consent_listen: SocketAddr,
+    /// Keys that seal a forwarded consent link for the notifier (the same list as
+    /// `notifier.consent_link_keys`): `id:base64(32 bytes)`, comma separated, current first
+    /// (PICKET__SCANNER__CONSENT_LINK_KEYS, from a Secret).
+    #[serde(default = "empty_secret")]
+    pub consent_link_keys: SecretString,
     /// How long an admin-consent link stays valid.
     #[serde(with = "humantime_serde")]
     pub consent_validity: Duration,
@@ -73,6 +78,12 @@ fn empty_secret() -> SecretString {
 impl ServiceSettings for ScannerSettings {
     fn validate(&self, section: &str) -> Result<(), SettingsError> {
         let key = |name: &str| format!("{section}.{name}");
+        if let Err(error) = picket_platform::sealing::Keyring::parse(&self.consent_link_keys) {
+            return Err(SettingsError::invalid(
+                &key("consent_link_keys"),
+                format!("{error} (PICKET__SCANNER__CONSENT_LINK_KEYS)"),
+            ));
+        }
         for (name, url) in [
             ("login_base_url", &self.login_base_url),
             ("graph_base_url", &self.graph_base_url),

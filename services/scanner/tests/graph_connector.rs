@@ -22,10 +22,11 @@ async fn simulator(users_per_tenant: usize) -> GraphSim {
 
 fn client(sim: &GraphSim, max_retries: u32) -> GraphClient {
     let toml = format!(
-        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nmax_retries = {max_retries}\ninitial_backoff = \"50ms\"\nrequest_timeout = \"5s\"\ntoken_refresh_margin = \"60s\"\n",
+        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nmax_retries = {max_retries}\ninitial_backoff = \"50ms\"\nrequest_timeout = \"5s\"\ntoken_refresh_margin = \"60s\"\nconsent_link_keys = \"{keys}\"\n",
         base = sim.base_url(),
         id = sim.config().client_id,
         secret = sim.config().client_secret,
+        keys = picket_testkit::consent_link_test_keys!(),
     );
     let settings: Settings =
         picket_testkit::service_settings(scanner::SERVICE, scanner::DEFAULTS, &toml);

@@ -1,6 +1,7 @@
 //! Onboarding against graph-sim and the real NATS and PostgreSQL: the consent URL, Microsoft's
 //! redirects (granted, denied, wrong tenant, no token), the administrator's sign-in that proves the
-//! tenant, one binding per Microsoft tenant, TenantOnboarded, and partner scope.
+//! tenant, one binding per Microsoft tenant, TenantOnboarded, a forwarded link that travels sealed,
+//! and partner scope.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use common::{harness, location_of, state_of};
 use futures::StreamExt;
+use picket_platform::sealing::{Keyring, consent_link_context};
 use picket_proto::tenants::v1 as tenants;
+use prost::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granted_consent_activates_the_tenant_and_announces_it() {
@@ -60,6 +63,74 @@ async fn granted_consent_activates_the_tenant_and_announces_it() {
         .consent_as(&administrator, &onboarded.consent_url)
         .await;
     assert!(again.connected(), "{}", again.body);
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_consent_link_travels_sealed_for_the_notifier_only() {
+    let mut harness = harness().await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    let onboarded = harness.onboard("p1", &microsoft_tenant).await;
+    let tenant_id = onboarded.tenant.expect("tenant").tenant_id;
+    let mut forwards = harness
+        .env
+        .nats
+        .subscribe(format!(
+            "{}.tenants.v1.consent_request_forwarded.>",
+            harness.env.namespace
+        ))
+        .await
+        .expect("subscribe");
+    let forwarded = harness
+        .client
+        .forward_consent(harness.env.request(
+            &harness.env.partner_token("p1"),
+            tenants::ForwardConsentRequest {
+                tenant_id: tenant_id.clone(),
+                recipient_email: "it-admin@contoso.example".into(),
+                recipient_name: "Grace".into(),
+                message: "Please".into(),
+            },
+        ))
+        .await
+        .expect("forwarded")
+        .into_inner();
+    let state = state_of(&forwarded.consent_url);
+
+    let published = tokio::time::timeout(Duration::from_secs(20), forwards.next())
+        .await
+        .expect("ConsentRequestForwarded is published")
+        .expect("subscription open");
+    // Neither the link nor its state is readable by anyone who hears the event...
+    let payload = String::from_utf8_lossy(&published.payload);
+    assert!(!payload.contains(&state), "the state travels in clear");
+    assert!(
+        !payload.contains("adminconsent"),
+        "the link travels in clear"
+    );
+    // ...but the notifier, holding the consent-link keys, opens exactly the link the partner got,
+    // and only as this partner's and tenant's.
+    let event =
+        tenants::ConsentRequestForwarded::decode(published.payload.clone()).expect("the event");
+    let keys = Keyring::parse(&picket_testkit::consent_link_test_keys!().into()).expect("keys");
+    let opened = keys
+        .open(
+            &event.sealed_consent_url,
+            &consent_link_context("p1", &tenant_id),
+        )
+        .expect("the notifier opens it");
+    assert_eq!(
+        String::from_utf8(opened).expect("text"),
+        forwarded.consent_url
+    );
+    assert!(
+        keys.open(
+            &event.sealed_consent_url,
+            &consent_link_context("p2", &tenant_id)
+        )
+        .is_err(),
+        "it opens as no other partner's"
+    );
     harness.finish().await;
 }
 

@@ -7,6 +7,7 @@ use picket_platform::Principal;
 use picket_platform::auth::Role;
 use picket_platform::db::outbox;
 use picket_platform::grpc::{internal, keyset_token, page_size, parse_keyset_token};
+use picket_platform::sealing::consent_link_context;
 use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use picket_proto::tenants::v1::tenant_service_server::TenantService;
@@ -326,11 +327,23 @@ impl TenantService for TenantApi {
         // The link forwarded is a new one: the one shown before is kept only as a hash.
         let (tenant, consent_url) = self.issue_consent(&tenant).await?;
         let now = Utc::now();
+        let tenant_id = tenant.tenant_id.to_string();
+        let sealed_consent_url = self
+            .onboarding
+            .consent_links
+            .seal(
+                consent_url.as_bytes(),
+                &consent_link_context(&tenant.partner_id, &tenant_id),
+            )
+            .map_err(|error| {
+                tracing::error!(%error, "cannot seal the consent link");
+                Status::internal("internal error")
+            })?;
         let forwarded = tenants::ConsentRequestForwarded {
             partner_id: tenant.partner_id.clone(),
-            tenant_id: tenant.tenant_id.to_string(),
+            tenant_id,
             tenant_display_name: tenant.display_name.clone(),
-            consent_url: consent_url.clone(),
+            sealed_consent_url,
             recipient_email: email.to_owned(),
             recipient_name: message.recipient_name.clone(),
             message: message.message.clone(),

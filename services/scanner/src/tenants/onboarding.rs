@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use picket_platform::EventFactory;
 use picket_platform::db::outbox;
+use picket_platform::sealing::Keyring;
 use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use sqlx::PgPool;
@@ -52,6 +53,8 @@ pub struct Onboarding {
     pub sign_in: AdminSignIn,
     pub events: EventFactory,
     pub settings: ScannerSettings,
+    /// Seals forwarded consent links for the notifier.
+    pub consent_links: Keyring,
 }
 
 impl Onboarding {
