@@ -141,6 +141,7 @@ events! {
     Ledger => {
         ledger::v1::CreditsPurchased => "credits_purchased",
         ledger::v1::EngagementOpened => "engagement_opened",
+        ledger::v1::EngagementAssigned => "engagement_assigned",
         ledger::v1::CreditsDebited => "credits_debited",
         ledger::v1::BalanceLow => "balance_low",
         ledger::v1::CreditsExpired => "credits_expired",

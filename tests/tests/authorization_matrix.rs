@@ -58,6 +58,9 @@ const STAFF: &[Caller] = &[Operator, Partner];
 const STAFF_AND_GRANTED: &[Caller] = &[Operator, Partner, GrantedCustomer];
 /// Whoever the partner's staff are, and an investigator on an engagement assigned to them.
 const STAFF_AND_ASSIGNED: &[Caller] = &[Operator, Partner, AssignedInvestigator];
+/// Staff, a customer contact while its grant lasts, and the investigator of an open engagement on
+/// the tenant: who reads its incidents.
+const INCIDENT_READERS: &[Caller] = &[Operator, Partner, GrantedCustomer, AssignedInvestigator];
 /// The operator and the investigator the engagement is assigned to.
 const ASSIGNED: &[Caller] = &[Operator, AssignedInvestigator];
 /// Every authenticated caller: the check catalogue and the like, which hold no partner's data.
@@ -84,11 +87,11 @@ const MATRIX: &[(&str, &[Caller])] = &[
     // Incidents, policy and authority (prioritizer).
     (
         "picket.incidents.v1.IncidentService/GetIncident",
-        STAFF_AND_GRANTED,
+        INCIDENT_READERS,
     ),
     (
         "picket.incidents.v1.IncidentService/ListIncidents",
-        STAFF_AND_GRANTED,
+        INCIDENT_READERS,
     ),
     (
         "picket.incidents.v1.IncidentService/ApproveIncident",
@@ -117,7 +120,7 @@ const MATRIX: &[(&str, &[Caller])] = &[
     ),
     (
         "picket.incidents.v1.IncidentService/GetTimeline",
-        STAFF_AND_GRANTED,
+        INCIDENT_READERS,
     ),
     (
         "picket.incidents.v1.PolicyService/CreateAutoApproveRule",
@@ -147,7 +150,7 @@ const MATRIX: &[(&str, &[Caller])] = &[
     ("picket.incidents.v1.PolicyService/LaunchNextTheme", STAFF),
     (
         "picket.incidents.v1.AuthorityService/GetAuthorityMap",
-        STAFF,
+        STAFF_AND_ASSIGNED,
     ),
     (
         "picket.incidents.v1.AuthorityService/GetStandardAuthorityMap",
@@ -585,6 +588,24 @@ impl World {
         .engagement
         .expect("engagement");
         world.values.insert("hold_id", engagement.hold_id);
+        // The prioritizer hears of the assignment from the ledger: from then on the investigator
+        // reads the incidents of the engagement's tenant.
+        let investigator = world.tokens[&AssignedInvestigator].clone();
+        eventually(
+            Duration::from_secs(30),
+            "the investigator reads the incident",
+            || {
+                let mut client = incident_client.clone();
+                let get = request(
+                    &investigator,
+                    incidents::GetIncidentRequest {
+                        incident_id: incident.incident_id.clone(),
+                    },
+                );
+                async move { client.get_incident(get).await.ok() }
+            },
+        )
+        .await;
         let scan = tenants::scan_service_client::ScanServiceClient::new(
             world.channel("picket.tenants.v1"),
         )

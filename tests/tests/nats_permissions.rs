@@ -1,7 +1,7 @@
 //! The production NATS configuration (`deploy/nats/nats-server.conf`) on a real nats-server:
 //! services run under their own users (only the provisioning user creates the streams, and
-//! services wait for them; the ledger publishes its events; the offboarding service and the
-//! notifier create and read their consumers), a service is
+//! services wait for them; the ledger publishes its events; the offboarding service, the notifier
+//! and the prioritizer create and read their consumers), a service is
 //! refused a subject it does not own (a service confirms only its own purges), and the
 //! integrators' user reads (through consumers under its own names, never a service's) but cannot
 //! publish.
@@ -217,6 +217,7 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
         .await
         .expect("the offboarding service starts as user offboarding");
     let notifier = picket_e2e::start_notifier(&env, &as_user("notifier")).await;
+    let prioritizer = picket_e2e::start_prioritizer(&env, &as_user("prioritizer")).await;
     let (integrator, mut integrator_errors) = server.connect("integrator").await;
     let mut events = integrator
         .subscribe("picket.>")
@@ -368,6 +369,7 @@ async fn each_service_publishes_only_its_own_subjects_and_integrators_only_read(
     ledger.shutdown().await;
     offboarding.shutdown().await;
     notifier.shutdown().await;
+    prioritizer.shutdown().await;
     env.teardown().await;
     server.stop();
 }

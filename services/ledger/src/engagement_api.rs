@@ -149,8 +149,16 @@ pub(crate) fn assign(
     investigator_subject: &str,
 ) -> Result<ledger::AssignInvestigatorResponse, Status> {
     call.open_engagement(engagement_id)?.investigator_subject = investigator_subject.to_owned();
+    let engagement = shown(call, engagement_id)?;
+    call.publish(&ledger::EngagementAssigned {
+        partner_id: engagement.partner_id.clone(),
+        tenant_id: engagement.tenant_id.clone(),
+        engagement: Some(engagement.clone()),
+        assigned_at: Some(to_timestamp(call.now)),
+    })?;
+    tracing::info!(%engagement_id, investigator = investigator_subject, "investigator assigned");
     Ok(ledger::AssignInvestigatorResponse {
-        engagement: Some(shown(call, engagement_id)?),
+        engagement: Some(engagement),
         replayed: false,
     })
 }

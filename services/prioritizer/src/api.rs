@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::authority::Authority;
+use crate::engagements;
 use crate::model::{DecisionKind, IncidentState, Kind, Severity};
 use crate::processor::{Command, Decide, Job, Outcome, ProcessError, Processor, Refused, Reply};
 use crate::store::{self, DecisionRow, IncidentRow, RecommendationRow, TenantKey, TimelineRow};
@@ -88,10 +89,27 @@ async fn visible_incident(
         .map_err(internal)?
         .pop()
         .ok_or_else(not_found)?;
-    if !may_read_tenant(pool, principal, &incident.partner_id, &incident.tenant_id).await? {
+    if !may_read_incidents(pool, principal, &incident.partner_id, &incident.tenant_id).await? {
         return Err(not_found());
     }
     Ok(incident)
+}
+
+/// Whether the principal may read this tenant's incidents now: whoever may read the tenant, and an
+/// investigator while an open engagement on it is assigned to them.
+async fn may_read_incidents(
+    pool: &PgPool,
+    principal: &Principal,
+    partner_id: &str,
+    tenant_id: &str,
+) -> Result<bool, Status> {
+    if principal.role == Role::Investigator {
+        return engagements::engaged_with(pool, &principal.subject, partner_id, tenant_id)
+            .await
+            .map(|engaged| engaged && !tenant_id.is_empty())
+            .map_err(internal);
+    }
+    may_read_tenant(pool, principal, partner_id, tenant_id).await
 }
 
 /// Whether the principal may read this tenant of this partner now: its scope, and for a customer
@@ -107,6 +125,30 @@ pub(crate) async fn may_read_tenant(
     }
     let granted = still_granted(pool, principal, Some(vec![tenant_id.to_owned()])).await?;
     Ok(granted.is_none_or(|tenants| !tenants.is_empty()))
+}
+
+/// The tenants of a listing the principal reads now: a customer's while its grants last
+/// ([`still_granted`]), an investigator's while the engagements on them assigned to them are open
+/// (refused when the one asked for is not); anyone else's as asked.
+async fn readable_tenants(
+    pool: &PgPool,
+    principal: &Principal,
+    partner_id: Option<&str>,
+    tenant_ids: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, Status> {
+    if principal.role != Role::Investigator {
+        return still_granted(pool, principal, tenant_ids).await;
+    }
+    let engaged =
+        engagements::engaged_tenants(pool, &principal.subject, partner_id, tenant_ids.as_deref())
+            .await
+            .map_err(internal)?;
+    if tenant_ids.is_some() && engaged.is_empty() {
+        return Err(Status::permission_denied(
+            "tenant_id: no open engagement on this tenant is assigned to you",
+        ));
+    }
+    Ok(Some(engaged))
 }
 
 /// A customer reads a tenant while the partner's grant for it is active and its offboarding has
@@ -185,12 +227,18 @@ fn customer_tenants(principal: &Principal, tenant_id: &str) -> Result<Option<Vec
     }))
 }
 
-/// Narrows a listing to what the principal may see.
+/// Narrows a listing to what the principal's scope allows; what it may read now narrows it
+/// further ([`readable_tenants`]).
 fn scoped_filter(
     principal: &Principal,
     request: &incidents::ListIncidentsRequest,
 ) -> Result<IncidentFilter, Status> {
-    let partner_id = principal.partner_scope(&request.partner_id)?;
+    // An investigator's partner is whichever their engagements name.
+    let partner_id = if principal.role == Role::Investigator {
+        (!request.partner_id.is_empty()).then(|| request.partner_id.clone())
+    } else {
+        principal.partner_scope(&request.partner_id)?
+    };
     let tenant_ids = customer_tenants(principal, &request.tenant_id)?;
     let states = parse_each(&request.states, "states", "an incident state", |value| {
         IncidentState::from_proto(value).map(IncidentState::as_db)
@@ -356,6 +404,8 @@ impl IncidentApi {
         comment: &str,
         expected_version: u64,
     ) -> Result<Reply, Status> {
+        // An investigator reads the incidents of their engagement; deciding is the partner's.
+        principal.require_role(&[Role::Operator, Role::Partner, Role::Customer])?;
         let incident = visible_incident(self.pool(), principal, incident_id).await?;
         let authority_basis = self
             .authority
@@ -412,7 +462,13 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<incidents::ListIncidentsResponse>, Status> {
         let principal = Principal::of(&request)?;
         let mut filter = scoped_filter(principal, request.get_ref())?;
-        filter.tenant_ids = still_granted(self.pool(), principal, filter.tenant_ids).await?;
+        filter.tenant_ids = readable_tenants(
+            self.pool(),
+            principal,
+            filter.partner_id.as_deref(),
+            filter.tenant_ids,
+        )
+        .await?;
         let rows = list_incidents(self.pool(), &filter)
             .await
             .map_err(internal)?;

@@ -277,6 +277,10 @@ pub const PURGES: &[Purge] = &[
         sql: "DELETE FROM authority_map_versions WHERE tenant_id = $1 AND partner_id = $2",
     },
     Purge {
+        table: "prioritizer.investigator_engagements",
+        sql: "DELETE FROM investigator_engagements WHERE tenant_id = $1 AND partner_id = $2",
+    },
+    Purge {
         table: "prioritizer.tenants",
         sql: "DELETE FROM tenants WHERE tenant_id = $1 AND partner_id = $2",
     },

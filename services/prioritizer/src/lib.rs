@@ -5,6 +5,7 @@ pub mod api;
 pub mod authority;
 pub mod clock;
 pub mod consumers;
+pub mod engagements;
 pub mod engine;
 pub mod escalation;
 pub mod model;
@@ -107,6 +108,12 @@ pub async fn build_with_clock(
     let tenants = consumers::TenantsHandler::new(intake.clone());
     platform
         .consume(spec(consumers::TENANTS, Area::Tenants), tenants)
+        .await?;
+    platform
+        .consume(
+            spec(engagements::LEDGER, Area::Ledger),
+            engagements::EngagementsHandler::new(platform.pool().clone()),
+        )
         .await?;
     let purger = Purger::new(
         platform.pool().clone(),

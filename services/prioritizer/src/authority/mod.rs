@@ -398,7 +398,7 @@ impl AuthorityApi {
 
     fn readable(principal: &Principal, partner_id: &str) -> Result<(), Status> {
         check_partner_id(partner_id)?;
-        principal.require_role(&[Role::Operator, Role::Investigator, Role::Partner])?;
+        principal.require_role(&[Role::Operator, Role::Partner])?;
         principal.require_partner(partner_id)
     }
 
@@ -499,7 +499,26 @@ impl AuthorityService for AuthorityApi {
     ) -> Result<Response<incidents::GetAuthorityMapResponse>, Status> {
         let principal = Principal::of(&request)?.clone();
         let message = request.into_inner();
-        Self::readable(&principal, &message.partner_id)?;
+        if principal.role == Role::Investigator {
+            // Whom to call, who may contain and decide: the investigator of an open engagement of
+            // the partner (on this tenant, when one is named) reads the map.
+            check_partner_id(&message.partner_id)?;
+            let engaged = crate::engagements::engaged_with(
+                &self.authority.pool,
+                &principal.subject,
+                &message.partner_id,
+                &message.tenant_id,
+            )
+            .await
+            .map_err(internal)?;
+            if !engaged {
+                return Err(Status::permission_denied(
+                    "partner_id: no open engagement of this partner is assigned to you",
+                ));
+            }
+        } else {
+            Self::readable(&principal, &message.partner_id)?;
+        }
         let (map, tenant_deviation) = self
             .authority
             .effective(&message.partner_id, &message.tenant_id)
