@@ -7,6 +7,7 @@
 //! It also plays Entra ID's interactive side: admin consent, the OpenID Connect sign-in of an
 //! administrator with an RS256 ID token, and the keys that verify it (see `signin`).
 
+mod mailbox;
 mod model;
 mod profile;
 mod routes;
@@ -151,6 +152,14 @@ impl GraphSim {
             .entry(tenant_id.to_owned())
             .or_default()
             .extend(faults.iter().copied());
+    }
+
+    /// Keeps the operator's app from the mailbox of `user_id`, as an Exchange application access
+    /// policy does: its mail folders and rules answer 403 ErrorAccessDenied.
+    pub fn deny_mailbox(&self, tenant_id: &str, user_id: &str) {
+        if let Some(tenant) = self.state.lock().tenants.get_mut(tenant_id) {
+            tenant.denied_mailboxes.insert(user_id.to_owned());
+        }
     }
 
     /// Withdraws (or grants) admin consent: without it the token endpoint refuses the tenant.

@@ -2,7 +2,7 @@
 //! from Graph resource paths (without `/v1.0`) to JSON: an array for a collection, an object for a
 //! singleton. Every shape follows Microsoft Graph v1.0 (and Defender for Endpoint for `/api/...`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rand::rngs::StdRng;
@@ -66,6 +66,9 @@ pub struct Tenant {
     pub profile: Profile,
     /// Graph resources by path: arrays are collections, objects are singletons.
     pub resources: BTreeMap<String, Value>,
+    /// Users whose mailbox an Exchange application access policy keeps from the operator's app:
+    /// Graph answers 403 ErrorAccessDenied for them.
+    pub denied_mailboxes: BTreeSet<String>,
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -107,6 +110,7 @@ pub fn generate_tenant(
         display_name: format!("Customer {index:04}"),
         domain: builder.domain,
         consented: true,
+        denied_mailboxes: BTreeSet::new(),
         profile,
         resources: builder.resources,
     }
@@ -768,7 +772,7 @@ impl Builder {
                     "actions": {"forwardTo": [{"emailAddress": {"name": "Backup", "address": "archive@exfil.example"}}], "stopProcessingRules": false}}),
             ),
             Activity::InboxRuleHidesMail => {
-                let folder = well_known_folder_id(&self.users[12].0, "rssfeeds");
+                let folder = well_known_folder_id(&self.users[12].0, crate::mailbox::RSS_FEEDS);
                 self.inbox_rule(
                     12,
                     json!({"displayName": "..", "sequence": 1, "isEnabled": true, "hasError": false, "isReadOnly": false,

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::mailbox;
 use crate::model::{Tenant, well_known_folder_id};
 use crate::profile::Licence;
 use crate::state::{Audience, Fault, Inner, IssuedToken, RecordedRequest, SimState};
@@ -457,10 +458,29 @@ fn get(
     query: &HashMap<String, String>,
 ) -> Response {
     let selected = query.get("$select").map(String::as_str);
+    if let Some((user_id, _)) = mailbox_path(tenant, path)
+        && tenant.denied_mailboxes.contains(&user_id)
+    {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        );
+    }
     match resolve(tenant, path) {
         Target::Collection(path) => {
-            let items = tenant.resources[&path].as_array().cloned().unwrap_or_default();
-            collection(context.base_url, context.prefix, &path, query, items, context.page_size)
+            let items = tenant.resources[&path]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            collection(
+                context.base_url,
+                context.prefix,
+                &path,
+                query,
+                items,
+                context.page_size,
+            )
         }
         Target::Singleton(path) => {
             let mut object = tenant.resources[&path].clone();
@@ -475,28 +495,61 @@ fn get(
                 }
             }
             let mut object = select(&object, selected);
-            object["@odata.context"] = json!(format!("https://graph.microsoft.com/v1.0/$metadata#{}/$entity", path.trim_start_matches('/')));
+            object["@odata.context"] = json!(format!(
+                "https://graph.microsoft.com/v1.0/$metadata#{}/$entity",
+                path.trim_start_matches('/')
+            ));
             Json(object).into_response()
         }
         Target::Item(parent, index) => {
             let mut item = select(&tenant.resources[&parent][index], selected);
-            item["@odata.context"] = json!(format!("https://graph.microsoft.com/v1.0/$metadata#{}/$entity", parent.trim_start_matches('/')));
+            item["@odata.context"] = json!(format!(
+                "https://graph.microsoft.com/v1.0/$metadata#{}/$entity",
+                parent.trim_start_matches('/')
+            ));
             Json(item).into_response()
         }
         Target::Missing => match mailbox_path(tenant, path) {
-            Some((_, "inbox/messageRules")) => {
-                collection(context.base_url, context.prefix, path, query, Vec::new(), context.page_size)
+            Some((_, "inbox/messageRules")) => collection(
+                context.base_url,
+                context.prefix,
+                path,
+                query,
+                Vec::new(),
+                context.page_size,
+            ),
+            Some((user_id, folder)) if !folder.contains('/') => {
+                match mailbox::folder(&user_id, folder) {
+                    Ok(folder) => {
+                        let mut found = select(
+                            &json!({
+                                "id": folder.id,
+                                "displayName": folder.display_name,
+                                "parentFolderId": well_known_folder_id(&user_id, "msgfolderroot"),
+                                "childFolderCount": 0,
+                                "unreadItemCount": 0,
+                                "totalItemCount": 0,
+                                "isHidden": false,
+                            }),
+                            selected,
+                        );
+                        found["@odata.context"] = json!(
+                            "https://graph.microsoft.com/v1.0/$metadata#users('id')/mailFolders/$entity"
+                        );
+                        Json(found).into_response()
+                    }
+                    Err(mailbox::Refusal::Malformed) => graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "ErrorInvalidIdMalformed",
+                        "Id is malformed.",
+                    ),
+                    Err(mailbox::Refusal::NotFound) => graph_error(
+                        StatusCode::NOT_FOUND,
+                        "ErrorItemNotFound",
+                        "The specified object was not found in the store.",
+                    ),
+                }
             }
-            Some((user_id, folder)) if !folder.contains('/') => Json(json!({
-                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('id')/mailFolders/$entity",
-                "id": well_known_folder_id(&user_id, folder),
-                "displayName": folder,
-                "parentFolderId": well_known_folder_id(&user_id, "msgfolderroot"),
-                "childFolderCount": 0,
-                "unreadItemCount": 0,
-                "totalItemCount": 0,
-            }))
-            .into_response(),
             _ => not_found(path),
         },
     }

@@ -265,3 +265,50 @@ async fn unknown_tenant_and_wrong_secret_are_token_errors() {
         "{error:?}"
     );
 }
+
+/// Mail folders as Graph v1.0 documents them: a well-known name (in any case) or an id; a name
+/// outside the documented list (`rssfeeds`) is a malformed id, and an id of no folder is not found.
+#[tokio::test]
+async fn mail_folders_answer_to_documented_names_and_ids_only() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    let user = sim.resource(&tenant, "/users").expect("users")[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let graph = client(&sim, 0);
+    let folder =
+        |name: &str| format!("/v1.0/users/{user}/mailFolders/{name}?$select=id,displayName");
+    let deleted = graph
+        .get(&tenant, &folder("DeletedItems"), &Meter::default())
+        .await
+        .expect("a well-known name, in any case");
+    assert_eq!(deleted["displayName"], "Deleted Items");
+    let by_id = graph
+        .get(
+            &tenant,
+            &folder(deleted["id"].as_str().expect("id")),
+            &Meter::default(),
+        )
+        .await
+        .expect("its id");
+    assert_eq!(by_id["displayName"], "Deleted Items");
+    match graph
+        .get(&tenant, &folder("rssfeeds"), &Meter::default())
+        .await
+    {
+        Err(GraphError::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (400, "ErrorInvalidIdMalformed"));
+        }
+        other => panic!("rssfeeds is no well-known name: {other:?}"),
+    }
+    match graph
+        .get(&tenant, &folder("AAMkAnotherMailboxes"), &Meter::default())
+        .await
+    {
+        Err(GraphError::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (404, "ErrorItemNotFound"));
+        }
+        other => panic!("an id of no folder: {other:?}"),
+    }
+}

@@ -115,6 +115,101 @@ async fn every_check_passes_on_a_hardened_tenant_and_fails_on_a_weak_one() {
     harness.finish().await;
 }
 
+/// Users of `microsoft_tenant` with an inbox rule whose actions hold `action`.
+fn users_with_rule(
+    harness: &Harness,
+    microsoft_tenant: &str,
+    action: &str,
+) -> Vec<(String, String)> {
+    let users = harness
+        .sim
+        .resource(microsoft_tenant, "/users")
+        .expect("users");
+    users
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|user| {
+            let id = user["id"].as_str()?;
+            let rules = harness.sim.resource(
+                microsoft_tenant,
+                &format!("/users/{id}/mailFolders/inbox/messageRules"),
+            )?;
+            let upn = user["userPrincipalName"].as_str()?;
+            rules
+                .as_array()?
+                .iter()
+                .any(|rule| !rule["actions"][action].is_null())
+                .then(|| (id.to_owned(), upn.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_the_app_may_not_read_is_named_and_the_others_are_still_read() {
+    let mut harness = harness().await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    harness
+        .sim
+        .reset_tenant(&microsoft_tenant, Profile::weak(Licence::P2));
+    // An application access policy keeps Picket from the mailbox that forwards mail outside.
+    let [(forwarder, forwarder_upn)] = users_with_rule(&harness, &microsoft_tenant, "forwardTo")
+        .try_into()
+        .expect("one forwarding mailbox");
+    harness.sim.deny_mailbox(&microsoft_tenant, &forwarder);
+    let mut observed =
+        Events::<findings::FindingObserved>::subscribe(&harness, "findings.v1.finding_observed")
+            .await;
+    let tenant_id = harness
+        .connect(
+            PARTNER,
+            &microsoft_tenant,
+            tenants::SubscriptionPlan::Premium,
+        )
+        .await;
+    let scans = harness.settled_scans(PARTNER, &tenant_id).await;
+    let scan = scans.last().expect("the onboarding scan");
+    assert_eq!(
+        scan.errors
+            .iter()
+            .map(|error| (error.resource.as_str(), error.http_status))
+            .collect::<Vec<_>>(),
+        [(
+            format!("GET /users/{{id}}/mailFolders/inbox/messageRules of {forwarder_upn}").as_str(),
+            403
+        )],
+        "the one mailbox is named, nothing else failed"
+    );
+    let results = harness.results(PARTNER, &tenant_id).await;
+    // The mail-hiding rule of another mailbox, moving mail to RSS Feeds (a folder with no
+    // well-known name, found by the rule's target id), is still found.
+    let hiding = &results["mon.inbox-rule-hides-mail"];
+    assert_eq!(
+        outcome(hiding),
+        tenants::CheckOutcome::Failed,
+        "{}",
+        hiding.detail
+    );
+    let actions: Vec<&str> = observed
+        .drain(Duration::from_secs(2))
+        .await
+        .iter()
+        .filter(|finding| finding.check_id == "mon.inbox-rule-hides-mail")
+        .filter_map(|finding| finding.evidence.get("action").map(String::as_str))
+        .collect();
+    assert_eq!(actions, ["move to RSS Feeds"]);
+    // No request named a folder Graph does not know by name.
+    let malformed: Vec<_> = harness
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|request| request.status == 400)
+        .map(|request| request.path)
+        .collect();
+    assert!(malformed.is_empty(), "{malformed:?}");
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_needing_a_licence_the_tenant_lacks_are_not_applicable() {
     let mut harness = harness().await;

@@ -1,8 +1,9 @@
 //! Reading a tenant into a snapshot: only the sources the applicable checks need, one request at a
 //! time per tenant (so nothing is in flight when Graph answers 429), premium sources skipped for
-//! tenants without the licence, and each failed source recorded without stopping the scan.
+//! tenants without the licence, and each failed source recorded without stopping the scan. A
+//! source read mailbox by mailbox records a failing mailbox against it and reads the others.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use picket_proto::tenants::v1 as tenants;
@@ -22,7 +23,11 @@ pub struct Window {
 const P1: [&str; 2] = ["AAD_PREMIUM", "AAD_PREMIUM_P2"];
 const P2: [&str; 1] = ["AAD_PREMIUM_P2"];
 const DEFENDER: [&str; 2] = ["WINDEFATP", "MDE_SMB"];
-const HIDING_FOLDERS: [&str; 3] = ["deleteditems", "rssfeeds", "junkemail"];
+/// Well-known folders (Graph's documented names) where a rule hides mail from its owner.
+const HIDING_FOLDERS: [&str; 3] = ["deleteditems", "junkemail", "conversationhistory"];
+/// RSS Feeds has no well-known name: a rule's target folder whose display name says RSS (in
+/// most locales it does: "RSS Feeds", "RSS-Feeds", "Flux RSS") hides mail too.
+const RSS: &str = "rss";
 
 fn holds(service_plans: &BTreeSet<String>, any_of: &[&str]) -> bool {
     any_of.iter().any(|plan| service_plans.contains(*plan))
@@ -59,6 +64,14 @@ fn scan_error(source: Source, error: &GraphError) -> tenants::ScanError {
     }
 }
 
+/// One mailbox of a source that could not be read: the rest of the source is.
+fn mailbox_error(source: Source, mailbox: &str, error: &GraphError) -> tenants::ScanError {
+    tenants::ScanError {
+        resource: format!("{} of {mailbox}", source.describe()),
+        ..scan_error(source, error)
+    }
+}
+
 fn graph_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -83,7 +96,7 @@ impl Collector<'_> {
             if source == Source::SignInHistory {
                 continue;
             }
-            let read = self.read(source, snapshot, window).await;
+            let read = self.read(source, snapshot, window, &mut errors).await;
             let value = match read {
                 Ok(value) => Ok(value),
                 Err(error) => {
@@ -116,11 +129,13 @@ impl Collector<'_> {
         Ok(object)
     }
 
+    /// One source; a source read per mailbox adds each mailbox it could not read to `errors`.
     async fn read(
         &self,
         source: Source,
         snapshot: &Snapshot,
         window: Option<Window>,
+        errors: &mut Vec<tenants::ScanError>,
     ) -> Result<Value, GraphError> {
         let premium = holds(self.service_plans, &P1);
         // A source the tenant's licences do not include holds nothing that could apply.
@@ -209,14 +224,18 @@ impl Collector<'_> {
                 ))
                 .await
             }
-            Source::InboxRules => self.inbox_rules(snapshot).await,
-            Source::MailFolders => self.mail_folders(snapshot).await,
+            Source::InboxRules => self.inbox_rules(snapshot, errors).await,
+            Source::MailFolders => self.mail_folders(snapshot, errors).await,
             Source::SignInHistory => Ok(json!({})),
         }
     }
 
     /// Every mailbox's inbox rules, keyed by user id (users without a mailbox are skipped).
-    async fn inbox_rules(&self, snapshot: &Snapshot) -> Result<Value, GraphError> {
+    async fn inbox_rules(
+        &self,
+        snapshot: &Snapshot,
+        errors: &mut Vec<tenants::ScanError>,
+    ) -> Result<Value, GraphError> {
         let users = snapshot
             .items(Source::Users)
             .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
@@ -225,6 +244,7 @@ impl Collector<'_> {
             let Some(user_id) = user["id"].as_str() else {
                 continue;
             };
+            let upn = user["userPrincipalName"].as_str().unwrap_or(user_id);
             let path = format!("/v1.0/users/{user_id}/mailFolders/inbox/messageRules");
             let rules = match self
                 .graph
@@ -233,7 +253,11 @@ impl Collector<'_> {
             {
                 Ok(rules) => rules,
                 Err(error) if error.is_not_found() => continue,
-                Err(error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "inbox rules could not be read");
+                    errors.push(mailbox_error(Source::InboxRules, upn, &error));
+                    continue;
+                }
             };
             if !rules.is_empty() {
                 mailboxes.insert(
@@ -245,34 +269,87 @@ impl Collector<'_> {
         Ok(Value::Object(mailboxes))
     }
 
-    /// The ids of the folders mail hides in, for mailboxes with rules that move mail.
-    async fn mail_folders(&self, snapshot: &Snapshot) -> Result<Value, GraphError> {
+    /// The folders mail hides in, by name, for mailboxes with rules that move mail: the hiding
+    /// well-known folders, and the rules' target folders named RSS.
+    async fn mail_folders(
+        &self,
+        snapshot: &Snapshot,
+        errors: &mut Vec<tenants::ScanError>,
+    ) -> Result<Value, GraphError> {
         let mailboxes = snapshot
             .get(Source::InboxRules)
             .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
         let mut folders = Map::new();
         for (user_id, mailbox) in mailboxes.as_object().into_iter().flatten() {
-            let moves = mailbox["rules"]
+            let targets: BTreeSet<&str> = mailbox["rules"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|rule| rule["actions"]["moveToFolder"].is_string());
-            if !moves {
+                .filter_map(|rule| rule["actions"]["moveToFolder"].as_str())
+                .collect();
+            if targets.is_empty() {
                 continue;
             }
-            let mut ids = BTreeMap::new();
-            for name in HIDING_FOLDERS {
-                let path = format!("/v1.0/users/{user_id}/mailFolders/{name}?$select=id");
-                let folder = self
-                    .graph
-                    .get(self.microsoft_tenant_id, &path, self.meter)
-                    .await?;
-                if let Some(id) = folder["id"].as_str() {
-                    ids.insert(name.to_owned(), json!(id));
+            let upn = mailbox["userPrincipalName"].as_str().unwrap_or(user_id);
+            match self.hiding_folders(user_id, &targets).await {
+                Ok(ids) => {
+                    folders.insert(user_id.clone(), Value::Object(ids));
+                }
+                Err(error) => {
+                    tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "mail folders could not be read");
+                    errors.push(mailbox_error(Source::MailFolders, upn, &error));
                 }
             }
-            folders.insert(user_id.clone(), json!(ids));
         }
         Ok(Value::Object(folders))
+    }
+
+    /// One mailbox's hiding folders, name to id.
+    async fn hiding_folders(
+        &self,
+        user_id: &str,
+        targets: &BTreeSet<&str>,
+    ) -> Result<Map<String, Value>, GraphError> {
+        let mut ids = Map::new();
+        let folder = |name: &str| format!("/v1.0/users/{user_id}/mailFolders/{name}");
+        for name in HIDING_FOLDERS {
+            let path = format!("{}?$select=id", folder(name));
+            match self
+                .graph
+                .get(self.microsoft_tenant_id, &path, self.meter)
+                .await
+            {
+                Ok(found) => {
+                    if let Some(id) = found["id"].as_str() {
+                        ids.insert(name.to_owned(), json!(id));
+                    }
+                }
+                // Not every mailbox has every folder (Conversation History comes with Teams).
+                Err(error) if error.is_not_found() => {}
+                Err(error) => return Err(error),
+            }
+        }
+        for target in targets {
+            if ids.values().any(|id| id.as_str() == Some(*target)) {
+                continue;
+            }
+            let path = format!("{}?$select=id,displayName", folder(&url_encode(target)));
+            match self
+                .graph
+                .get(self.microsoft_tenant_id, &path, self.meter)
+                .await
+            {
+                Ok(found) => {
+                    let name = found["displayName"].as_str().unwrap_or_default();
+                    if name.to_lowercase().contains(RSS) {
+                        ids.insert(name.to_owned(), json!(target));
+                    }
+                }
+                // The folder was deleted since the rule was made: nothing is hidden there.
+                Err(error) if error.is_not_found() => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(ids)
     }
 }
