@@ -589,6 +589,19 @@ fn write(tenant: &mut Tenant, path: &str, body: &Value, replace: bool) -> Respon
     let Some(target) = target else {
         return not_found(path);
     };
+    // A resource of a derived type in a polymorphic collection (an authentication method
+    // configuration, say) is written only with its type named, as the documentation requires.
+    if let Some(stored) = target.get("@odata.type").and_then(Value::as_str)
+        && body.get("@odata.type").and_then(Value::as_str) != Some(stored)
+    {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "The request body must name the resource's type: \"@odata.type\": \"{stored}\"."
+            ),
+        );
+    }
     if replace {
         let id = target.get("id").cloned();
         *target = body.clone();

@@ -473,6 +473,75 @@ async fn an_approved_setting_fix_is_applied_once_and_verified() {
     fixing.harness.finish().await;
 }
 
+/// An authentication method configuration is of an abstract type: Graph takes a write only with
+/// the derived type named in `@odata.type`, and graph-sim refuses one without it as Graph does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_method_fixes_name_the_configurations_type() {
+    let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;
+    let configurations = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations";
+    for (index, (check_id, method, odata_type)) in [
+        (
+            "aad.sms-sign-in-disabled",
+            "Sms",
+            "smsAuthenticationMethodConfiguration",
+        ),
+        (
+            "aad.voice-call-disabled",
+            "Voice",
+            "voiceAuthenticationMethodConfiguration",
+        ),
+        (
+            "aad.email-otp-disabled",
+            "Email",
+            "emailAuthenticationMethodConfiguration",
+        ),
+        (
+            "aad.authenticator-shows-context",
+            "MicrosoftAuthenticator",
+            "microsoftAuthenticatorAuthenticationMethodConfiguration",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fix = fix_for(
+            &fixing.finding(check_id, ""),
+            &format!("00000000-0000-4000-8000-00000000010{index}"),
+        );
+        fixing.request(&fix).await;
+        let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&fix.fix_id))
+            .await
+            .unwrap_or_else(|_| panic!("{check_id}: FixApplied"));
+        assert!(applied.verified, "{check_id}");
+        let configuration = fixing
+            .harness
+            .sim
+            .resource(&fixing.microsoft_tenant, configurations)
+            .and_then(|all| {
+                all.as_array()?
+                    .iter()
+                    .find(|configuration| configuration["id"] == method)
+                    .cloned()
+            })
+            .expect("the configuration");
+        assert_eq!(
+            configuration["@odata.type"],
+            format!("#microsoft.graph.{odata_type}"),
+            "{check_id}"
+        );
+    }
+    // Without the type, graph-sim answers as Graph does.
+    let refused = fixing
+        .harness
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|request| request.method == "PATCH" && request.status == 400)
+        .count();
+    assert_eq!(refused, 0, "every write named its type");
+    fixing.harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_policy_is_created_from_its_template_and_passes() {
     let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;

@@ -110,6 +110,10 @@ pub struct Setting {
     pub resource: String,
     pub write: Write,
     pub conditions: Vec<Condition>,
+    /// The resource's derived type, which a write to a resource of an abstract type must name
+    /// (`@odata.type`, such as `#microsoft.graph.smsAuthenticationMethodConfiguration`).
+    #[serde(default)]
+    pub odata_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

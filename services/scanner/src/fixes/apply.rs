@@ -68,6 +68,11 @@ impl FixOutcome {
         let (reason, retryable) = match error.status() {
             401 | 403 => (FixFailureReason::PermissionDenied, false),
             404 => (FixFailureReason::TargetNotFound, false),
+            // Graph refused the request itself: the same request is refused again. A timeout, a
+            // conflict or a failed precondition may pass once the tenant is read afresh.
+            status @ 400..=499 if !matches!(status, 408 | 409 | 412 | 429) => {
+                (FixFailureReason::GraphError, false)
+            }
             _ => (FixFailureReason::GraphError, true),
         };
         FixOutcome::Failed {
@@ -697,5 +702,32 @@ fn changed(summary: String, property: &str, before: &str, after: &str) -> FixOut
         summary,
         before: BTreeMap::from([(property.to_owned(), before.to_owned())]),
         after: BTreeMap::from([(property.to_owned(), after.to_owned())]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> GraphError {
+        GraphError::Api {
+            status,
+            code: "Code".into(),
+            message: "message".into(),
+        }
+    }
+
+    #[test]
+    fn a_request_graph_refused_is_not_retried_and_a_passing_failure_is() {
+        let retryable = |status| match FixOutcome::from_graph(&api(status)) {
+            FixOutcome::Failed { retryable, .. } => retryable,
+            _ => unreachable!("a failure"),
+        };
+        for refused in [400, 401, 403, 404, 405, 422] {
+            assert!(!retryable(refused), "{refused}");
+        }
+        for passing in [408, 409, 412, 429, 500, 503] {
+            assert!(retryable(passing), "{passing}");
+        }
     }
 }

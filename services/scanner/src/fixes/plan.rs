@@ -65,7 +65,7 @@ pub fn plan(
 ) -> Result<Vec<Write>, PlanError> {
     let missing = |error: crate::checks::snapshot::Missing| PlanError::Missing(error.to_string());
     if let Some(setting) = &check.setting {
-        let body = match setting.write {
+        let mut body = match setting.write {
             WriteMethod::Patch => {
                 let mut body = json!({});
                 for condition in &setting.conditions {
@@ -84,6 +84,9 @@ pub fn plan(
                 body
             }
         };
+        if let Some(odata_type) = &setting.odata_type {
+            body["@odata.type"] = json!(odata_type);
+        }
         let method = match setting.write {
             WriteMethod::Patch => reqwest::Method::PATCH,
             WriteMethod::Put => reqwest::Method::PUT,
