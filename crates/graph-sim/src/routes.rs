@@ -813,7 +813,17 @@ struct Clause {
     value: String,
 }
 
-fn parse_filter(filter: &str) -> Result<Vec<Clause>, String> {
+/// Collections whose documentation shows `$filter` with `eq` only: another operator is refused
+/// rather than guessed at.
+const EQ_ONLY: [&str; 1] = ["/security/alerts_v2"];
+
+fn parse_filter(path: &str, filter: &str) -> Result<Vec<Clause>, String> {
+    if filter.contains(" or ") {
+        return Err(format!(
+            "Unsupported filter '{filter}': 'or' is not supported here."
+        ));
+    }
+    let eq_only = EQ_ONLY.contains(&path);
     filter
         .split(" and ")
         .map(|clause| {
@@ -823,7 +833,9 @@ fn parse_filter(filter: &str) -> Result<Vec<Clause>, String> {
             else {
                 return Err(format!("Invalid filter clause '{clause}'."));
             };
-            if !["eq", "ne", "ge", "gt", "le", "lt"].contains(&operator) {
+            if !["eq", "ne", "ge", "gt", "le", "lt"].contains(&operator)
+                || (eq_only && operator != "eq")
+            {
                 return Err(format!("Unsupported operator '{operator}'."));
             }
             Ok(Clause {
@@ -911,7 +923,7 @@ fn collection(
         }
     };
     if let Some(filter) = query.get("$filter") {
-        match parse_filter(filter) {
+        match parse_filter(path, filter) {
             Ok(clauses) => items.retain(|item| matches(item, &clauses)),
             Err(message) => {
                 return graph_error(

@@ -312,3 +312,34 @@ async fn mail_folders_answer_to_documented_names_and_ids_only() {
         other => panic!("an id of no folder: {other:?}"),
     }
 }
+
+/// Defender alerts are filtered on status with `eq` only, as documented: graph-sim refuses `ne`
+/// and `or` instead of guessing what Graph would do with them.
+#[tokio::test]
+async fn alerts_take_documented_filters_only() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    let graph = client(&sim, 0);
+    let alerts = |filter: &str| {
+        format!(
+            "/v1.0/security/alerts_v2?$filter={}",
+            scanner::graph::url_encode(filter)
+        )
+    };
+    graph
+        .get_all(&tenant, &alerts("status eq 'new'"), &Meter::default())
+        .await
+        .expect("eq is documented");
+    for undocumented in [
+        "status ne 'resolved'",
+        "status eq 'new' or status eq 'inProgress'",
+    ] {
+        match graph
+            .get_all(&tenant, &alerts(undocumented), &Meter::default())
+            .await
+        {
+            Err(GraphError::Api { status, .. }) => assert_eq!(status, 400, "{undocumented}"),
+            other => panic!("{undocumented}: {other:?}"),
+        }
+    }
+}

@@ -218,11 +218,22 @@ impl Collector<'_> {
                 .await
             }
             Source::DefenderAlerts => {
-                self.list(&format!(
-                    "/v1.0/security/alerts_v2?$filter={}",
-                    url_encode("status ne 'resolved'")
-                ))
-                .await
+                // Alerts not yet resolved. The documentation shows `$filter` on status with `eq`
+                // only, so each open status is asked for on its own.
+                let mut open = Vec::new();
+                for status in ["new", "inProgress"] {
+                    let filter = url_encode(&format!("status eq '{status}'"));
+                    open.extend(
+                        self.graph
+                            .get_all(
+                                self.microsoft_tenant_id,
+                                &format!("/v1.0/security/alerts_v2?$filter={filter}"),
+                                self.meter,
+                            )
+                            .await?,
+                    );
+                }
+                Ok(Value::Array(open))
             }
             Source::InboxRules => self.inbox_rules(snapshot, errors).await,
             Source::MailFolders => self.mail_folders(snapshot, errors).await,
