@@ -294,10 +294,11 @@ impl Builder {
     }
 
     fn domains(&mut self) {
+        // Never set, the lifetime reads null, as Microsoft's example shows: the 90-day default.
         let validity = if self.profile.has(Weakness::PasswordsExpire) {
-            90
+            Value::Null
         } else {
-            NEVER_EXPIRES
+            json!(NEVER_EXPIRES)
         };
         let domain = self.domain.clone();
         let item = json!({
@@ -363,7 +364,8 @@ impl Builder {
                 "allowedToUseSSPR": true,
                 "allowEmailVerifiedUsersToJoinOrganization": p.has(Weakness::EmailVerifiedJoinAllowed),
                 "allowUserConsentForRiskyApps": false,
-                "blockMsolPowerShell": !p.has(Weakness::MsolPowerShellAllowed),
+                // Never set reads null, as Microsoft's example shows; allowed is an explicit false.
+                "blockMsolPowerShell": if p.has(Weakness::MsolPowerShellAllowed) { json!(false) } else { Value::Null },
                 "guestUserRoleId": if p.has(Weakness::GuestAccessOpen) { MEMBER_LIKE_GUEST_ROLE } else { RESTRICTED_GUEST_ROLE },
                 "defaultUserRolePermissions": {
                     "allowedToCreateApps": p.has(Weakness::UsersCanRegisterApps),

@@ -102,6 +102,26 @@ pub struct Condition {
     pub pointer: String,
     pub passes: Vec<Value>,
     pub desired: Value,
+    /// What Microsoft documents an absent or null value to mean, where it says.
+    #[serde(default)]
+    pub absent: Option<Absent>,
+}
+
+/// The documented meaning of an absent or null property: whether it passes, and why.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Absent {
+    pub passes: bool,
+    pub meaning: String,
+}
+
+/// A setting that applies only while another property of its object has a value (CISA's
+/// MS.AAD.3.3 only where Microsoft Authenticator is enabled); otherwise not applicable, for the
+/// reason given.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OnlyWhen {
+    pub pointer: String,
+    pub equals: Value,
+    pub otherwise: String,
 }
 
 /// A declarative rule over one settings object.
@@ -110,6 +130,8 @@ pub struct Setting {
     pub resource: String,
     pub write: Write,
     pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub only_when: Option<OnlyWhen>,
     /// The resource's derived type, which a write to a resource of an abstract type must name
     /// (`@odata.type`, such as `#microsoft.graph.smsAuthenticationMethodConfiguration`).
     #[serde(default)]

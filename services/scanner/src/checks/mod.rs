@@ -97,7 +97,11 @@ pub fn evaluate(
         return Outcome::NotApplicable(reason);
     }
     let failures = match (&check.setting, check.evaluator()) {
-        (Some(setting), _) => evaluate_setting(setting, snapshot),
+        (Some(setting), _) => match inapplicable(setting, snapshot) {
+            Ok(Some(reason)) => return Outcome::NotApplicable(reason),
+            Ok(None) => evaluate_setting(setting, snapshot),
+            Err(missing) => Err(missing),
+        },
         (None, Some(evaluator)) => evaluator(snapshot, check),
         (None, None) => Ok(Vec::new()),
     };
@@ -108,17 +112,47 @@ pub fn evaluate(
     }
 }
 
-/// A declarative setting fails (once, tenant-wide) when any condition does not hold.
+/// Why a declarative setting does not apply to this tenant's object, if it does not.
+fn inapplicable(setting: &Setting, snapshot: &Snapshot) -> Result<Option<String>, Missing> {
+    let Some(only_when) = &setting.only_when else {
+        return Ok(None);
+    };
+    let object = snapshot.resource(&setting.resource)?;
+    let actual = object.pointer(&only_when.pointer).unwrap_or(&Value::Null);
+    Ok((!same_value(actual, &only_when.equals)).then(|| only_when.otherwise.clone()))
+}
+
+/// Microsoft's enumerations and names compare without regard to case.
+fn same_value(actual: &Value, expected: &Value) -> bool {
+    match (actual.as_str(), expected.as_str()) {
+        (Some(actual), Some(expected)) => actual.eq_ignore_ascii_case(expected),
+        _ => actual == expected,
+    }
+}
+
+/// A declarative setting fails (once, tenant-wide) when any condition does not hold. An absent or
+/// null value takes its documented meaning where the catalogue states one, and the evidence says
+/// which.
 fn evaluate_setting(setting: &Setting, snapshot: &Snapshot) -> Result<Vec<Failure>, Missing> {
     let object = snapshot.resource(&setting.resource)?;
     let mut failure = Failure::tenant_wide(snapshot).fix("path", &setting.resource);
     let mut failing = false;
     for condition in &setting.conditions {
         let actual = object.pointer(&condition.pointer).unwrap_or(&Value::Null);
-        if !condition.passes.contains(actual) {
+        let (passes, shown) = match (actual, &condition.absent) {
+            (Value::Null, Some(absent)) => (absent.passes, format!("null ({})", absent.meaning)),
+            _ => (
+                condition
+                    .passes
+                    .iter()
+                    .any(|passing| same_value(actual, passing)),
+                actual.to_string(),
+            ),
+        };
+        if !passes {
             failing = true;
             failure = failure
-                .evidence(&format!("currentValue{}", condition.pointer), actual)
+                .evidence(&format!("currentValue{}", condition.pointer), shown)
                 .evidence(
                     &format!("expectedValue{}", condition.pointer),
                     &condition.desired,
@@ -141,4 +175,139 @@ pub fn fingerprint(tenant_id: &str, check_id: &str, subject: &str) -> String {
         .take(16)
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::checks::catalogue::Catalogue;
+    use crate::checks::snapshot::Source;
+
+    /// The verdict of `check_id` over a snapshot holding `data`.
+    fn verdict(check_id: &str, data: &[(Source, Value)]) -> Outcome {
+        let catalogue = Catalogue::builtin().expect("the shipped catalogue");
+        let check = catalogue
+            .checks()
+            .iter()
+            .find(|check| check.id == check_id)
+            .expect("the check");
+        let mut snapshot = Snapshot::new(Utc::now(), "Contoso", &[]);
+        for (source, value) in data {
+            snapshot.data.insert(*source, Ok(value.clone()));
+        }
+        let service_plans = ["AAD_PREMIUM", "AAD_PREMIUM_P2"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        evaluate(check, &snapshot, Plan::Premium, &service_plans)
+    }
+
+    fn authenticator(state: &str, context: &str) -> (Source, Value) {
+        let required = json!({"state": context});
+        (
+            Source::AuthenticationMethodsPolicy,
+            json!({"authenticationMethodConfigurations": [{
+                "@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethodConfiguration",
+                "id": "MicrosoftAuthenticator",
+                "state": state,
+                "featureSettings": {
+                    "displayAppInformationRequiredState": required,
+                    "displayLocationInformationRequiredState": required,
+                },
+            }]}),
+        )
+    }
+
+    #[test]
+    fn sign_in_context_is_judged_only_where_authenticator_is_enabled() {
+        let check = "aad.authenticator-shows-context";
+        assert!(matches!(
+            verdict(check, &[authenticator("disabled", "default")]),
+            Outcome::NotApplicable(reason) if reason.contains("MS.AAD.3.3")
+        ));
+        assert!(matches!(
+            verdict(check, &[authenticator("enabled", "default")]),
+            Outcome::Failed(_)
+        ));
+        assert_eq!(
+            verdict(check, &[authenticator("enabled", "enabled")]),
+            Outcome::Passed
+        );
+    }
+
+    fn authorization_policy(policy: Value) -> [(Source, Value); 1] {
+        [(Source::AuthorizationPolicy, policy)]
+    }
+
+    #[test]
+    fn self_consent_policies_are_recognised_in_either_spelling() {
+        let check = "aad.user-consent-restricted";
+        for assigned in [
+            "ManagePermissionGrantsForSelf.microsoft-user-default-legacy",
+            "managePermissionGrantsForSelf.microsoft-user-default-low",
+        ] {
+            let policy = json!({"defaultUserRolePermissions": {
+                "permissionGrantPoliciesAssigned": [assigned],
+            }});
+            assert!(
+                matches!(
+                    verdict(check, &authorization_policy(policy)),
+                    Outcome::Failed(_)
+                ),
+                "{assigned}"
+            );
+        }
+        let owners_only = json!({"defaultUserRolePermissions": {
+            "permissionGrantPoliciesAssigned": ["ManagePermissionGrantsForOwnedResource.microsoft-dynamically-managed-permissions-for-team"],
+        }});
+        assert_eq!(
+            verdict(check, &authorization_policy(owners_only)),
+            Outcome::Passed
+        );
+    }
+
+    #[test]
+    fn msonline_left_unset_passes_as_the_module_is_retired() {
+        let check = "aad.msol-powershell-blocked";
+        for unset in [json!({"blockMsolPowerShell": null}), json!({})] {
+            assert_eq!(
+                verdict(check, &authorization_policy(unset.clone())),
+                Outcome::Passed,
+                "{unset}"
+            );
+        }
+        assert_eq!(
+            verdict(
+                check,
+                &authorization_policy(json!({"blockMsolPowerShell": true}))
+            ),
+            Outcome::Passed
+        );
+        assert!(matches!(
+            verdict(
+                check,
+                &authorization_policy(json!({"blockMsolPowerShell": false}))
+            ),
+            Outcome::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn an_unset_password_lifetime_is_stated_as_the_90_day_default() {
+        let domains = json!([{
+            "id": "contoso.com", "isVerified": true, "authenticationType": "Managed",
+            "passwordValidityPeriodInDays": null,
+        }]);
+        let Outcome::Failed(failures) =
+            verdict("aad.passwords-never-expire", &[(Source::Domains, domains)])
+        else {
+            panic!("a domain whose passwords expire");
+        };
+        assert_eq!(
+            failures[0].evidence["passwordValidityPeriodInDays"],
+            "null (the default: passwords expire after 90 days)"
+        );
+    }
 }

@@ -194,6 +194,11 @@ fn break_glass_excluded(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failu
     Ok(failures)
 }
 
+/// What an absent `passwordValidityPeriodInDays` means: Microsoft's default.
+const DEFAULT_PASSWORD_VALIDITY: &str = "null (the default: passwords expire after 90 days)";
+/// The prefix of the permission grant policies that let users consent for themselves.
+const SELF_CONSENT: &str = "ManagePermissionGrantsForSelf.";
+
 fn passwords_never_expire(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
     Ok(snapshot
         .items(Source::Domains)?
@@ -205,7 +210,10 @@ fn passwords_never_expire(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Fai
             Failure::on(name, name, "domain", name)
                 .evidence(
                     "passwordValidityPeriodInDays",
-                    &domain["passwordValidityPeriodInDays"],
+                    match &domain["passwordValidityPeriodInDays"] {
+                        Value::Null => DEFAULT_PASSWORD_VALIDITY.to_owned(),
+                        days => days.to_string(),
+                    },
                 )
                 .fix("domainId", name)
         })
@@ -309,7 +317,12 @@ fn user_consent_restricted(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Fa
         strings(&policy["defaultUserRolePermissions"]["permissionGrantPoliciesAssigned"]);
     let self_consent: Vec<&str> = assigned
         .into_iter()
-        .filter(|id| id.starts_with("ManagePermissionGrantsForSelf."))
+        // Microsoft spells it managePermissionGrantsForSelf.{id} in the documentation and
+        // ManagePermissionGrantsForSelf.{id} in tenants: the prefix compares without case.
+        .filter(|id| {
+            id.get(..SELF_CONSENT.len())
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(SELF_CONSENT))
+        })
         .collect();
     Ok(if self_consent.is_empty() {
         Vec::new()
