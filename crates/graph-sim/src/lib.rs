@@ -154,6 +154,15 @@ impl GraphSim {
             .extend(faults.iter().copied());
     }
 
+    /// After the next admin consent to `tenant_id`, its permissions take `delay` to propagate, as
+    /// Entra's do: tokens issued meanwhile carry no roles, and Graph answers them 403
+    /// Authorization_RequestDenied for as long as they live.
+    pub fn delay_permissions(&self, tenant_id: &str, delay: std::time::Duration) {
+        if let Some(tenant) = self.state.lock().tenants.get_mut(tenant_id) {
+            tenant.permissions_propagate_at = Some(Instant::now() + delay);
+        }
+    }
+
     /// Keeps the operator's app from the mailbox of `user_id`, as an Exchange application access
     /// policy does: its mail folders and rules answer 403 ErrorAccessDenied.
     pub fn deny_mailbox(&self, tenant_id: &str, user_id: &str) {

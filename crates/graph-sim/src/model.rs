@@ -69,6 +69,9 @@ pub struct Tenant {
     /// Users whose mailbox an Exchange application access policy keeps from the operator's app:
     /// Graph answers 403 ErrorAccessDenied for them.
     pub denied_mailboxes: BTreeSet<String>,
+    /// Until this instant the app's permissions are still propagating after consent: tokens
+    /// issued meanwhile carry no roles.
+    pub permissions_propagate_at: Option<std::time::Instant>,
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -111,6 +114,7 @@ pub fn generate_tenant(
         domain: builder.domain,
         consented: true,
         denied_mailboxes: BTreeSet::new(),
+        permissions_propagate_at: None,
         profile,
         resources: builder.resources,
     }

@@ -152,6 +152,9 @@ async fn token(
             "The client application is missing service principal in the tenant.",
         );
     }
+    let without_roles = known
+        .permissions_propagate_at
+        .is_some_and(|propagated| Instant::now() < propagated);
     let access_token = format!("sim.{}", Uuid::new_v4().simple());
     let lifetime = state.config.token_lifetime;
     *inner.tokens_issued.entry(tenant.clone()).or_default() += 1;
@@ -161,6 +164,7 @@ async fn token(
             tenant_id: tenant,
             audience,
             expires_at: Instant::now() + lifetime,
+            without_roles,
         },
     );
     Json(json!({
@@ -232,6 +236,14 @@ fn admit(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
                 "Lifetime validation failed, the token is expired.",
+            )),
+        ),
+        Some(issued) if issued.without_roles => (
+            issued.tenant_id,
+            Err(graph_error(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
             )),
         ),
         Some(issued) if issued.audience != audience => (

@@ -41,6 +41,9 @@ pub struct IssuedToken {
     pub tenant_id: String,
     pub audience: Audience,
     pub expires_at: Instant,
+    /// Issued while the tenant's consent was still propagating: it carries no application
+    /// permissions (no `roles`), so Graph refuses it with 403 for its whole lifetime.
+    pub without_roles: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -14,14 +14,15 @@ macro_rules! consent_link_test_keys {
 
 /// The scanner's `[scanner]` settings for a consent callback on a free port, and the redirect URI
 /// that sends the browser there (the URI must be known before the scanner binds it), with the
-/// tests' consent-link keys.
+/// tests' consent-link keys and a short wait for consent to propagate (a refused consent fails in
+/// seconds, not a minute).
 pub fn consent_callback_settings() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port();
     format!(
-        "consent_listen = \"127.0.0.1:{port}\"\nconsent_redirect_uri = \"http://127.0.0.1:{port}/consent/callback\"\nconsent_link_keys = \"{}\"\n",
+        "consent_listen = \"127.0.0.1:{port}\"\nconsent_redirect_uri = \"http://127.0.0.1:{port}/consent/callback\"\nconsent_link_keys = \"{}\"\nconsent_propagation_timeout = \"5s\"\n",
         consent_link_test_keys!()
     )
 }

@@ -30,6 +30,11 @@ pub struct ScannerSettings {
     /// A cached token is replaced this long before it expires.
     #[serde(with = "humantime_serde")]
     pub token_refresh_margin: Duration,
+    /// A token Graph answers 403 is replaced, at most this often per tenant and API: often enough
+    /// to recover from one issued before consent propagated, seldom enough that a permission
+    /// really missing does not cost a token per request.
+    #[serde(with = "humantime_serde")]
+    pub forbidden_token_renewal: Duration,
     /// Where Microsoft sends the admin after consent: the public URL of the consent callback.
     pub consent_redirect_uri: String,
     /// Address of the consent callback's HTTP server.
@@ -39,6 +44,10 @@ pub struct ScannerSettings {
     /// (PICKET__SCANNER__CONSENT_LINK_KEYS, from a Secret).
     #[serde(default = "empty_secret")]
     pub consent_link_keys: SecretString,
+    /// How long onboarding keeps reading `/organization` while a fresh consent propagates (Graph
+    /// refuses the app, or its token lacks the permissions, for a while after consent).
+    #[serde(with = "humantime_serde")]
+    pub consent_propagation_timeout: Duration,
     /// How long an admin-consent link stays valid.
     #[serde(with = "humantime_serde")]
     pub consent_validity: Duration,

@@ -22,7 +22,7 @@ async fn simulator(users_per_tenant: usize) -> GraphSim {
 
 fn client(sim: &GraphSim, max_retries: u32) -> GraphClient {
     let toml = format!(
-        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nmax_retries = {max_retries}\ninitial_backoff = \"50ms\"\nrequest_timeout = \"5s\"\ntoken_refresh_margin = \"60s\"\nconsent_link_keys = \"{keys}\"\n",
+        "[scanner]\nlogin_base_url = \"{base}\"\ngraph_base_url = \"{base}\"\ndefender_base_url = \"{base}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nmax_retries = {max_retries}\ninitial_backoff = \"50ms\"\nrequest_timeout = \"5s\"\ntoken_refresh_margin = \"60s\"\nforbidden_token_renewal = \"500ms\"\nconsent_link_keys = \"{keys}\"\n",
         base = sim.base_url(),
         id = sim.config().client_id,
         secret = sim.config().client_secret,
@@ -342,4 +342,50 @@ async fn alerts_take_documented_filters_only() {
             other => panic!("{undocumented}: {other:?}"),
         }
     }
+}
+
+/// A token Graph answers 403 is replaced, at most once per `forbidden_token_renewal` (500 ms
+/// here): one issued before the permissions propagated is useless for its whole hour, but a
+/// permission really missing does not cost a token per request.
+#[tokio::test]
+async fn a_forbidden_token_is_replaced_at_most_once_per_period() {
+    let sim = simulator(5).await;
+    let tenant = first_tenant(&sim);
+    let graph = client(&sim, 0);
+    sim.delay_permissions(&tenant, Duration::from_millis(500));
+    let organization = "/v1.0/organization";
+    let early = graph
+        .get(&tenant, organization, &Meter::default())
+        .await
+        .expect_err("no permissions yet, even with a second token");
+    assert_eq!(early.status(), 403);
+    assert_eq!(sim.tokens_issued(&tenant), 2, "replaced once, not again");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The cached token still lacks the permissions: replaced once more, now that they arrived.
+    graph
+        .get(&tenant, organization, &Meter::default())
+        .await
+        .expect("a fresh token once the permissions propagated");
+    assert_eq!(sim.tokens_issued(&tenant), 3);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // A mailbox the app may never read: every request is refused, and no token is replaced.
+    let user = sim.resource(&tenant, "/users").expect("users")[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    sim.deny_mailbox(&tenant, &user);
+    let rules = format!("/v1.0/users/{user}/mailFolders/inbox/messageRules");
+    for _ in 0..3 {
+        let refused = graph
+            .get(&tenant, &rules, &Meter::default())
+            .await
+            .expect_err("denied");
+        assert_eq!(refused.status(), 403);
+    }
+    assert_eq!(
+        sim.tokens_issued(&tenant),
+        4,
+        "one more token, not one per request"
+    );
 }

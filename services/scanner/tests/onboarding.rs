@@ -134,6 +134,46 @@ async fn a_forwarded_consent_link_travels_sealed_for_the_notifier_only() {
     harness.finish().await;
 }
 
+/// Entra takes a while to let the app in after consent: tokens issued meanwhile carry no
+/// permissions and Graph answers them 403 for their whole hour. Onboarding waits it out with fresh
+/// tokens instead of failing the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_still_propagating_is_waited_for() {
+    let mut harness = harness().await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    harness
+        .sim
+        .delay_permissions(&microsoft_tenant, Duration::from_secs(2));
+    let onboarded = harness.onboard("p1", &microsoft_tenant).await;
+    let page = harness
+        .consent_as(
+            &harness.administrator(&microsoft_tenant),
+            &onboarded.consent_url,
+        )
+        .await;
+    assert!(page.connected(), "{}", page.body);
+    let tenant = harness
+        .tenant("p1", &onboarded.tenant.expect("tenant").tenant_id)
+        .await;
+    assert_eq!(tenant.state(), tenants::TenantState::Active);
+    let organization: Vec<u16> = harness
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|request| request.path == "/v1.0/organization")
+        .map(|request| request.status)
+        .collect();
+    assert!(
+        organization.first() == Some(&403) && organization.last() == Some(&200),
+        "refused while propagating, then read: {organization:?}"
+    );
+    assert!(
+        harness.sim.tokens_issued(&microsoft_tenant) >= 2,
+        "a token without permissions is not kept"
+    );
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_consent_leaves_the_tenant_denied_with_the_reason() {
     let mut harness = harness().await;

@@ -190,6 +190,7 @@ impl GraphClient {
             settings.client_id.clone(),
             settings.client_secret.expose_secret().to_owned().into(),
             settings.token_refresh_margin,
+            settings.forbidden_token_renewal,
         );
         Ok(GraphClient {
             http,
@@ -393,6 +394,17 @@ impl GraphClient {
                 401 if !token_refreshed => {
                     // An expired or revoked token: fetch a new one once.
                     self.tokens.invalidate(tenant_id, scope).await;
+                    token_refreshed = true;
+                    continue;
+                }
+                403 if !token_refreshed
+                    && self
+                        .tokens
+                        .renew_after_forbidden(tenant_id, scope, token.expose_secret())
+                        .await =>
+                {
+                    // A token issued before consent propagated lacks the permissions for its
+                    // whole life: try once with a fresh one.
                     token_refreshed = true;
                     continue;
                 }

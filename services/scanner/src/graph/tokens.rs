@@ -1,5 +1,8 @@
 //! OAuth2 client credentials per tenant, cached per (tenant, resource) and replaced before expiry.
-//! One fetch at a time per key, so a scan's parallel requests share one token request.
+//! One fetch at a time per key, so a scan's parallel requests share one token request. A token
+//! Graph answers 403 is replaced, at most once per `forbidden_renewal` for its key: one issued
+//! while consent was still propagating carries no permissions for its whole hour, while a
+//! permission really missing then costs a token a minute, not one per request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +20,13 @@ struct CachedToken {
     expires_at: Instant,
 }
 
+/// A key's token, and when one was last dropped for a 403.
+#[derive(Default)]
+struct SlotState {
+    token: Option<CachedToken>,
+    dropped_forbidden_at: Option<Instant>,
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
@@ -30,7 +40,7 @@ struct TokenErrorResponse {
     error_description: String,
 }
 
-type Slot = Arc<Mutex<Option<CachedToken>>>;
+type Slot = Arc<Mutex<SlotState>>;
 
 pub struct TokenCache {
     http: reqwest::Client,
@@ -38,6 +48,7 @@ pub struct TokenCache {
     client_id: String,
     client_secret: SecretString,
     refresh_margin: Duration,
+    forbidden_renewal: Duration,
     slots: std::sync::Mutex<HashMap<(String, String), Slot>>,
 }
 
@@ -48,6 +59,7 @@ impl TokenCache {
         client_id: String,
         client_secret: SecretString,
         refresh_margin: Duration,
+        forbidden_renewal: Duration,
     ) -> TokenCache {
         TokenCache {
             http,
@@ -55,6 +67,7 @@ impl TokenCache {
             client_id,
             client_secret,
             refresh_margin,
+            forbidden_renewal,
             slots: Default::default(),
         }
     }
@@ -73,15 +86,15 @@ impl TokenCache {
     /// A token for `scope` in `tenant_id`, fetched when missing or about to expire.
     pub async fn token(&self, tenant_id: &str, scope: &str) -> Result<SecretString, GraphError> {
         let slot = self.slot(tenant_id, scope);
-        let mut cached = slot.lock().await;
-        if let Some(token) = cached.as_ref()
+        let mut state = slot.lock().await;
+        if let Some(token) = state.token.as_ref()
             && token.expires_at > Instant::now() + self.refresh_margin
         {
             return Ok(token.access_token.clone());
         }
         let fresh = self.fetch(tenant_id, scope).await?;
         let access_token = fresh.access_token.clone();
-        *cached = Some(fresh);
+        state.token = Some(fresh);
         Ok(access_token)
     }
 
@@ -99,7 +112,32 @@ impl TokenCache {
 
     /// Forgets the token, after Graph refused it.
     pub async fn invalidate(&self, tenant_id: &str, scope: &str) {
-        *self.slot(tenant_id, scope).lock().await = None;
+        self.slot(tenant_id, scope).lock().await.token = None;
+    }
+
+    /// After Graph answered `used` with 403: whether to try again with another token. The token
+    /// is dropped unless one was dropped for a 403 less than `forbidden_renewal` ago; when
+    /// another request replaced `used` meanwhile, the new one is tried.
+    pub async fn renew_after_forbidden(&self, tenant_id: &str, scope: &str, used: &str) -> bool {
+        let slot = self.slot(tenant_id, scope);
+        let mut state = slot.lock().await;
+        let replaced = state
+            .token
+            .as_ref()
+            .is_some_and(|token| token.access_token.expose_secret() != used);
+        if replaced {
+            return true;
+        }
+        let now = Instant::now();
+        if state
+            .dropped_forbidden_at
+            .is_some_and(|dropped| now < dropped + self.forbidden_renewal)
+        {
+            return false;
+        }
+        state.token = None;
+        state.dropped_forbidden_at = Some(now);
+        true
     }
 
     async fn fetch(&self, tenant_id: &str, scope: &str) -> Result<CachedToken, GraphError> {

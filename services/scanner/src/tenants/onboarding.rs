@@ -5,6 +5,7 @@
 //! state and reason.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use picket_platform::EventFactory;
@@ -27,6 +28,20 @@ pub enum CompleteError {
     UnknownState,
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
+}
+
+/// The longest pause between two reads of a tenant whose consent is propagating.
+const MAX_PROPAGATION_WAIT: Duration = Duration::from_secs(8);
+
+/// Whether Graph's answer right after consent is the consent still propagating: the app unknown
+/// to the tenant's token endpoint for now (AADSTS7000229, AADSTS700016: `unauthorized_client`),
+/// or Graph refusing a token issued before the permissions arrived.
+fn still_propagating(error: &GraphError) -> bool {
+    match error {
+        GraphError::Token { error, .. } => error == "unauthorized_client",
+        GraphError::Api { status, .. } => matches!(status, 401 | 403),
+        _ => false,
+    }
 }
 
 /// How long the administrator has to sign in after consenting.
@@ -288,14 +303,28 @@ impl Onboarding {
         tenant: &TenantRow,
         microsoft_tenant_id: &str,
     ) -> Result<consent::Organization, ConsentRefusal> {
-        let read = self
-            .graph
-            .get(
-                microsoft_tenant_id,
-                "/v1.0/organization?$select=id,displayName,verifiedDomains",
-                &Meter::default(),
-            )
-            .await;
+        let deadline = Instant::now() + self.settings.consent_propagation_timeout;
+        let mut wait = Duration::from_millis(500);
+        let read = loop {
+            let read = self
+                .graph
+                .get(
+                    microsoft_tenant_id,
+                    "/v1.0/organization?$select=id,displayName,verifiedDomains",
+                    &Meter::default(),
+                )
+                .await;
+            match &read {
+                Err(error) if still_propagating(error) && Instant::now() + wait < deadline => {
+                    tracing::info!(microsoft_tenant_id, %error, ?wait, "consent still propagating: reading the organization again");
+                    // A token issued meanwhile lacks the permissions for its whole life.
+                    self.graph.forget_tenant(microsoft_tenant_id);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_PROPAGATION_WAIT);
+                }
+                _ => break read,
+            }
+        };
         let organization = match read {
             Ok(body) => consent::parse_organization(&body).ok_or_else(|| ConsentRefusal {
                 failure: tenants::ConsentFailure::OrganizationUnreadable,
