@@ -164,6 +164,7 @@ impl Builder {
             "/oauth2PermissionGrants",
             "/applications",
             "/servicePrincipals",
+            "/roleManagement/directory/roleEligibilityScheduleInstances",
         ] {
             self.collection(collection);
         }

@@ -210,6 +210,82 @@ async fn a_mailbox_the_app_may_not_read_is_named_and_the_others_are_still_read()
     harness.finish().await;
 }
 
+/// A Global Administrator through PIM is one activation away from the role: eligibility counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_administrators_eligible_through_pim_are_counted() {
+    let mut harness = harness().await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    harness
+        .sim
+        .reset_tenant(&microsoft_tenant, Profile::hardened(Licence::P2));
+    // Three active Global Administrators, and six more eligible: nine in all.
+    let users = harness
+        .sim
+        .resource(&microsoft_tenant, "/users")
+        .expect("users");
+    let eligible: Vec<serde_json::Value> = (6..12)
+        .map(|user| {
+            serde_json::json!({
+                "id": format!("eligibility-{user}"),
+                "principalId": users[user]["id"],
+                "roleDefinitionId": graph_sim::GLOBAL_ADMINISTRATOR,
+                "directoryScopeId": "/",
+                "appScopeId": null,
+                "startDateTime": "2026-01-01T00:00:00Z",
+                "endDateTime": null,
+                "memberType": "Direct",
+                "roleEligibilityScheduleId": format!("schedule-{user}"),
+            })
+        })
+        .collect();
+    harness.sim.set_resource(
+        &microsoft_tenant,
+        "/roleManagement/directory/roleEligibilityScheduleInstances",
+        serde_json::Value::Array(eligible),
+    );
+    let mut observed =
+        Events::<findings::FindingObserved>::subscribe(&harness, "findings.v1.finding_observed")
+            .await;
+    let tenant_id = harness
+        .connect(
+            PARTNER,
+            &microsoft_tenant,
+            tenants::SubscriptionPlan::Premium,
+        )
+        .await;
+    harness.settled_scans(PARTNER, &tenant_id).await;
+    let results = harness.results(PARTNER, &tenant_id).await;
+    let count = &results["aad.global-admin-count"];
+    assert_eq!(
+        outcome(count),
+        tenants::CheckOutcome::Failed,
+        "{}",
+        count.detail
+    );
+    let evidence: Vec<(String, String)> = observed
+        .drain(Duration::from_secs(2))
+        .await
+        .iter()
+        .filter(|finding| finding.check_id == "aad.global-admin-count")
+        .flat_map(|finding| {
+            ["globalAdministrators", "ofWhichEligibleThroughPim"].map(|key| {
+                (
+                    key.to_owned(),
+                    finding.evidence.get(key).cloned().unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        evidence,
+        [
+            ("globalAdministrators".to_owned(), "9".to_owned()),
+            ("ofWhichEligibleThroughPim".to_owned(), "6".to_owned())
+        ]
+    );
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_needing_a_licence_the_tenant_lacks_are_not_applicable() {
     let mut harness = harness().await;

@@ -51,23 +51,47 @@ pub fn privileged_role_name(role_id: &str) -> Option<&'static str> {
         .map(|(_, name)| *name)
 }
 
-/// Privileged role ids held by each principal (tenant-wide assignments only).
-pub fn privileged_holders(snapshot: &Snapshot) -> Result<BTreeMap<String, Vec<String>>, Missing> {
+/// Privileged role ids each principal holds tenant-wide in `source`'s records.
+fn holders_in(
+    snapshot: &Snapshot,
+    source: Source,
+) -> Result<BTreeMap<String, Vec<String>>, Missing> {
     let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for assignment in snapshot.items(Source::RoleAssignments)? {
-        let role = assignment["roleDefinitionId"].as_str().unwrap_or_default();
-        let scope = assignment["directoryScopeId"].as_str().unwrap_or("/");
+    for record in snapshot.items(source)? {
+        let role = record["roleDefinitionId"].as_str().unwrap_or_default();
+        let scope = record["directoryScopeId"].as_str().unwrap_or("/");
         if scope != "/" || privileged_role_name(role).is_none() {
             continue;
         }
-        if let Some(principal) = assignment["principalId"].as_str() {
-            holders
-                .entry(principal.to_owned())
-                .or_default()
-                .push(role.to_owned());
+        if let Some(principal) = record["principalId"].as_str() {
+            let roles = holders.entry(principal.to_owned()).or_default();
+            if !roles.iter().any(|held| held == role) {
+                roles.push(role.to_owned());
+            }
         }
     }
     Ok(holders)
+}
+
+/// Privileged role ids held by each principal tenant-wide: active assignments, and eligibility
+/// through Privileged Identity Management (an eligible Global Administrator is one activation
+/// away, and counts as one).
+pub fn privileged_holders(snapshot: &Snapshot) -> Result<BTreeMap<String, Vec<String>>, Missing> {
+    let mut holders = holders_in(snapshot, Source::RoleAssignments)?;
+    for (principal, roles) in eligible_holders(snapshot)? {
+        let held = holders.entry(principal).or_default();
+        for role in roles {
+            if !held.contains(&role) {
+                held.push(role);
+            }
+        }
+    }
+    Ok(holders)
+}
+
+/// Privileged role ids each principal is eligible for through PIM.
+pub fn eligible_holders(snapshot: &Snapshot) -> Result<BTreeMap<String, Vec<String>>, Missing> {
+    holders_in(snapshot, Source::RoleEligibilities)
 }
 
 /// A conditional access policy, read the way CISA's "common CA conditions" read it.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::checks::catalogue::Check;
 use crate::checks::directory::{
-    GLOBAL_ADMINISTRATOR, PRIVILEGED_ROLES, Policy, policies, privileged_holders,
+    GLOBAL_ADMINISTRATOR, PRIVILEGED_ROLES, Policy, eligible_holders, policies, privileged_holders,
     privileged_role_name,
 };
 use crate::checks::snapshot::{Missing, Snapshot, Source, strings, timestamp};
@@ -230,10 +230,18 @@ fn global_admins(snapshot: &Snapshot) -> Result<BTreeSet<String>, Missing> {
 
 fn global_admin_count(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
     let count = global_admins(snapshot)?.len();
+    let eligible = eligible_holders(snapshot)?
+        .values()
+        .filter(|roles| roles.iter().any(|role| role == GLOBAL_ADMINISTRATOR))
+        .count();
     Ok(if (2..=8).contains(&count) {
         Vec::new()
     } else {
-        vec![Failure::tenant_wide(snapshot).evidence("globalAdministrators", count)]
+        vec![
+            Failure::tenant_wide(snapshot)
+                .evidence("globalAdministrators", count)
+                .evidence("ofWhichEligibleThroughPim", eligible),
+        ]
     })
 }
 

@@ -21,6 +21,8 @@ pub enum Source {
     AppManagementPolicy,
     ConditionalAccessPolicies,
     RoleAssignments,
+    /// Eligibility for roles through Privileged Identity Management (Entra ID P2).
+    RoleEligibilities,
     Applications,
     ServicePrincipals,
     Oauth2Grants,
@@ -47,6 +49,9 @@ impl Source {
             Source::AppManagementPolicy => "GET /policies/defaultAppManagementPolicy",
             Source::ConditionalAccessPolicies => "GET /identity/conditionalAccess/policies",
             Source::RoleAssignments => "GET /roleManagement/directory/roleAssignments",
+            Source::RoleEligibilities => {
+                "GET /roleManagement/directory/roleEligibilityScheduleInstances"
+            }
             Source::Applications => "GET /applications",
             Source::ServicePrincipals => "GET /servicePrincipals",
             Source::Oauth2Grants => "GET /oauth2PermissionGrants",
@@ -54,7 +59,7 @@ impl Source {
             Source::DirectoryAudits => "GET /auditLogs/directoryAudits",
             Source::RiskyUsers => "GET /identityProtection/riskyUsers",
             Source::InboxRules => "GET /users/{id}/mailFolders/inbox/messageRules",
-            Source::MailFolders => "GET /users/{id}/mailFolders/{wellKnownName}",
+            Source::MailFolders => "GET /users/{id}/mailFolders/{wellKnownName or id}",
             Source::DefenderAlerts => "GET /security/alerts_v2",
             Source::SignInHistory => "sign-in countries seen by Picket",
         }

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::checks::Failure;
 use crate::checks::catalogue::{Action, Check, Write as WriteMethod};
-use crate::checks::directory::privileged_holders;
+use crate::checks::directory::{eligible_holders, privileged_holders};
 use crate::checks::rules::{NEVER_EXPIRES, ca_template};
 use crate::checks::snapshot::{Snapshot, Source, strings};
 
@@ -213,7 +213,7 @@ pub fn plan(
                 .map_err(missing)?
                 .remove(&principal)
                 .unwrap_or_default();
-            Ok(snapshot
+            let writes: Vec<Write> = snapshot
                 .items(Source::RoleAssignments)
                 .map_err(missing)?
                 .iter()
@@ -229,7 +229,21 @@ pub fn plan(
                     path: format!("/roleManagement/directory/roleAssignments/{id}"),
                     body: None,
                 })
-                .collect())
+                .collect();
+            let eligible = eligible_holders(snapshot)
+                .map_err(missing)?
+                .remove(&principal)
+                .unwrap_or_default();
+            if !eligible.is_empty() {
+                // An eligibility is removed by a PIM schedule request, which Picket does not
+                // make: deleting the active assignments would leave the principal one
+                // activation away from the role.
+                return Err(PlanError::Unsupported(format!(
+                    "{principal} is eligible for {} through Privileged Identity Management: remove the eligibility there",
+                    eligible.len()
+                )));
+            }
+            Ok(writes)
         }
         _ => Err(PlanError::Unsupported(format!(
             "{} has no automated fix; {}",

@@ -52,6 +52,9 @@ pub fn with_dependencies(sources: &BTreeSet<Source>) -> BTreeSet<Source> {
     if all.contains(&Source::InboxRules) {
         all.insert(Source::Users);
     }
+    if all.contains(&Source::RoleAssignments) {
+        all.insert(Source::RoleEligibilities);
+    }
     all
 }
 
@@ -141,7 +144,7 @@ impl Collector<'_> {
         // A source the tenant's licences do not include holds nothing that could apply.
         let unlicensed = match source {
             Source::ConditionalAccessPolicies | Source::SignIns => !premium,
-            Source::RiskyUsers => !holds(self.service_plans, &P2),
+            Source::RiskyUsers | Source::RoleEligibilities => !holds(self.service_plans, &P2),
             Source::DefenderAlerts => !holds(self.service_plans, &DEFENDER),
             _ => false,
         };
@@ -187,6 +190,10 @@ impl Collector<'_> {
             }
             Source::RoleAssignments => {
                 self.list("/v1.0/roleManagement/directory/roleAssignments")
+                    .await
+            }
+            Source::RoleEligibilities => {
+                self.list("/v1.0/roleManagement/directory/roleEligibilityScheduleInstances")
                     .await
             }
             Source::Applications => {
