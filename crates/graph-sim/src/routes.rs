@@ -3,7 +3,7 @@
 //! PATCH, PUT, POST and DELETE that change the tenant, the actions Picket's fixes call, Graph's error
 //! body `{"error": {"code", "message", "innerError"}}`, and Defender for Endpoint's `/api/machines`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -300,6 +300,7 @@ fn admit(
         tenant_id: tenant_id.clone(),
         method: method.to_string(),
         path: path.to_owned(),
+        query: BTreeMap::new(),
         at: Instant::now(),
         status,
         retry_after,
@@ -373,7 +374,33 @@ fn serve(
         Ok(tenant_id) => tenant_id,
         Err(response) => return *response,
     };
-    let Some(tenant) = inner.tenants.get_mut(&tenant_id) else {
+    let response = answer(
+        state, &mut inner, &tenant_id, method, path, prefix, query, body,
+    );
+    // The request log holds what the tenant was answered, and what it was asked.
+    if let Some(last) = inner.requests.last_mut() {
+        last.status = response.status().as_u16();
+        last.query = query
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+    }
+    response
+}
+
+/// The answer to an admitted request of `tenant_id`.
+#[allow(clippy::too_many_arguments)]
+fn answer(
+    state: &SimState,
+    inner: &mut Inner,
+    tenant_id: &str,
+    method: Method,
+    path: &str,
+    prefix: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Response {
+    let Some(tenant) = inner.tenants.get_mut(tenant_id) else {
         return not_found(path);
     };
     if path == "/organization" {

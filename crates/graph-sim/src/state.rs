@@ -1,6 +1,6 @@
 //! The simulator's state: tenants, issued tokens, scripted faults and a log of every request.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,10 @@ pub struct RecordedRequest {
     pub method: String,
     /// The path without query, such as `/v1.0/users`.
     pub path: String,
+    /// The query options, decoded (`$select`, `$filter`, ...).
+    pub query: BTreeMap<String, String>,
     pub at: Instant,
+    /// The status the request was answered with.
     pub status: u16,
     /// The `Retry-After` sent with a 429, in seconds.
     pub retry_after: Option<f64>,
