@@ -12,6 +12,7 @@ The wheel is read as a zip, never imported: `pip download --no-deps msgraph-sdk=
   settings  [{resource, odata_type, pointers: [..]}]  properties the checks read and fixes write
   objects   [{resource, odata_type, object}]          what graph-sim answers: settings objects, and
                                                     the items of the collections the scanner reads
+  bodies    [{resource, odata_type, body}]            what fixes send (each property, nested too)
 
 Prints one line per violation and exits 1 when there is any. Defender for Endpoint's API (/api/...)
 is not in this model and is skipped here.
@@ -138,6 +139,27 @@ def returned_class(model: Model, builder: str):
     return name[: -len("CollectionResponse")] if name.endswith("CollectionResponse") else name
 
 
+def body_violations(model: Model, resource: str, body, held, where="") -> list:
+    """Every property of a write body, nested objects and arrays of objects included, that the
+    type it is written as does not have."""
+    properties = model.properties(*held)
+    if not properties:
+        return [f"body for {resource}: no model class {held[0]}"]
+    found = []
+    for prop, value in body.items():
+        if prop.startswith("@odata"):
+            continue
+        if prop not in properties:
+            found.append(f"body for {resource}: {held[0]} has no property '{where}{prop}'")
+            continue
+        nested = properties[prop]
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if nested is not None and isinstance(item, dict):
+                found.extend(body_violations(model, resource, item, nested, f"{where}{prop}/"))
+    return found
+
+
 def odata_class(odata_type: str) -> str:
     name = odata_type.rsplit(".", 1)[-1]
     return name[0].upper() + name[1:]
@@ -222,10 +244,20 @@ def main() -> int:
                 continue
             violations.append(f"graph-sim {resource}: {class_name} has no property '{prop}'")
 
+    for entry in contract.get("bodies", []):
+        resource = entry["resource"]
+        builder, reason = model.builder(resource)
+        if builder is None:
+            violations.append(f"body for {resource}: {reason}")
+            continue
+        class_name = odata_class(entry["odata_type"]) if entry.get("odata_type") else returned_class(model, builder)
+        violations.extend(body_violations(model, resource, entry["body"], (class_name, builder)))
+
     for violation in violations:
         print(violation)
     print(f"graph contract: {len(checked)} requests, {len(contract['writes'])} writes, "
-          f"{len(contract['settings'])} settings, {len(contract['objects'])} objects checked "
+          f"{len(contract['settings'])} settings, {len(contract['objects'])} objects, "
+          f"{len(contract.get('bodies', []))} bodies checked "
           f"against msgraph-sdk {VERSION}: {len(violations)} violations", file=sys.stderr)
     return 1 if violations else 0
 

@@ -3,7 +3,8 @@
 //! weak and a hardened tenant run against graph-sim; then every request the scanner sent (path,
 //! method, query options), every write the catalogue declares, every property a check reads or a
 //! fix writes, and every property graph-sim answers for those settings objects and in the items
-//! of the collections the scanner read must exist in the model (`scripts/graph-contract.py`).
+//! of the collections the scanner read, and every property (nested too) of the bodies fixes send,
+//! must exist in the model (`scripts/graph-contract.py`).
 
 mod common;
 
@@ -14,6 +15,7 @@ use common::harness;
 use graph_sim::{Licence, Profile};
 use picket_proto::tenants::v1 as tenants;
 use scanner::checks::catalogue::Catalogue;
+use scanner::checks::rules::ca_template;
 use serde_json::{Value, json};
 
 const CHECKER: &str = concat!(
@@ -116,11 +118,40 @@ async fn what_the_scanner_asks_and_graph_sim_answers_is_in_microsofts_model() {
             }
         }
     }
+    // What fixes send: each conditional access template, and each setting's body.
+    let mut bodies: Vec<Value> = catalogue
+        .checks()
+        .iter()
+        .filter_map(|check| check.fix.template.as_deref())
+        .map(|template| {
+            let body = ca_template(template, &["break-glass-id".to_owned()])
+                .expect("the catalogue's templates exist");
+            json!({"resource": "/identity/conditionalAccess/policies/{id}", "odata_type": null, "body": body})
+        })
+        .collect();
+    for setting in catalogue
+        .checks()
+        .iter()
+        .filter_map(|check| check.setting.as_ref())
+    {
+        let mut body = json!({});
+        for condition in &setting.conditions {
+            let mut at = &mut body;
+            for part in condition.pointer.trim_start_matches('/').split('/') {
+                at = &mut at[part];
+            }
+            *at = condition.desired.clone();
+        }
+        bodies.push(
+            json!({"resource": setting.resource, "odata_type": setting.odata_type, "body": body}),
+        );
+    }
     let contract = json!({
         "requests": requests,
         "writes": writes,
         "settings": settings,
         "objects": objects,
+        "bodies": bodies,
     });
 
     let (passed, report) = check(&contract);
@@ -176,6 +207,11 @@ fn the_checker_names_what_the_model_lacks() {
             "odata_type": null,
             "object": {"id": "contoso.com", "passwordValidityPeriodInDayz": 90},
         }],
+        "bodies": [{
+            "resource": "/identity/conditionalAccess/policies/{id}",
+            "odata_type": null,
+            "body": {"conditions": {"users": {"includeUserz": ["All"]}}},
+        }],
     }));
     assert!(!passed, "{report}");
     for named in [
@@ -185,6 +221,7 @@ fn the_checker_names_what_the_model_lacks() {
         "PATCH /policies/noSuchPolicy",
         "allowedToCreateAppz",
         "Domain has no property 'passwordValidityPeriodInDayz'",
+        "ConditionalAccessUsers has no property 'conditions/users/includeUserz'",
     ] {
         assert!(report.contains(named), "{named} missing from\n{report}");
     }
