@@ -263,8 +263,15 @@ fn admit(
                 && state.config.throttle_probability > 0.0
                 && rand::rng().random_bool(state.config.throttle_probability.min(1.0))
             {
+                // Conditional access and Identity Protection throttle without Retry-After.
+                let silent = [
+                    "/v1.0/identity/conditionalAccess",
+                    "/v1.0/identityProtection",
+                ]
+                .iter()
+                .any(|prefix| path.starts_with(prefix));
                 fault = Some(Fault::Throttle {
-                    retry_after: Some(state.config.throttle_retry_after),
+                    retry_after: (!silent).then_some(state.config.throttle_retry_after),
                 });
             }
             let outcome = match fault {
@@ -930,6 +937,9 @@ fn select(item: &Value, selected: Option<&str>) -> Value {
     )
 }
 
+/// The largest page of users Graph answers when signInActivity is selected.
+const SIGN_IN_ACTIVITY_PAGE: usize = 120;
+
 /// A page of a collection, filtered and selected, with `@odata.nextLink` when more remain.
 fn collection(
     base_url: &str,
@@ -949,6 +959,16 @@ fn collection(
                 "Invalid page size specified: '$top'. Must be between 1 and 999 inclusive.",
             );
         }
+    };
+    // Users with signInActivity come at most 120 to a page, whatever $top asks (as documented).
+    let with_activity = path == "/users"
+        && query
+            .get("$select")
+            .is_some_and(|selected| selected.contains("signInActivity"));
+    let top = if with_activity {
+        top.min(SIGN_IN_ACTIVITY_PAGE)
+    } else {
+        top
     };
     let offset = match query.get("$skiptoken").map(|token| token.parse::<usize>()) {
         None => 0,

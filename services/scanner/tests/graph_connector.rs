@@ -389,3 +389,25 @@ async fn a_forbidden_token_is_replaced_at_most_once_per_period() {
         "one more token, not one per request"
     );
 }
+
+/// Users with signInActivity come at most 120 to a page, as Graph documents, whatever `$top`
+/// asks: the scanner's `$top=999` read follows the pages.
+#[tokio::test]
+async fn users_with_sign_in_activity_come_120_to_a_page() {
+    let sim = simulator(250).await;
+    let tenant = first_tenant(&sim);
+    sim.reset_tenant(
+        &tenant,
+        graph_sim::Profile::hardened(graph_sim::Licence::P1),
+    );
+    let users = client(&sim, 0)
+        .get_all(
+            &tenant,
+            "/v1.0/users?$select=id,signInActivity&$top=999",
+            &Meter::default(),
+        )
+        .await
+        .expect("users");
+    assert_eq!(users.len(), 250);
+    assert_eq!(sim.requests().len(), 3, "pages of 120, 120 and 10");
+}
