@@ -48,6 +48,19 @@ impl<E: Message + Default> Events<E> {
     }
 }
 
+impl Events<findings::FindingObserved> {
+    /// The `key` evidence of each finding of `check_id` published so far (empty where a finding
+    /// has none).
+    async fn evidence(&mut self, check_id: &str, key: &str) -> Vec<String> {
+        self.drain(Duration::from_secs(2))
+            .await
+            .iter()
+            .filter(|finding| finding.check_id == check_id)
+            .map(|finding| finding.evidence.get(key).cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
 fn outcome(result: &tenants::CheckResult) -> tenants::CheckOutcome {
     tenants::CheckOutcome::try_from(result.outcome).unwrap_or_default()
 }
@@ -190,14 +203,12 @@ async fn a_mailbox_the_app_may_not_read_is_named_and_the_others_are_still_read()
         "{}",
         hiding.detail
     );
-    let actions: Vec<&str> = observed
-        .drain(Duration::from_secs(2))
-        .await
-        .iter()
-        .filter(|finding| finding.check_id == "mon.inbox-rule-hides-mail")
-        .filter_map(|finding| finding.evidence.get("action").map(String::as_str))
-        .collect();
-    assert_eq!(actions, ["move to RSS Feeds"]);
+    assert_eq!(
+        observed
+            .evidence("mon.inbox-rule-hides-mail", "action")
+            .await,
+        ["move to RSS Feeds"]
+    );
     // No request named a folder Graph does not know by name.
     let malformed: Vec<_> = harness
         .sim
@@ -262,27 +273,16 @@ async fn global_administrators_eligible_through_pim_are_counted() {
         "{}",
         count.detail
     );
-    let evidence: Vec<(String, String)> = observed
-        .drain(Duration::from_secs(2))
-        .await
-        .iter()
-        .filter(|finding| finding.check_id == "aad.global-admin-count")
-        .flat_map(|finding| {
-            ["globalAdministrators", "ofWhichEligibleThroughPim"].map(|key| {
-                (
-                    key.to_owned(),
-                    finding.evidence.get(key).cloned().unwrap_or_default(),
-                )
-            })
-        })
-        .collect();
-    assert_eq!(
-        evidence,
-        [
-            ("globalAdministrators".to_owned(), "9".to_owned()),
-            ("ofWhichEligibleThroughPim".to_owned(), "6".to_owned())
-        ]
-    );
+    for (key, expected) in [
+        ("globalAdministrators", "9"),
+        ("ofWhichEligibleThroughPim", "6"),
+    ] {
+        assert_eq!(
+            observed.evidence("aad.global-admin-count", key).await,
+            [expected],
+            "{key}"
+        );
+    }
     harness.finish().await;
 }
 

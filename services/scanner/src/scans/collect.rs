@@ -230,15 +230,12 @@ impl Collector<'_> {
                 let mut open = Vec::new();
                 for status in ["new", "inProgress"] {
                     let filter = url_encode(&format!("status eq '{status}'"));
-                    open.extend(
-                        self.graph
-                            .get_all(
-                                self.microsoft_tenant_id,
-                                &format!("/v1.0/security/alerts_v2?$filter={filter}"),
-                                self.meter,
-                            )
-                            .await?,
-                    );
+                    if let Value::Array(alerts) = self
+                        .list(&format!("/v1.0/security/alerts_v2?$filter={filter}"))
+                        .await?
+                    {
+                        open.extend(alerts);
+                    }
                 }
                 Ok(Value::Array(open))
             }
