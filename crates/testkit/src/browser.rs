@@ -17,14 +17,31 @@ macro_rules! consent_link_test_keys {
 /// tests' consent-link keys and a short wait for consent to propagate (a refused consent fails in
 /// seconds, not a minute).
 pub fn consent_callback_settings() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
+    let port = callback_port();
     format!(
         "consent_listen = \"127.0.0.1:{port}\"\nconsent_redirect_uri = \"http://127.0.0.1:{port}/consent/callback\"\nconsent_link_keys = \"{}\"\nconsent_propagation_timeout = \"5s\"\n",
         consent_link_test_keys!()
     )
+}
+
+/// Ports for consent callbacks, below Linux's ephemeral range (32768-60999): a port the kernel
+/// hands out for `127.0.0.1:0` or an outgoing connection cannot take it between this pick and the
+/// scanner's bind, as one from `:0` could.
+const CALLBACK_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A free callback port: each pick in this process takes the next one, from an offset of the
+/// process id so concurrent test binaries start apart.
+fn callback_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(CALLBACK_PORTS.end - CALLBACK_PORTS.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let offset = (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+        let port = CALLBACK_PORTS.start + u16::try_from(offset).expect("within the range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Redirects followed at most, as browsers cap them.
