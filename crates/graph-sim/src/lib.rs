@@ -9,6 +9,7 @@
 
 mod mailbox;
 mod model;
+mod permissions;
 mod profile;
 mod routes;
 mod signin;
@@ -100,6 +101,7 @@ impl GraphSim {
             return;
         };
         let consented = tenant.consented;
+        let granted = std::mem::take(&mut tenant.granted);
         *tenant = model::generate_tenant(
             self.state.config.seed,
             tenant.index,
@@ -107,6 +109,16 @@ impl GraphSim {
             Some(profile),
         );
         tenant.consented = consented;
+        tenant.granted = granted;
+    }
+
+    /// The application permissions an administrator granted the operator's app in `tenant_id`,
+    /// as when consenting to an app registration that asks for these only; tokens issued from
+    /// now on carry them.
+    pub fn grant_permissions(&self, tenant_id: &str, permissions: &[&str]) {
+        if let Some(tenant) = self.state.lock().tenants.get_mut(tenant_id) {
+            tenant.granted = permissions.iter().map(|name| (*name).to_owned()).collect();
+        }
     }
 
     /// The JSON at a Graph path (without `/v1.0`) of a tenant: a collection as an array.

@@ -72,6 +72,9 @@ pub struct Tenant {
     /// Until this instant the app's permissions are still propagating after consent: tokens
     /// issued meanwhile carry no roles.
     pub permissions_propagate_at: Option<std::time::Instant>,
+    /// The application permissions an administrator granted the operator's app: its tokens'
+    /// `roles`. Every permission the simulator knows, unless a test grants fewer.
+    pub granted: BTreeSet<String>,
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -115,6 +118,7 @@ pub fn generate_tenant(
         consented: true,
         denied_mailboxes: BTreeSet::new(),
         permissions_propagate_at: None,
+        granted: crate::permissions::all(),
         profile,
         resources: builder.resources,
     }

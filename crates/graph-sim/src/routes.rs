@@ -3,7 +3,7 @@
 //! PATCH, PUT, POST and DELETE that change the tenant, the actions Picket's fixes call, Graph's error
 //! body `{"error": {"code", "message", "innerError"}}`, and Defender for Endpoint's `/api/machines`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -152,11 +152,43 @@ async fn token(
             "The client application is missing service principal in the tenant.",
         );
     }
-    let without_roles = known
+    // Entra leaves `roles` out of a token that carries none.
+    let propagating = known
         .permissions_propagate_at
         .is_some_and(|propagated| Instant::now() < propagated);
-    let access_token = format!("sim.{}", Uuid::new_v4().simple());
+    let roles = if propagating {
+        BTreeSet::new()
+    } else {
+        crate::permissions::of_audience(audience, &known.granted)
+    };
     let lifetime = state.config.token_lifetime;
+    let issued_at = Utc::now().timestamp();
+    let mut claims = json!({
+        "aud": match audience {
+            Audience::Graph => "https://graph.microsoft.com",
+            Audience::Defender => "https://api.securitycenter.microsoft.com",
+        },
+        "iss": format!("https://sts.windows.net/{tenant}/"),
+        "iat": issued_at,
+        "nbf": issued_at,
+        "exp": issued_at + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX),
+        "appid": request.client_id,
+        "idtyp": "app",
+        "tid": tenant,
+        "uti": Uuid::new_v4().simple().to_string(),
+    });
+    if !roles.is_empty() {
+        claims["roles"] = json!(roles);
+    }
+    let Some(signer) = inner.signing_keys.last() else {
+        return token_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "temporarily_unavailable",
+            50000,
+            "No signing key.",
+        );
+    };
+    let access_token = signer.sign(&claims);
     *inner.tokens_issued.entry(tenant.clone()).or_default() += 1;
     inner.tokens.insert(
         access_token.clone(),
@@ -164,7 +196,7 @@ async fn token(
             tenant_id: tenant,
             audience,
             expires_at: Instant::now() + lifetime,
-            without_roles,
+            roles,
         },
     );
     Json(json!({
@@ -205,15 +237,56 @@ fn bad_request(message: &str) -> Response {
     graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", message)
 }
 
-/// Authenticates a request, logs it, and applies a scripted (or random) fault if one is due.
+/// What a request asks, as admission sees it.
+struct Asked<'a> {
+    method: &'a Method,
+    /// The path without `/v1.0`.
+    path: &'a str,
+    /// The path as logged.
+    recorded: &'a str,
+    audience: Audience,
+    selects_activity: bool,
+}
+
+/// The refusal of a token that lacks the permissions a request needs, in the workload's words.
+fn insufficient(asked: &Asked, unmet: &[&[&str]]) -> Response {
+    if asked.audience == Audience::Defender {
+        let roles: Vec<&str> = unmet
+            .iter()
+            .flat_map(|any_of| any_of.iter().copied())
+            .collect();
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "The application does not have any of the required application roles ({}) to access the resource.",
+                roles.join(", ")
+            ),
+        );
+    }
+    if asked.path.contains("/mailFolders") {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        );
+    }
+    graph_error(
+        StatusCode::FORBIDDEN,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+}
+
+/// Authenticates a request, checks its token's permissions, logs it, and applies a scripted (or
+/// random) fault if one is due.
 fn admit(
     state: &SimState,
     inner: &mut Inner,
     headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    audience: Audience,
+    asked: &Asked,
 ) -> Result<String, Box<Response>> {
+    let (method, path, audience) = (asked.method, asked.recorded, asked.audience);
     let token = headers
         .get("authorization")
         .and_then(|value| value.to_str().ok())
@@ -238,14 +311,6 @@ fn admit(
                 "Lifetime validation failed, the token is expired.",
             )),
         ),
-        Some(issued) if issued.without_roles => (
-            issued.tenant_id,
-            Err(graph_error(
-                StatusCode::FORBIDDEN,
-                "Authorization_RequestDenied",
-                "Insufficient privileges to complete the operation.",
-            )),
-        ),
         Some(issued) if issued.audience != audience => (
             issued.tenant_id,
             Err(graph_error(
@@ -255,48 +320,59 @@ fn admit(
             )),
         ),
         Some(issued) => {
-            let mut fault = inner
-                .faults
-                .get_mut(&issued.tenant_id)
-                .and_then(|faults| faults.pop_front());
-            if fault.is_none()
-                && state.config.throttle_probability > 0.0
-                && rand::rng().random_bool(state.config.throttle_probability.min(1.0))
-            {
-                // Conditional access and Identity Protection throttle without Retry-After.
-                let silent = [
-                    "/v1.0/identity/conditionalAccess",
-                    "/v1.0/identityProtection",
-                ]
-                .iter()
-                .any(|prefix| path.starts_with(prefix));
-                fault = Some(Fault::Throttle {
-                    retry_after: (!silent).then_some(state.config.throttle_retry_after),
-                });
-            }
-            let outcome = match fault {
-                None => Ok(()),
-                Some(Fault::Throttle { retry_after: after }) => {
-                    let mut response = graph_error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequests",
-                        "Too many requests are being sent for this tenant. Please retry later.",
-                    );
-                    if let Some(seconds) = after
-                        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
-                    {
-                        response.headers_mut().insert("retry-after", value);
-                        retry_after = Some(seconds);
-                    }
-                    Err(response)
+            let unmet = crate::permissions::unmet(
+                audience,
+                method,
+                asked.path,
+                asked.selects_activity,
+                &issued.roles,
+            );
+            if !unmet.is_empty() {
+                (issued.tenant_id, Err(insufficient(asked, &unmet)))
+            } else {
+                let mut fault = inner
+                    .faults
+                    .get_mut(&issued.tenant_id)
+                    .and_then(|faults| faults.pop_front());
+                if fault.is_none()
+                    && state.config.throttle_probability > 0.0
+                    && rand::rng().random_bool(state.config.throttle_probability.min(1.0))
+                {
+                    // Conditional access and Identity Protection throttle without Retry-After.
+                    let silent = [
+                        "/v1.0/identity/conditionalAccess",
+                        "/v1.0/identityProtection",
+                    ]
+                    .iter()
+                    .any(|prefix| path.starts_with(prefix));
+                    fault = Some(Fault::Throttle {
+                        retry_after: (!silent).then_some(state.config.throttle_retry_after),
+                    });
                 }
-                Some(Fault::Unavailable) => Err(graph_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "serviceNotAvailable",
-                    "The service is temporarily unavailable.",
-                )),
-            };
-            (issued.tenant_id, outcome)
+                let outcome = match fault {
+                    None => Ok(()),
+                    Some(Fault::Throttle { retry_after: after }) => {
+                        let mut response = graph_error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "TooManyRequests",
+                            "Too many requests are being sent for this tenant. Please retry later.",
+                        );
+                        if let Some(seconds) = after
+                            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+                        {
+                            response.headers_mut().insert("retry-after", value);
+                            retry_after = Some(seconds);
+                        }
+                        Err(response)
+                    }
+                    Some(Fault::Unavailable) => Err(graph_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "serviceNotAvailable",
+                        "The service is temporarily unavailable.",
+                    )),
+                };
+                (issued.tenant_id, outcome)
+            }
         }
     };
     let status = match &outcome {
@@ -377,7 +453,16 @@ fn serve(
 ) -> Response {
     let mut inner = state.lock();
     let recorded = format!("{prefix}{path}");
-    let tenant_id = match admit(state, &mut inner, headers, &method, &recorded, audience) {
+    let asked = Asked {
+        method: &method,
+        path,
+        recorded: &recorded,
+        audience,
+        selects_activity: query
+            .get("$select")
+            .is_some_and(|selected| selected.contains("signInActivity")),
+    };
+    let tenant_id = match admit(state, &mut inner, headers, &asked) {
         Ok(tenant_id) => tenant_id,
         Err(response) => return *response,
     };

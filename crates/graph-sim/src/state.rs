@@ -1,6 +1,6 @@
 //! The simulator's state: tenants, issued tokens, scripted faults and a log of every request.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -44,9 +44,10 @@ pub struct IssuedToken {
     pub tenant_id: String,
     pub audience: Audience,
     pub expires_at: Instant,
-    /// Issued while the tenant's consent was still propagating: it carries no application
-    /// permissions (no `roles`), so Graph refuses it with 403 for its whole lifetime.
-    pub without_roles: bool,
+    /// The application permissions it carries (its `roles` claim): none when it was issued while
+    /// the tenant's consent was still propagating, so Graph refuses it with 403 for its whole
+    /// lifetime.
+    pub roles: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -195,6 +195,15 @@ fn tenant_record(tenant: Option<&Tenant>) -> Table {
     if let Some(health) = &tenant.access_health {
         table.field("last graph error", &health.last_error);
     }
+    if !tenant.missing_permissions.is_empty() {
+        table.field(
+            "missing permissions",
+            format!(
+                "{} (an administrator must consent again)",
+                tenant.missing_permissions.join(", ")
+            ),
+        );
+    }
     table
 }
 
@@ -269,11 +278,12 @@ fn scan_record(scan: Option<&ScanRun>) -> Table {
     table.field(
         "checks",
         format!(
-            "{} evaluated, {} passed, {} failed, {} not applicable, {} errored",
+            "{} evaluated, {} passed, {} failed, {} not applicable, {} not evaluated (missing permissions), {} errored",
             scan.checks_evaluated,
             scan.checks_passed,
             scan.checks_failed,
             scan.checks_not_applicable,
+            scan.checks_not_evaluated,
             scan.checks_errored
         ),
     );

@@ -52,6 +52,7 @@ pub async fn build(
     let onboarding = Arc::new(tenants::onboarding::Onboarding {
         pool: platform.pool().clone(),
         graph: graph.clone(),
+        catalogue: catalogue.clone(),
         sign_in: tenants::signin::AdminSignIn::new(sign_in_http, &own),
         events: platform.events(),
         settings: own.clone(),

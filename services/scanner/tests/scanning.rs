@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::fixing::{Events, FixHarness, PARTNER, connect_with_profile, fix_for, outcome};
 use common::{Harness, harness, harness_with};
 use futures::StreamExt;
 use graph_sim::{Licence, Profile, SimConfig};
@@ -14,67 +15,6 @@ use picket_proto::findings::v1 as findings;
 use picket_proto::fixes::v1 as fixes;
 use picket_proto::tenants::v1 as tenants;
 use picket_testkit::eventually;
-use prost::Message;
-
-const PARTNER: &str = "p1";
-
-/// Collects the events of one kind published under the test's namespace.
-struct Events<E> {
-    subscription: async_nats::Subscriber,
-    seen: Vec<E>,
-}
-
-impl<E: Message + Default> Events<E> {
-    async fn subscribe(harness: &Harness, area_and_event: &str) -> Events<E> {
-        let subscription = harness
-            .env
-            .nats
-            .subscribe(format!("{}.{area_and_event}.>", harness.env.namespace))
-            .await
-            .expect("subscribe");
-        Events {
-            subscription,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads what arrived until `quiet` passes without a new event.
-    async fn drain(&mut self, quiet: Duration) -> &[E] {
-        while let Ok(Some(message)) = tokio::time::timeout(quiet, self.subscription.next()).await {
-            self.seen
-                .push(E::decode(message.payload).expect("events are protobuf"));
-        }
-        &self.seen
-    }
-}
-
-impl Events<findings::FindingObserved> {
-    /// The `key` evidence of each finding of `check_id` published so far (empty where a finding
-    /// has none).
-    async fn evidence(&mut self, check_id: &str, key: &str) -> Vec<String> {
-        self.drain(Duration::from_secs(2))
-            .await
-            .iter()
-            .filter(|finding| finding.check_id == check_id)
-            .map(|finding| finding.evidence.get(key).cloned().unwrap_or_default())
-            .collect()
-    }
-}
-
-fn outcome(result: &tenants::CheckResult) -> tenants::CheckOutcome {
-    tenants::CheckOutcome::try_from(result.outcome).unwrap_or_default()
-}
-
-async fn connect_with_profile(
-    harness: &mut Harness,
-    index: usize,
-    profile: Profile,
-    plan: tenants::SubscriptionPlan,
-) -> String {
-    let microsoft_tenant = harness.sim.tenant_ids()[index].clone();
-    harness.sim.reset_tenant(&microsoft_tenant, profile);
-    harness.connect(PARTNER, &microsoft_tenant, plan).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_check_passes_on_a_hardened_tenant_and_fails_on_a_weak_one() {
@@ -408,96 +348,6 @@ async fn a_rescan_publishes_only_changes_and_clears_what_was_fixed() {
 }
 
 /// A FixRequested for the finding of `check_id`, as the prioritizer sends after an approval.
-fn fix_for(finding: &findings::FindingObserved, fix_id: &str) -> fixes::FixRequested {
-    fixes::FixRequested {
-        partner_id: finding.partner_id.clone(),
-        tenant_id: finding.tenant_id.clone(),
-        fix_id: fix_id.into(),
-        incident_id: format!("incident-{fix_id}"),
-        fingerprint: finding.fingerprint.clone(),
-        check_id: finding.check_id.clone(),
-        target: finding.target.clone(),
-        target_id: finding.target_id.clone(),
-        action: finding.fix_action,
-        parameters: finding.fix_parameters.clone(),
-        recommended_fix: finding.recommended_fix.clone(),
-        requested_at: Some(picket_platform::time::to_timestamp(chrono::Utc::now())),
-        severity: finding.severity,
-        kind: finding.kind,
-        ..Default::default()
-    }
-}
-
-struct FixHarness {
-    harness: Harness,
-    microsoft_tenant: String,
-    findings: Vec<findings::FindingObserved>,
-    applied: Events<fixes::FixApplied>,
-    failed: Events<fixes::FixFailed>,
-}
-
-impl FixHarness {
-    async fn start(profile: Profile) -> FixHarness {
-        let mut harness = harness_with(SimConfig::default(), "").await;
-        let mut observed = Events::<findings::FindingObserved>::subscribe(
-            &harness,
-            "findings.v1.finding_observed",
-        )
-        .await;
-        let applied = Events::subscribe(&harness, "fixes.v1.fix_applied").await;
-        let failed = Events::subscribe(&harness, "fixes.v1.fix_failed").await;
-        let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
-        let tenant_id =
-            connect_with_profile(&mut harness, 0, profile, tenants::SubscriptionPlan::Premium)
-                .await;
-        harness.settled_scans(PARTNER, &tenant_id).await;
-        let findings = observed.drain(Duration::from_secs(3)).await.to_vec();
-        FixHarness {
-            harness,
-            microsoft_tenant,
-            findings,
-            applied,
-            failed,
-        }
-    }
-
-    fn finding(&self, check_id: &str, target_contains: &str) -> findings::FindingObserved {
-        self.findings
-            .iter()
-            .find(|finding| {
-                finding.check_id == check_id && finding.target.contains(target_contains)
-            })
-            .unwrap_or_else(|| panic!("a finding of {check_id} on {target_contains}"))
-            .clone()
-    }
-
-    async fn request(&self, fix: &fixes::FixRequested) {
-        self.harness.env.publish("prioritizer", fix).await;
-    }
-
-    async fn applied(&mut self, fix_id: &str) -> fixes::FixApplied {
-        loop {
-            let seen = self.applied.drain(Duration::from_millis(500)).await;
-            if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
-                return found.clone();
-            }
-            let failed = self.failed.drain(Duration::from_millis(10)).await;
-            if let Some(failure) = failed.iter().find(|event| event.fix_id == fix_id) {
-                panic!("the fix failed: {failure:?}");
-            }
-        }
-    }
-
-    async fn failed(&mut self, fix_id: &str) -> fixes::FixFailed {
-        loop {
-            let seen = self.failed.drain(Duration::from_millis(500)).await;
-            if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
-                return found.clone();
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_setting_fix_is_applied_once_and_verified() {
     let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;

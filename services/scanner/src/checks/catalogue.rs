@@ -9,7 +9,10 @@ use picket_proto::fixes::v1 as fixes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::checks::snapshot::{Snapshot, Source};
+use crate::checks::permissions::{
+    Connection, Permission, Permissions, ResourceApp, SourcePermissions,
+};
+use crate::checks::snapshot::{Snapshot, Source, with_dependencies};
 use crate::checks::{Evaluator, detections, rules};
 
 const BUILTIN: &str = include_str!("../../catalogue.toml");
@@ -330,6 +333,10 @@ impl Action {
 
 #[derive(Debug, Deserialize)]
 struct CatalogueFile {
+    api: Vec<ResourceApp>,
+    permission: Vec<Permission>,
+    connection: Connection,
+    source: Vec<SourcePermissions>,
     theme: Vec<Theme>,
     check: Vec<Check>,
 }
@@ -338,6 +345,7 @@ struct CatalogueFile {
 pub struct Catalogue {
     themes: Vec<Theme>,
     checks: Vec<Check>,
+    permissions: Permissions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -353,6 +361,8 @@ impl Catalogue {
     pub fn parse(text: &str) -> Result<Catalogue, CatalogueError> {
         let file: CatalogueFile =
             toml::from_str(text).map_err(|error| CatalogueError(error.to_string()))?;
+        let permissions = Permissions::new(file.api, file.permission, file.connection, file.source)
+            .map_err(CatalogueError)?;
         let mut themes = file.theme;
         themes.sort_by_key(|theme| theme.order);
         let theme_order: BTreeMap<&str, u32> = themes
@@ -367,6 +377,16 @@ impl Catalogue {
             }
             if !theme_order.contains_key(check.theme.as_str()) {
                 return fail("names an unknown theme");
+            }
+            let reads = with_dependencies(&check.reads.iter().copied().collect());
+            if let Some(unknown) = reads.iter().find(|source| !permissions.knows(**source)) {
+                return fail(&format!(
+                    "reads {}, whose permissions the catalogue does not name",
+                    unknown.describe()
+                ));
+            }
+            if let Err(error) = permissions.validate(&check.fix.permissions, "its fix") {
+                return fail(&error);
             }
             match (&check.evaluator, &check.setting) {
                 (Some(_), None) if check.evaluator().is_none() => {
@@ -393,7 +413,29 @@ impl Catalogue {
         checks.sort_by(|a, b| {
             (theme_order[a.theme.as_str()], &a.id).cmp(&(theme_order[b.theme.as_str()], &b.id))
         });
-        Ok(Catalogue { themes, checks })
+        Ok(Catalogue {
+            themes,
+            checks,
+            permissions,
+        })
+    }
+
+    pub fn permissions(&self) -> &Permissions {
+        &self.permissions
+    }
+
+    /// Every permission Picket's app needs in a tenant.
+    pub fn needed_permissions(&self) -> Vec<String> {
+        self.permissions.needed(&self.fix_permissions())
+    }
+
+    /// Each check's fix and the permissions it needs, for the permission documents.
+    pub fn fix_permissions(&self) -> Vec<(&str, &[String])> {
+        self.checks
+            .iter()
+            .filter(|check| !check.fix.permissions.is_empty())
+            .map(|check| (check.id.as_str(), check.fix.permissions.as_slice()))
+            .collect()
     }
 
     pub fn themes(&self) -> &[Theme] {

@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod detections;
 pub mod directory;
+pub mod permissions;
 pub mod rules;
 pub mod snapshot;
 
@@ -83,6 +84,8 @@ pub enum Outcome {
     Passed,
     Failed(Vec<Failure>),
     NotApplicable(String),
+    /// The tenant has not granted the permissions the check's reads need.
+    NotEvaluated(String),
     Error(Missing),
 }
 
@@ -95,6 +98,10 @@ pub fn evaluate(
 ) -> Outcome {
     if let Some(reason) = check.not_applicable(plan, service_plans) {
         return Outcome::NotApplicable(reason);
+    }
+    let missing = snapshot.missing_permissions(&check.reads);
+    if !missing.is_empty() {
+        return Outcome::NotEvaluated(format!("missing permission {}", missing.join(", ")));
     }
     let failures = match (&check.setting, check.evaluator()) {
         (Some(setting), _) => match inapplicable(setting, snapshot) {

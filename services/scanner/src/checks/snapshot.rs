@@ -65,10 +65,36 @@ impl Source {
         }
     }
 
+    /// The sources this one is read from (rules mailbox by mailbox from the users, folders from
+    /// the rules) or with (eligible role holders with the active ones).
+    pub fn dependencies(self) -> &'static [Source] {
+        match self {
+            Source::MailFolders => &[Source::InboxRules],
+            Source::InboxRules => &[Source::Users],
+            Source::RoleAssignments => &[Source::RoleEligibilities],
+            _ => &[],
+        }
+    }
+
     /// Log sources read by time window.
     pub fn windowed(self) -> bool {
         matches!(self, Source::SignIns | Source::DirectoryAudits)
     }
+}
+
+/// `sources` and every source they are read from or with, in reading order (a source after the
+/// ones it is read from).
+pub fn with_dependencies(sources: &BTreeSet<Source>) -> BTreeSet<Source> {
+    let mut all = sources.clone();
+    let mut pending: Vec<Source> = sources.iter().copied().collect();
+    while let Some(source) = pending.pop() {
+        for dependency in source.dependencies() {
+            if all.insert(*dependency) {
+                pending.push(*dependency);
+            }
+        }
+    }
+    all
 }
 
 /// A source a check needs could not be read.
@@ -88,6 +114,8 @@ pub struct Snapshot {
     /// Words that mark a break-glass account in a user principal name or display name.
     pub break_glass_patterns: Vec<String>,
     pub data: BTreeMap<Source, Result<Value, String>>,
+    /// Sources not read because the tenant has not granted the permissions they need (named).
+    pub denied: BTreeMap<Source, Vec<String>>,
 }
 
 impl Snapshot {
@@ -97,7 +125,21 @@ impl Snapshot {
             tenant_name: tenant_name.to_owned(),
             break_glass_patterns: break_glass_patterns.to_vec(),
             data: BTreeMap::new(),
+            denied: BTreeMap::new(),
         }
+    }
+
+    /// The permissions missing to read `sources` and what they are read from, if any.
+    pub fn missing_permissions(&self, sources: &[Source]) -> Vec<String> {
+        let mut missing: Vec<String> = Vec::new();
+        for source in with_dependencies(&sources.iter().copied().collect()) {
+            for name in self.denied.get(&source).into_iter().flatten() {
+                if !missing.contains(name) {
+                    missing.push(name.clone());
+                }
+            }
+        }
+        missing
     }
 
     pub fn get(&self, source: Source) -> Result<&Value, Missing> {

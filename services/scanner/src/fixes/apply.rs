@@ -9,9 +9,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::checks::catalogue::{Check, Kind};
+use crate::checks::permissions::Granted;
 use crate::checks::snapshot::{Snapshot, is_break_glass, timestamp};
 use crate::checks::{Outcome, evaluate, fingerprint};
 use crate::graph::{Api, GraphError, Meter, url_encode};
+use crate::scans::access;
 use crate::scans::collect::Collector;
 use crate::scans::runner::{Scanning, plan_of};
 use crate::tenants::store::TenantRow;
@@ -176,12 +178,57 @@ impl FixRun<'_> {
 
     /// Applies the fix of `request`; never panics on what the tenant holds.
     pub async fn apply(&self, check: &Check, request: &fixes::FixRequested) -> FixOutcome {
-        let result = if check.kind == Kind::Configuration {
-            self.fix_configuration(check, request).await
-        } else {
-            self.fix_target(request).await
+        let result = match self.permitted(check).await {
+            Err(refused) => Err(refused),
+            Ok(()) if check.kind == Kind::Configuration => {
+                self.fix_configuration(check, request).await
+            }
+            Ok(()) => self.fix_target(request).await,
         };
         result.unwrap_or_else(|failed| failed)
+    }
+
+    /// What the tenant granted Picket's app, for the APIs of `names`.
+    async fn granted(&self, names: &[String]) -> Step<Granted> {
+        let permissions = self.scanning.catalogue.permissions();
+        let apis: BTreeSet<Api> = names
+            .iter()
+            .filter_map(|name| permissions.api_of(name))
+            .collect();
+        let apis: Vec<Api> = apis.into_iter().collect();
+        graph(
+            access::granted(
+                &self.scanning.graph,
+                &self.scanning.catalogue,
+                &self.tenant.microsoft_tenant_id,
+                &apis,
+            )
+            .await,
+        )
+    }
+
+    /// Refuses, before anything is sent, a fix whose permissions the tenant has not granted.
+    async fn permitted(&self, check: &Check) -> Step<()> {
+        let needed = &check.fix.permissions;
+        if needed.is_empty() {
+            return Ok(());
+        }
+        let granted = self.granted(needed).await?;
+        let missing = self
+            .scanning
+            .catalogue
+            .permissions()
+            .missing(needed, &granted);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(FixOutcome::refused(
+            FixFailureReason::PermissionDenied,
+            format!(
+                "missing permission {}: the tenant has not granted it to Picket's app; an administrator must consent again before this fix can be applied",
+                missing.join(", ")
+            ),
+        ))
     }
 
     /// Re-reads what the check reads and evaluates it: the subject's failure, if it still fails.
@@ -203,6 +250,10 @@ impl FixRun<'_> {
             meter: &self.meter,
         };
         let sources = check.reads.iter().copied().collect();
+        let granted = self
+            .granted(&self.scanning.catalogue.needed_permissions())
+            .await?;
+        access::deny(&mut snapshot, &self.scanning.catalogue, &granted, &sources);
         let errors = collector.collect(&mut snapshot, &sources, None).await;
         if let Some(error) = errors.first() {
             return Err(FixOutcome::Failed {
@@ -224,6 +275,10 @@ impl FixRun<'_> {
             Outcome::NotApplicable(reason) => Err(FixOutcome::refused(
                 FixFailureReason::PermissionDenied,
                 format!("the check no longer applies: {reason}"),
+            )),
+            Outcome::NotEvaluated(reason) => Err(FixOutcome::refused(
+                FixFailureReason::PermissionDenied,
+                format!("the state cannot be read again: {reason}"),
             )),
             Outcome::Error(missing) => Err(FixOutcome::Failed {
                 reason: FixFailureReason::GraphError,

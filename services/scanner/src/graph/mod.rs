@@ -7,7 +7,7 @@
 pub mod limits;
 mod tokens;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,17 +30,20 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// The scope of Defender for Endpoint's API.
 pub const DEFENDER_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 
+/// The token scope of `api`'s application permissions.
+fn scope(api: Api) -> &'static str {
+    match api {
+        Api::Graph => GRAPH_SCOPE,
+        Api::Defender => DEFENDER_SCOPE,
+    }
+}
+
 /// Percent-encodes a query value (a `$filter`, a redirect URI) for a URL.
 pub fn url_encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-/// Which API a request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    Graph,
-    Defender,
-}
+pub use crate::checks::permissions::Api;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResponseLabels {
@@ -259,6 +262,22 @@ impl GraphClient {
         }
     }
 
+    /// The application permissions `tenant_id` granted Picket's app for `api`, as its token's
+    /// `roles` say (`None` when the token does not say). A token whose roles `complete` finds
+    /// short is replaced once, in case consent had not propagated when it was issued.
+    pub async fn granted_roles(
+        &self,
+        tenant_id: &str,
+        api: Api,
+        complete: impl Fn(&BTreeSet<String>) -> bool,
+    ) -> Result<Option<BTreeSet<String>>, GraphError> {
+        let result = self.tokens.roles(tenant_id, scope(api), complete).await;
+        if let Err(error) = &result {
+            self.record(tenant_id, Err(error));
+        }
+        result
+    }
+
     /// GETs one resource (`path_and_query` like `/v1.0/organization`) of `tenant_id`.
     pub async fn get(
         &self,
@@ -348,10 +367,11 @@ impl GraphClient {
         body: Option<&Value>,
         meter: &Meter,
     ) -> Result<Value, GraphError> {
-        let (base, scope) = match api {
-            Api::Graph => (&self.graph_base_url, GRAPH_SCOPE),
-            Api::Defender => (&self.defender_base_url, DEFENDER_SCOPE),
+        let base = match api {
+            Api::Graph => &self.graph_base_url,
+            Api::Defender => &self.defender_base_url,
         };
+        let scope = scope(api);
         let path = url.strip_prefix(base.as_str()).unwrap_or(url);
         let bucket = Bucket::for_request(api, &method, path);
         let cost = bucket.cost(path);

@@ -2,9 +2,10 @@
 //! One fetch at a time per key, so a scan's parallel requests share one token request. A token
 //! Graph answers 403 is replaced, at most once per `forbidden_renewal` for its key: one issued
 //! while consent was still propagating carries no permissions for its whole hour, while a
-//! permission really missing then costs a token a minute, not one per request.
+//! permission really missing then costs a token a minute, not one per request. The permissions a
+//! token carries (its `roles` claim) are read from it for the scanner to skip what it may not do.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,30 @@ use crate::graph::GraphError;
 struct CachedToken {
     access_token: SecretString,
     expires_at: Instant,
+    /// The application permissions the token carries; `None` when it does not say.
+    roles: Option<BTreeSet<String>>,
+}
+
+/// The `roles` claim of a JWT access token, read without verifying it: Microsoft signs it for the
+/// API, and the scanner only uses it to know what the API will refuse. `None` when the token is
+/// not a JWT (Microsoft may change its format); an empty set when it carries no roles.
+fn token_roles(access_token: &str) -> Option<BTreeSet<String>> {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let claims = claims.as_object()?;
+    Some(
+        claims
+            .get("roles")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|role| role.as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// A key's token, and when one was last dropped for a 403.
@@ -85,17 +110,43 @@ impl TokenCache {
 
     /// A token for `scope` in `tenant_id`, fetched when missing or about to expire.
     pub async fn token(&self, tenant_id: &str, scope: &str) -> Result<SecretString, GraphError> {
+        Ok(self.current(tenant_id, scope).await?.access_token)
+    }
+
+    async fn current(&self, tenant_id: &str, scope: &str) -> Result<CachedToken, GraphError> {
         let slot = self.slot(tenant_id, scope);
         let mut state = slot.lock().await;
         if let Some(token) = state.token.as_ref()
             && token.expires_at > Instant::now() + self.refresh_margin
         {
-            return Ok(token.access_token.clone());
+            return Ok(token.clone());
         }
         let fresh = self.fetch(tenant_id, scope).await?;
-        let access_token = fresh.access_token.clone();
-        state.token = Some(fresh);
-        Ok(access_token)
+        state.token = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The permissions the tenant's token for `scope` carries; when `complete` says they fall
+    /// short, the token is replaced (as after a 403, at most once per `forbidden_renewal`) in case
+    /// it was issued before consent propagated, and the new one's are returned.
+    pub async fn roles(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        complete: impl Fn(&BTreeSet<String>) -> bool,
+    ) -> Result<Option<BTreeSet<String>>, GraphError> {
+        let token = self.current(tenant_id, scope).await?;
+        let Some(roles) = token.roles else {
+            return Ok(None);
+        };
+        if complete(&roles)
+            || !self
+                .renew_after_forbidden(tenant_id, scope, token.access_token.expose_secret())
+                .await
+        {
+            return Ok(Some(roles));
+        }
+        Ok(self.current(tenant_id, scope).await?.roles)
     }
 
     /// Forgets every token of `tenant_id` (its tokens are dropped when it is offboarded); returns
@@ -175,8 +226,42 @@ impl TokenCache {
         let token: TokenResponse = serde_json::from_slice(&body)
             .map_err(|error| GraphError::Malformed(format!("token response: {error}")))?;
         Ok(CachedToken {
+            roles: token_roles(&token.access_token),
             access_token: SecretString::from(token.access_token),
             expires_at: requested_at + Duration::from_secs(token.expires_in),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    use super::*;
+
+    fn jwt(claims: &serde_json::Value) -> String {
+        let encode = |value: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            encode(&serde_json::json!({"typ": "JWT", "alg": "RS256"})),
+            encode(claims)
+        )
+    }
+
+    #[test]
+    fn the_roles_claim_is_read_and_its_absence_means_none_granted() {
+        let with = jwt(&serde_json::json!({"roles": ["Policy.Read.All", "User.Read.All"]}));
+        assert_eq!(
+            token_roles(&with),
+            Some(BTreeSet::from([
+                "Policy.Read.All".to_owned(),
+                "User.Read.All".to_owned()
+            ]))
+        );
+        let without = jwt(&serde_json::json!({"aud": "https://graph.microsoft.com"}));
+        assert_eq!(token_roles(&without), Some(BTreeSet::new()));
+        assert_eq!(token_roles("opaque-token"), None);
     }
 }

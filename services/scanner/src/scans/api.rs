@@ -283,8 +283,8 @@ impl ScanService for ScanApi {
                     Some("passed") => tenants::CheckOutcome::Passed,
                     Some("failed") => tenants::CheckOutcome::Failed,
                     Some("not_applicable") => tenants::CheckOutcome::NotApplicable,
+                    Some("not_evaluated") | None => tenants::CheckOutcome::NotEvaluated,
                     Some(_) => tenants::CheckOutcome::Error,
-                    None => tenants::CheckOutcome::NotEvaluated,
                 };
                 tenants::CheckResult {
                     check_id: check.id.clone(),

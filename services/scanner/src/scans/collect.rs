@@ -1,7 +1,8 @@
 //! Reading a tenant into a snapshot: only the sources the applicable checks need, one request at a
 //! time per tenant (so nothing is in flight when Graph answers 429), premium sources skipped for
-//! tenants without the licence, and each failed source recorded without stopping the scan. A
-//! source read mailbox by mailbox records a failing mailbox against it and reads the others.
+//! tenants without the licence, sources the tenant has not granted the permission for left unread,
+//! and each failed source recorded without stopping the scan. A source read mailbox by mailbox
+//! records a failing mailbox against it and reads the others.
 
 use std::collections::BTreeSet;
 
@@ -9,8 +10,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use picket_proto::tenants::v1 as tenants;
 use serde_json::{Map, Value, json};
 
-use crate::checks::snapshot::{Snapshot, Source};
+use crate::checks::snapshot::{Snapshot, Source, with_dependencies};
 use crate::graph::{GraphClient, GraphError, Meter, url_encode};
+use crate::scans::access::DEFENDER;
 
 /// The time range of sign-in and audit logs a monitoring poll reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,7 +24,6 @@ pub struct Window {
 /// Service plans that include Entra ID P1 (conditional access, sign-in logs, signInActivity).
 const P1: [&str; 2] = ["AAD_PREMIUM", "AAD_PREMIUM_P2"];
 const P2: [&str; 1] = ["AAD_PREMIUM_P2"];
-const DEFENDER: [&str; 2] = ["WINDEFATP", "MDE_SMB"];
 /// Well-known folders (Graph's documented names) where a rule hides mail from its owner.
 const HIDING_FOLDERS: [&str; 3] = ["deleteditems", "junkemail", "conversationhistory"];
 /// RSS Feeds has no well-known name: a rule's target folder whose display name says RSS (in
@@ -41,21 +42,6 @@ pub fn service_plans(skus: &[Value]) -> BTreeSet<String> {
         .filter(|plan| plan["provisioningStatus"] == "Success")
         .filter_map(|plan| plan["servicePlanName"].as_str().map(str::to_owned))
         .collect()
-}
-
-/// Adds the sources a source is read from.
-pub fn with_dependencies(sources: &BTreeSet<Source>) -> BTreeSet<Source> {
-    let mut all = sources.clone();
-    if all.contains(&Source::MailFolders) {
-        all.insert(Source::InboxRules);
-    }
-    if all.contains(&Source::InboxRules) {
-        all.insert(Source::Users);
-    }
-    if all.contains(&Source::RoleAssignments) {
-        all.insert(Source::RoleEligibilities);
-    }
-    all
 }
 
 fn scan_error(source: Source, error: &GraphError) -> tenants::ScanError {
@@ -96,7 +82,10 @@ impl Collector<'_> {
     ) -> Vec<tenants::ScanError> {
         let mut errors = Vec::new();
         for source in with_dependencies(sources) {
-            if source == Source::SignInHistory {
+            // Not granted the permission: the checks that need it are not evaluated.
+            if source == Source::SignInHistory
+                || !snapshot.missing_permissions(&[source]).is_empty()
+            {
                 continue;
             }
             let read = self.read(source, snapshot, window, &mut errors).await;

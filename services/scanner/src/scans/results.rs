@@ -224,17 +224,29 @@ pub async fn learn_countries(
     Ok(())
 }
 
-/// Records what a scan learnt about the tenant: its licences, access health and last runs.
+/// What a scan learnt of the tenant, where it got that far: its licences, and the catalogue's
+/// permissions it has not granted.
+#[derive(Default)]
+pub struct Learned {
+    pub service_plans: Option<BTreeSet<String>>,
+    pub missing_permissions: Option<Vec<String>>,
+}
+
+/// Records what a scan learnt about the tenant: its licences, the permissions it lacks, access
+/// health and last runs.
 pub async fn update_tenant(
     connection: &mut PgConnection,
     tenant_id: Uuid,
-    service_plans: Option<&BTreeSet<String>>,
+    learned: &Learned,
     health: &AccessHealth,
     configuration_done: bool,
     monitoring_done: bool,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let plans: Option<Vec<String>> = service_plans.map(|plans| plans.iter().cloned().collect());
+    let plans: Option<Vec<String>> = learned
+        .service_plans
+        .as_ref()
+        .map(|plans| plans.iter().cloned().collect());
     sqlx::query(
         "UPDATE tenants SET
              service_plans = coalesce($2, service_plans),
@@ -245,6 +257,7 @@ pub async fn update_tenant(
              access_throttled_until = coalesce($7, access_throttled_until),
              last_configuration_scan_at = CASE WHEN $8 THEN $10 ELSE last_configuration_scan_at END,
              last_monitoring_poll_at = CASE WHEN $9 THEN $10 ELSE last_monitoring_poll_at END,
+             missing_permissions = coalesce($11, missing_permissions),
              updated_at = $10
          WHERE tenant_id = $1",
     )
@@ -258,6 +271,7 @@ pub async fn update_tenant(
     .bind(configuration_done)
     .bind(monitoring_done)
     .bind(now)
+    .bind(&learned.missing_permissions)
     .execute(&mut *connection)
     .await?;
     Ok(())

@@ -16,9 +16,10 @@ use sqlx::{PgConnection, PgPool};
 use crate::checks::catalogue::{Catalogue, Check, Kind, Plan};
 use crate::checks::snapshot::{Snapshot, Source};
 use crate::checks::{Failure, Outcome, evaluate, fingerprint};
-use crate::graph::{GraphClient, Meter};
+use crate::graph::{Api, GraphClient, Meter};
+use crate::scans::access;
 use crate::scans::collect::{self, Collector, Window};
-use crate::scans::results::{self, CheckResultRow};
+use crate::scans::results::{self, CheckResultRow, Learned};
 use crate::scans::store::{self, ScanRow, Summary};
 use crate::settings::ScannerSettings;
 use crate::tenants::store::{self as tenant_store, TenantRow};
@@ -68,30 +69,97 @@ impl Scanning {
                 ..Default::default()
             });
             return self
-                .end(&scan, &tenant, summary, None, Changes::default(), now)
+                .end(
+                    &scan,
+                    &tenant,
+                    summary,
+                    &Learned::default(),
+                    Changes::default(),
+                    now,
+                )
                 .await;
         }
         let meter = Meter::default();
+        let failed = |mut summary: Summary, resource: &str, status: u16, message: String| {
+            summary.state = "failed";
+            summary.errors.push(tenants::ScanError {
+                resource: resource.to_owned(),
+                http_status: u32::from(status),
+                message,
+                ..Default::default()
+            });
+            summary.graph_requests = meter.requests();
+            summary.throttled_responses = meter.throttled();
+            summary
+        };
+        let microsoft_tenant_id = tenant.microsoft_tenant_id.as_str();
+        let granted = match access::granted(
+            &self.graph,
+            &self.catalogue,
+            microsoft_tenant_id,
+            &[Api::Graph],
+        )
+        .await
+        {
+            Ok(granted) => granted,
+            Err(error) => {
+                let summary = failed(summary, "token", error.status(), error.to_string());
+                return self
+                    .end(
+                        &scan,
+                        &tenant,
+                        summary,
+                        &Learned::default(),
+                        Changes::default(),
+                        now,
+                    )
+                    .await;
+            }
+        };
+        let permissions = self.catalogue.permissions();
+        let unconnected = permissions.missing(permissions.connection(), &granted);
+        if !unconnected.is_empty() {
+            let message = format!("missing permission {}", unconnected.join(", "));
+            let summary = failed(summary, "GET /subscribedSkus", 0, message);
+            let learned = Learned {
+                service_plans: None,
+                missing_permissions: Some(access::missing(&self.catalogue, &granted)),
+            };
+            return self
+                .end(&scan, &tenant, summary, &learned, Changes::default(), now)
+                .await;
+        }
         let skus = self
             .graph
-            .get_all(&tenant.microsoft_tenant_id, "/v1.0/subscribedSkus", &meter)
+            .get_all(microsoft_tenant_id, "/v1.0/subscribedSkus", &meter)
             .await;
         let service_plans = match skus {
             Ok(skus) => collect::service_plans(&skus),
             Err(error) => {
-                summary.state = "failed";
-                summary.errors.push(tenants::ScanError {
-                    resource: "GET /subscribedSkus".into(),
-                    http_status: u32::from(error.status()),
-                    message: error.to_string(),
-                    ..Default::default()
-                });
-                summary.graph_requests = meter.requests();
-                summary.throttled_responses = meter.throttled();
+                let summary = failed(
+                    summary,
+                    "GET /subscribedSkus",
+                    error.status(),
+                    error.to_string(),
+                );
                 return self
-                    .end(&scan, &tenant, summary, None, Changes::default(), now)
+                    .end(
+                        &scan,
+                        &tenant,
+                        summary,
+                        &Learned::default(),
+                        Changes::default(),
+                        now,
+                    )
                     .await;
             }
+        };
+        // Defender's permissions are read from its own token, where the tenant has Defender.
+        let granted = match access::apis(&service_plans).as_slice() {
+            [Api::Graph] => granted,
+            apis => access::granted(&self.graph, &self.catalogue, microsoft_tenant_id, apis)
+                .await
+                .unwrap_or(granted),
         };
         let plan = plan_of(&tenant);
         let checks: Vec<&Check> = self
@@ -118,13 +186,14 @@ impl Scanning {
             &tenant.display_name,
             &self.settings.break_glass_patterns,
         );
+        access::deny(&mut snapshot, &self.catalogue, &granted, &sources);
         if sources.contains(&Source::SignInHistory) {
             let history = results::known_countries(&self.pool, tenant.tenant_id).await?;
             snapshot.data.insert(Source::SignInHistory, Ok(history));
         }
         let collector = Collector {
             graph: &self.graph,
-            microsoft_tenant_id: &tenant.microsoft_tenant_id,
+            microsoft_tenant_id,
             service_plans: &service_plans,
             meter: &meter,
         };
@@ -154,16 +223,12 @@ impl Scanning {
             summary.state = "partial";
         }
         summary.errors.truncate(MAX_ERRORS);
-        self.finish(
-            transaction,
-            &scan,
-            &tenant,
-            summary,
-            Some(&service_plans),
-            changes,
-            now,
-        )
-        .await
+        let learned = Learned {
+            missing_permissions: Some(access::missing(&self.catalogue, &granted)),
+            service_plans: Some(service_plans),
+        };
+        self.finish(transaction, &scan, &tenant, summary, &learned, changes, now)
+            .await
     }
 
     /// The log window of a poll: from the previous window's end, less the late-arrival margin (or
@@ -257,6 +322,11 @@ impl Scanning {
                         reason.clone(),
                         Some(findings::ClearReason::NotApplicable),
                     )
+                }
+                Outcome::NotEvaluated(reason) => {
+                    summary.checks_not_evaluated += 1;
+                    // What was failing stays failing until the check can be evaluated again.
+                    ("not_evaluated", reason.clone(), None)
                 }
                 Outcome::Error(missing) => {
                     summary.checks_errored += 1;
@@ -360,21 +430,13 @@ impl Scanning {
         scan: &ScanRow,
         tenant: &TenantRow,
         summary: Summary,
-        service_plans: Option<&BTreeSet<String>>,
+        learned: &Learned,
         changes: Changes,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let transaction = self.pool.begin().await?;
-        self.finish(
-            transaction,
-            scan,
-            tenant,
-            summary,
-            service_plans,
-            changes,
-            now,
-        )
-        .await
+        self.finish(transaction, scan, tenant, summary, learned, changes, now)
+            .await
     }
 
     /// Ends the scan run and publishes its events, all in one transaction; a scan cancelled
@@ -386,7 +448,7 @@ impl Scanning {
         scan: &ScanRow,
         tenant: &TenantRow,
         summary: Summary,
-        service_plans: Option<&BTreeSet<String>>,
+        learned: &Learned,
         changes: Changes,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
@@ -400,7 +462,7 @@ impl Scanning {
         results::update_tenant(
             &mut transaction,
             tenant.tenant_id,
-            service_plans,
+            learned,
             &health,
             evaluated && scan.includes_configuration(),
             evaluated && scan.includes_monitoring(),

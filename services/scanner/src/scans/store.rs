@@ -23,6 +23,7 @@ pub struct ScanRow {
     pub checks_passed: i32,
     pub checks_failed: i32,
     pub checks_not_applicable: i32,
+    pub checks_not_evaluated: i32,
     pub checks_errored: i32,
     pub findings_observed: i32,
     pub findings_cleared: i32,
@@ -35,7 +36,7 @@ pub struct ScanRow {
 
 const COLUMNS: &str = "scan_id, partner_id, tenant_id, kind, trigger, state, requested_by, queued_at,
     started_at, finished_at, checks_evaluated, checks_passed, checks_failed, checks_not_applicable,
-    checks_errored, findings_observed, findings_cleared, graph_requests, throttled_responses, errors,
+    checks_not_evaluated, checks_errored, findings_observed, findings_cleared, graph_requests, throttled_responses, errors,
     window_start, window_end";
 
 pub fn kind_to_db(kind: tenants::ScanKind) -> &'static str {
@@ -111,6 +112,7 @@ impl ScanRow {
             checks_passed: count(self.checks_passed),
             checks_failed: count(self.checks_failed),
             checks_not_applicable: count(self.checks_not_applicable),
+            checks_not_evaluated: count(self.checks_not_evaluated),
             checks_errored: count(self.checks_errored),
             findings_observed: count(self.findings_observed),
             findings_cleared: count(self.findings_cleared),
@@ -215,6 +217,7 @@ pub struct Summary {
     pub checks_passed: u32,
     pub checks_failed: u32,
     pub checks_not_applicable: u32,
+    pub checks_not_evaluated: u32,
     pub checks_errored: u32,
     pub findings_observed: u32,
     pub findings_cleared: u32,
@@ -238,7 +241,8 @@ pub async fn finish(
         "UPDATE scans SET state = $2, finished_at = $3, lease_until = NULL,
              checks_evaluated = $4, checks_passed = $5, checks_failed = $6, checks_not_applicable = $7,
              checks_errored = $8, findings_observed = $9, findings_cleared = $10, graph_requests = $11,
-             throttled_responses = $12, errors = $13, window_start = $14, window_end = $15
+             throttled_responses = $12, errors = $13, window_start = $14, window_end = $15,
+             checks_not_evaluated = $16
          WHERE scan_id = $1 AND state = 'running'
          RETURNING {COLUMNS}"
     )))
@@ -257,6 +261,7 @@ pub async fn finish(
     .bind(errors)
     .bind(summary.window_start)
     .bind(summary.window_end)
+    .bind(number(summary.checks_not_evaluated))
     .fetch_optional(&mut *connection)
     .await
 }

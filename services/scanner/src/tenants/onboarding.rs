@@ -15,8 +15,9 @@ use picket_platform::time::to_timestamp;
 use picket_proto::tenants::v1 as tenants;
 use sqlx::PgPool;
 
-use crate::graph::{GraphClient, GraphError, Meter, url_encode};
-use crate::scans;
+use crate::checks::catalogue::Catalogue;
+use crate::graph::{Api, GraphClient, GraphError, Meter, url_encode};
+use crate::scans::{self, access};
 use crate::settings::ScannerSettings;
 use crate::tenants::consent::{self, ConsentRefusal, ConsentResponse};
 use crate::tenants::signin::{AdminSignIn, PendingSignIn, ProvenAdministrator};
@@ -65,6 +66,8 @@ fn already_connected() -> ConsentRefusal {
 pub struct Onboarding {
     pub pool: PgPool,
     pub graph: Arc<GraphClient>,
+    /// Says which permissions a tenant must grant.
+    pub catalogue: Arc<Catalogue>,
     pub sign_in: AdminSignIn,
     pub events: EventFactory,
     pub settings: ScannerSettings,
@@ -246,6 +249,25 @@ impl Onboarding {
         organization: &consent::Organization,
         now: chrono::DateTime<Utc>,
     ) -> Result<TenantRow, CompleteError> {
+        // What the tenant granted; a Graph token that cannot be had now leaves it to the first
+        // scan, which follows at once.
+        let missing = match access::granted(
+            &self.graph,
+            &self.catalogue,
+            &organization.id,
+            &[Api::Graph],
+        )
+        .await
+        {
+            Ok(granted) => access::missing(&self.catalogue, &granted),
+            Err(error) => {
+                tracing::warn!(microsoft_tenant_id = %organization.id, %error, "the permissions granted could not be read");
+                Vec::new()
+            }
+        };
+        if !missing.is_empty() {
+            tracing::warn!(microsoft_tenant_id = %organization.id, missing = ?missing, "the tenant has not granted every permission Picket's app needs");
+        }
         let mut transaction = self.pool.begin().await?;
         // The first full scan runs now; later runs spread over their interval.
         let spread = |interval: std::time::Duration| {
@@ -261,8 +283,11 @@ impl Onboarding {
         let activated = store::activate(
             &mut transaction,
             tenant.tenant_id,
-            &organization.id,
-            &organization.default_domain,
+            &store::Connected {
+                microsoft_tenant_id: &organization.id,
+                primary_domain: &organization.default_domain,
+                missing_permissions: &missing,
+            },
             &first_runs,
             now,
         )

@@ -44,13 +44,14 @@ pub struct TenantRow {
     pub last_configuration_scan_at: Option<DateTime<Utc>>,
     pub last_monitoring_poll_at: Option<DateTime<Utc>>,
     pub disconnected_at: Option<DateTime<Utc>>,
+    pub missing_permissions: Vec<String>,
 }
 
 const COLUMNS: &str = "tenant_id, partner_id, microsoft_tenant, microsoft_tenant_id, display_name, primary_domain,
     plan, state, state_reason, consent_failure, consent_state_hash, consent_expires_at, onboarded_by, created_at,
     consented_at, activated_at, updated_at, service_plans, access_last_success_at, access_last_error,
     access_last_error_at, access_consecutive_failures, access_throttled_until, last_configuration_scan_at,
-    last_monitoring_poll_at, disconnected_at";
+    last_monitoring_poll_at, disconnected_at, missing_permissions";
 
 pub fn plan_to_db(plan: tenants::SubscriptionPlan) -> Option<&'static str> {
     match plan {
@@ -133,6 +134,7 @@ impl TenantRow {
             last_configuration_scan_at: self.last_configuration_scan_at.map(to_timestamp),
             last_monitoring_poll_at: self.last_monitoring_poll_at.map(to_timestamp),
             disconnected_at: self.disconnected_at.map(to_timestamp),
+            missing_permissions: self.missing_permissions.clone(),
         }
     }
 }
@@ -399,11 +401,18 @@ pub async fn find_by_sign_in_state(
 }
 
 /// Activates a tenant whose consent and organization read succeeded; `None` if it already was.
+/// What consent showed of a tenant.
+pub struct Connected<'a> {
+    pub microsoft_tenant_id: &'a str,
+    pub primary_domain: &'a str,
+    /// The permissions Picket's app needs that the tenant has not granted.
+    pub missing_permissions: &'a [String],
+}
+
 pub async fn activate(
     connection: &mut PgConnection,
     tenant_id: Uuid,
-    microsoft_tenant_id: &str,
-    primary_domain: &str,
+    connected: &Connected<'_>,
     first_runs: &FirstRuns,
     now: DateTime<Utc>,
 ) -> Result<Option<TenantRow>, sqlx::Error> {
@@ -411,15 +420,17 @@ pub async fn activate(
         "UPDATE tenants SET state = 'active', microsoft_tenant_id = $2, primary_domain = $3, state_reason = '',
              consent_failure = '', consented_at = $4, activated_at = $4, updated_at = $4,
              next_configuration_scan_at = $5, next_monitoring_poll_at = $6, disconnected_at = NULL,
-             signin_state_hash = NULL, signin_verifier = '', signin_nonce = '', signin_expires_at = NULL
+             signin_state_hash = NULL, signin_verifier = '', signin_nonce = '', signin_expires_at = NULL,
+             missing_permissions = $7
          WHERE tenant_id = $1 AND state <> 'active' RETURNING {COLUMNS}"
     )))
     .bind(tenant_id)
-    .bind(microsoft_tenant_id)
-    .bind(primary_domain)
+    .bind(connected.microsoft_tenant_id)
+    .bind(connected.primary_domain)
     .bind(now)
     .bind(first_runs.configuration)
     .bind(first_runs.monitoring)
+    .bind(connected.missing_permissions)
     .fetch_optional(connection)
     .await
 }
