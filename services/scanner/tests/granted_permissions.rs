@@ -36,6 +36,22 @@ fn refused(fixing: &FixHarness) -> Vec<String> {
         .collect()
 }
 
+/// The tenant's onboarding scan, once it has ended; it must have succeeded.
+async fn onboarding_scan(fixing: &FixHarness) -> tenants::ScanRun {
+    let scans = fixing
+        .harness
+        .settled_scans(PARTNER, &fixing.tenant_id)
+        .await;
+    let first = scans.last().expect("the onboarding scan").clone();
+    assert_eq!(
+        first.state(),
+        tenants::ScanState::Succeeded,
+        "{:?}",
+        first.errors
+    );
+    first
+}
+
 /// The end of a requested fix: applied, or failed with its reason.
 async fn settled(
     fixing: &mut FixHarness,
@@ -63,14 +79,7 @@ async fn a_tenant_that_granted_the_manifest_is_scanned_and_fixed_without_a_refus
     let granted = requested();
     let mut fixing = FixHarness::start_granting(Profile::weak(Licence::P2), Some(&granted)).await;
     let tenant_id = fixing.tenant_id.clone();
-    let scans = fixing.harness.settled_scans(PARTNER, &tenant_id).await;
-    let first = scans.last().expect("the onboarding scan");
-    assert_eq!(
-        first.state(),
-        tenants::ScanState::Succeeded,
-        "{:?}",
-        first.errors
-    );
+    let first = onboarding_scan(&fixing).await;
     assert_eq!(first.checks_not_evaluated, 0);
     let tenant = fixing.harness.tenant(PARTNER, &tenant_id).await;
     assert_eq!(tenant.missing_permissions, Vec::<String>::new());
@@ -144,14 +153,7 @@ async fn what_the_tenant_did_not_grant_is_not_evaluated_and_not_attempted() {
     let tenant_id = fixing.tenant_id.clone();
 
     // The scan succeeds: a permission not granted is not a failing source.
-    let scans = fixing.harness.settled_scans(PARTNER, &tenant_id).await;
-    let first = scans.last().expect("the onboarding scan");
-    assert_eq!(
-        first.state(),
-        tenants::ScanState::Succeeded,
-        "{:?}",
-        first.errors
-    );
+    let first = onboarding_scan(&fixing).await;
     assert!(first.checks_not_evaluated > 0);
     let tenant = fixing.harness.tenant(PARTNER, &tenant_id).await;
     for name in [

@@ -69,14 +69,7 @@ impl Scanning {
                 ..Default::default()
             });
             return self
-                .end(
-                    &scan,
-                    &tenant,
-                    summary,
-                    &Learned::default(),
-                    Changes::default(),
-                    now,
-                )
+                .end(&scan, &tenant, summary, &Learned::default(), now)
                 .await;
         }
         let meter = Meter::default();
@@ -105,14 +98,7 @@ impl Scanning {
             Err(error) => {
                 let summary = failed(summary, "token", error.status(), error.to_string());
                 return self
-                    .end(
-                        &scan,
-                        &tenant,
-                        summary,
-                        &Learned::default(),
-                        Changes::default(),
-                        now,
-                    )
+                    .end(&scan, &tenant, summary, &Learned::default(), now)
                     .await;
             }
         };
@@ -125,9 +111,7 @@ impl Scanning {
                 service_plans: None,
                 missing_permissions: Some(access::missing(&self.catalogue, &granted)),
             };
-            return self
-                .end(&scan, &tenant, summary, &learned, Changes::default(), now)
-                .await;
+            return self.end(&scan, &tenant, summary, &learned, now).await;
         }
         let skus = self
             .graph
@@ -143,14 +127,7 @@ impl Scanning {
                     error.to_string(),
                 );
                 return self
-                    .end(
-                        &scan,
-                        &tenant,
-                        summary,
-                        &Learned::default(),
-                        Changes::default(),
-                        now,
-                    )
+                    .end(&scan, &tenant, summary, &Learned::default(), now)
                     .await;
             }
         };
@@ -425,16 +402,17 @@ impl Scanning {
         Ok(())
     }
 
+    /// Ends a scan that stopped before it evaluated anything: no finding changes.
     async fn end(
         &self,
         scan: &ScanRow,
         tenant: &TenantRow,
         summary: Summary,
         learned: &Learned,
-        changes: Changes,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let transaction = self.pool.begin().await?;
+        let changes = Changes::default();
         self.finish(transaction, scan, tenant, summary, learned, changes, now)
             .await
     }
