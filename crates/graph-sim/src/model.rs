@@ -168,6 +168,7 @@ impl Builder {
             "/oauth2PermissionGrants",
             "/applications",
             "/servicePrincipals",
+            "/groups",
             "/roleManagement/directory/roleEligibilityScheduleInstances",
         ] {
             self.collection(collection);

@@ -59,6 +59,14 @@ const APPLICATIONS: AnyOf = &[
     "Directory.Read.All",
     "Directory.ReadWrite.All",
 ];
+const GROUP_MEMBERS: AnyOf = &[
+    "GroupMember.Read.All",
+    "Group.Read.All",
+    "Directory.Read.All",
+    "GroupMember.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
 const GRANTS: AnyOf = &[
     "Directory.Read.All",
     "DelegatedPermissionGrant.ReadWrite.All",
@@ -86,6 +94,7 @@ pub fn all() -> BTreeSet<String> {
         ROLE_ASSIGNMENTS,
         ROLE_ELIGIBILITIES,
         APPLICATIONS,
+        GROUP_MEMBERS,
         GRANTS,
         RISKY_USERS,
         ALERTS,
@@ -229,6 +238,7 @@ fn requirements(
             "Application.ReadWrite.OwnedBy",
             "Directory.ReadWrite.All",
         ]],
+        (["groups", _, "members"], true) => vec![GROUP_MEMBERS],
         (["oauth2PermissionGrants", ..], true) => vec![GRANTS],
         (["oauth2PermissionGrants", ..], false) => vec![&[
             "DelegatedPermissionGrant.ReadWrite.All",

@@ -600,10 +600,15 @@ fn get(
     }
     match resolve(tenant, path) {
         Target::Collection(path) => {
-            let items = tenant.resources[&path]
+            let mut items = tenant.resources[&path]
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
+            if let Some(expand) = query.get("$expand")
+                && let Some(refused) = expand_principals(tenant, &path, expand, &mut items)
+            {
+                return refused;
+            }
             collection(
                 context.base_url,
                 context.prefix,
@@ -684,6 +689,52 @@ fn get(
             _ => not_found(path),
         },
     }
+}
+
+/// `$expand=principal` of role assignments and eligibilities: each item's principal in full, with
+/// its `@odata.type` (a deleted principal expands to null). Other collections ignore `$expand`.
+/// The refusal of an expansion Graph does not have.
+fn expand_principals(
+    tenant: &Tenant,
+    path: &str,
+    expand: &str,
+    items: &mut [Value],
+) -> Option<Response> {
+    let kind = path.strip_prefix("/roleManagement/directory/")?;
+    if expand != "principal" {
+        let kind = if kind.starts_with("roleEligibility") {
+            "unifiedRoleEligibilityScheduleInstance"
+        } else {
+            "unifiedRoleAssignment"
+        };
+        return Some(bad_request(&format!(
+            "Could not find a property named '{expand}' on type 'microsoft.graph.{kind}'."
+        )));
+    }
+    let principal = |id: &Value| {
+        [
+            ("/users", "#microsoft.graph.user"),
+            ("/groups", "#microsoft.graph.group"),
+            ("/servicePrincipals", "#microsoft.graph.servicePrincipal"),
+        ]
+        .iter()
+        .find_map(|(collection, odata_type)| {
+            let mut found = tenant
+                .resources
+                .get(*collection)?
+                .as_array()?
+                .iter()
+                .find(|object| object["id"] == *id)?
+                .clone();
+            found["@odata.type"] = json!(odata_type);
+            Some(found)
+        })
+        .unwrap_or(Value::Null)
+    };
+    for item in items {
+        item["principal"] = principal(&item["principalId"]);
+    }
+    None
 }
 
 /// Merges `patch` into `target`: objects recursively, everything else replaced.

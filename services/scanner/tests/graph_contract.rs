@@ -11,6 +11,7 @@ mod common;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use common::directory::role_holders;
 use common::harness;
 use graph_sim::{Licence, Profile};
 use picket_proto::tenants::v1 as tenants;
@@ -35,6 +36,8 @@ async fn what_the_scanner_asks_and_graph_sim_answers_is_in_microsofts_model() {
     {
         let microsoft_tenant = harness.sim.tenant_ids()[index].clone();
         harness.sim.reset_tenant(&microsoft_tenant, profile);
+        // Roles held by a group and by apps: the group's members and expanded principals are read.
+        role_holders(&harness.sim, &microsoft_tenant);
         let tenant_id = harness
             .connect("p1", &microsoft_tenant, tenants::SubscriptionPlan::Premium)
             .await;

@@ -309,28 +309,8 @@ async fn a_rescan_publishes_only_changes_and_clears_what_was_fixed() {
     harness
         .sim
         .set_resource(&microsoft_tenant, "/policies/authorizationPolicy", policy);
-    let request = harness.env.request(
-        &harness.env.partner_token(PARTNER),
-        tenants::StartScanRequest {
-            tenant_id: tenant_id.clone(),
-            kind: tenants::ScanKind::Full.into(),
-        },
-    );
-    let started = harness
-        .scans
-        .start_scan(request)
-        .await
-        .expect("scan starts")
-        .into_inner()
-        .scan
-        .expect("scan");
-    assert_eq!(started.trigger(), tenants::ScanTrigger::OnDemand);
-    let scans = harness.settled_scans(PARTNER, &tenant_id).await;
-    let rescan = scans
-        .iter()
-        .find(|scan| scan.scan_id == started.scan_id)
-        .expect("the rescan");
-
+    let rescan = harness.rescan(PARTNER, &tenant_id).await;
+    assert_eq!(rescan.trigger(), tenants::ScanTrigger::OnDemand);
     assert_eq!(rescan.findings_observed, 0, "nothing new failed");
     assert_eq!(rescan.findings_cleared, 1);
     assert_eq!(
@@ -468,37 +448,83 @@ async fn authentication_method_fixes_name_the_configurations_type() {
     fixing.harness.finish().await;
 }
 
+/// A new conditional access policy is created in report-only mode; enforcing it is a second
+/// recommendation, with its own fingerprint, approved on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_policy_is_created_from_its_template_and_passes() {
+async fn a_missing_policy_is_created_report_only_and_enforced_as_a_second_step() {
     let mut fixing = FixHarness::start(Profile::weak(Licence::P2)).await;
-    let finding = fixing.finding("aad.legacy-auth-blocked", "");
-    let fix = fix_for(&finding, "00000000-0000-4000-8000-000000000002");
+    let check_id = "aad.legacy-auth-blocked";
+    let name = "Block legacy authentication (Picket)";
+    let finding = fixing.finding(check_id, "");
+    let create = fix_for(&finding, "00000000-0000-4000-8000-000000000002");
+    let policy = |fixing: &FixHarness| {
+        fixing
+            .harness
+            .sim
+            .resource(
+                &fixing.microsoft_tenant,
+                "/identity/conditionalAccess/policies",
+            )
+            .expect("policies")
+            .as_array()
+            .expect("a collection")
+            .iter()
+            .find(|policy| policy["displayName"] == name)
+            .cloned()
+    };
 
-    fixing.request(&fix).await;
-    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&fix.fix_id))
+    fixing.request(&create).await;
+    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&create.fix_id))
         .await
         .expect("FixApplied");
     assert!(applied.verified, "{}", applied.summary);
-    let policies = fixing
-        .harness
-        .sim
-        .resource(
-            &fixing.microsoft_tenant,
-            "/identity/conditionalAccess/policies",
-        )
-        .expect("policies");
-    let created = policies
-        .as_array()
-        .expect("a collection")
-        .iter()
-        .find(|policy| policy["displayName"] == "Block legacy authentication (Picket)")
-        .expect("the policy was created");
+    let created = policy(&fixing).expect("the policy was created");
+    assert_eq!(created["state"], "enabledForReportingButNotEnforced");
     assert_eq!(
         created["conditions"]["users"]["excludeUsers"]
             .as_array()
             .map(Vec::len),
         Some(2),
         "the break-glass accounts are excluded"
+    );
+
+    // The next scan clears the first recommendation and makes the second.
+    let rescan = fixing.harness.rescan(PARTNER, &fixing.tenant_id).await;
+    assert_eq!(rescan.findings_cleared, 1, "{rescan:?}");
+    let enforce = fixing
+        .observed
+        .drain(Duration::from_secs(2))
+        .await
+        .iter()
+        .find(|observed| observed.check_id == check_id && observed.target == name)
+        .expect("the recommendation to enforce")
+        .clone();
+    assert_ne!(enforce.fingerprint, finding.fingerprint);
+    assert_eq!(
+        enforce.fix_action(),
+        fixes::FixAction::EnableConditionalAccessPolicy
+    );
+    assert!(
+        enforce.recommended_fix.starts_with("Enforce"),
+        "{}",
+        enforce.recommended_fix
+    );
+    assert_eq!(enforce.evidence["reportOnlyPolicy"], name);
+
+    let enforcing = fix_for(&enforce, "00000000-0000-4000-8000-000000000003");
+    fixing.request(&enforcing).await;
+    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&enforcing.fix_id))
+        .await
+        .expect("FixApplied");
+    assert!(applied.verified, "{}", applied.summary);
+    assert_eq!(policy(&fixing).expect("the policy")["state"], "enabled");
+    fixing.harness.rescan(PARTNER, &fixing.tenant_id).await;
+    let results = fixing.harness.results(PARTNER, &fixing.tenant_id).await;
+    assert_eq!(
+        outcome(&results[check_id]),
+        tenants::CheckOutcome::Passed,
+        "{}",
+        results[check_id].detail
     );
     fixing.harness.finish().await;
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::checks::catalogue::{Action, Check, Severity};
-use crate::checks::directory::{GLOBAL_ADMINISTRATOR, privileged_role_name};
+use crate::checks::directory::{GLOBAL_ADMINISTRATOR, PrincipalKind, privileged_role_name};
 use crate::checks::snapshot::{Missing, Snapshot, Source, strings, timestamp};
 use crate::checks::{Evaluator, Failure};
 
@@ -433,7 +433,14 @@ fn privileged_role_outside_pim(
                 .as_str()
                 .or_else(|| target["displayName"].as_str())
                 .unwrap_or(principal);
-            let mut failure = Failure::on(&format!("{principal}/{role}"), name, "user", principal)
+            // The audit record names the kind: "User", "Group" or "ServicePrincipal".
+            let kind = match target["type"].as_str() {
+                Some("Group") => PrincipalKind::Group,
+                Some("ServicePrincipal") => PrincipalKind::ServicePrincipal,
+                _ => PrincipalKind::User,
+            };
+            let subject = format!("{principal}/{role}");
+            let mut failure = Failure::on(&subject, name, kind.target_type(), principal)
                 .evidence("role", role_name)
                 .evidence("initiatedBy", initiator(record))
                 .fix("principalId", principal)

@@ -51,48 +51,153 @@ pub fn privileged_role_name(role_id: &str) -> Option<&'static str> {
         .map(|(_, name)| *name)
 }
 
-/// Privileged role ids each principal holds tenant-wide in `source`'s records.
-fn holders_in(
-    snapshot: &Snapshot,
-    source: Source,
-) -> Result<BTreeMap<String, Vec<String>>, Missing> {
-    let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for record in snapshot.items(source)? {
-        let role = record["roleDefinitionId"].as_str().unwrap_or_default();
-        let scope = record["directoryScopeId"].as_str().unwrap_or("/");
-        if scope != "/" || privileged_role_name(role).is_none() {
+/// What kind of directory object holds a role: the `@odata.type` of the assignment's expanded
+/// principal (an assignment read without it is taken for a user's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrincipalKind {
+    #[default]
+    User,
+    Group,
+    ServicePrincipal,
+}
+
+impl PrincipalKind {
+    pub fn of(principal: &Value) -> PrincipalKind {
+        match principal["@odata.type"].as_str() {
+            Some("#microsoft.graph.group") => PrincipalKind::Group,
+            Some("#microsoft.graph.servicePrincipal") => PrincipalKind::ServicePrincipal,
+            _ => PrincipalKind::User,
+        }
+    }
+
+    /// The kind as a finding's target type.
+    pub fn target_type(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Group => "group",
+            PrincipalKind::ServicePrincipal => "servicePrincipal",
+        }
+    }
+}
+
+/// A principal holding privileged roles tenant-wide.
+#[derive(Debug, Clone, Default)]
+pub struct Holder {
+    pub kind: PrincipalKind,
+    /// The principal's user principal name or display name, or its id when unknown.
+    pub name: String,
+    /// Role ids assigned to the principal itself, active or eligible.
+    pub direct: Vec<String>,
+    /// Of `direct`, the role ids the principal is eligible for through PIM.
+    pub eligible: Vec<String>,
+    /// For a member of role-holding groups: each group's name and the role ids it holds.
+    pub through: Vec<(String, Vec<String>)>,
+    /// For a group: whether its members were read (they hold its roles).
+    pub members_read: bool,
+}
+
+impl Holder {
+    /// Every privileged role id held, directly or through a group.
+    pub fn roles(&self) -> Vec<String> {
+        let mut roles = self.direct.clone();
+        for role in self.through.iter().flat_map(|(_, roles)| roles) {
+            if !roles.contains(role) {
+                roles.push(role.clone());
+            }
+        }
+        roles
+    }
+
+    pub fn holds(&self, role: &str) -> bool {
+        self.roles().iter().any(|held| held == role)
+    }
+
+    /// A person (or a group whose members are unknown) rather than an app.
+    pub fn counts_as_person(&self) -> bool {
+        match self.kind {
+            PrincipalKind::User => true,
+            PrincipalKind::Group => !self.members_read,
+            PrincipalKind::ServicePrincipal => false,
+        }
+    }
+}
+
+fn push_new(list: &mut Vec<String>, value: &str) {
+    if !list.iter().any(|held| held == value) {
+        list.push(value.to_owned());
+    }
+}
+
+/// Every principal holding a privileged role tenant-wide: active assignments, eligibility through
+/// Privileged Identity Management (an eligible Global Administrator is one activation away, and
+/// counts as one), and the members of role-holding groups once their members are read.
+pub fn privileged_holders(snapshot: &Snapshot) -> Result<BTreeMap<String, Holder>, Missing> {
+    let mut holders: BTreeMap<String, Holder> = BTreeMap::new();
+    for (source, eligible) in [
+        (Source::RoleAssignments, false),
+        (Source::RoleEligibilities, true),
+    ] {
+        for record in snapshot.items(source)? {
+            let role = record["roleDefinitionId"].as_str().unwrap_or_default();
+            let scope = record["directoryScopeId"].as_str().unwrap_or("/");
+            let Some(id) = record["principalId"].as_str() else {
+                continue;
+            };
+            if scope != "/" || privileged_role_name(role).is_none() {
+                continue;
+            }
+            let principal = &record["principal"];
+            let holder = holders.entry(id.to_owned()).or_insert_with(|| Holder {
+                kind: PrincipalKind::of(principal),
+                name: principal["userPrincipalName"]
+                    .as_str()
+                    .or_else(|| principal["displayName"].as_str())
+                    .unwrap_or(id)
+                    .to_owned(),
+                ..Holder::default()
+            });
+            push_new(&mut holder.direct, role);
+            if eligible {
+                push_new(&mut holder.eligible, role);
+            }
+        }
+    }
+    // Read after the roles: until then the groups' members are unknown.
+    let Ok(members) = snapshot.get(Source::PrivilegedGroupMembers) else {
+        return Ok(holders);
+    };
+    let groups: Vec<(String, String, Vec<String>)> = holders
+        .iter()
+        .filter(|(_, holder)| holder.kind == PrincipalKind::Group)
+        .map(|(id, group)| (id.clone(), group.name.clone(), group.direct.clone()))
+        .collect();
+    for (group_id, name, roles) in groups {
+        let Some(read) = members.get(&group_id) else {
             continue;
+        };
+        for member in read["members"].as_array().into_iter().flatten() {
+            let Some(id) = member["id"].as_str() else {
+                continue;
+            };
+            holders
+                .entry(id.to_owned())
+                .or_insert_with(|| Holder {
+                    kind: PrincipalKind::of(member),
+                    name: id.to_owned(),
+                    ..Holder::default()
+                })
+                .through
+                .push((name.clone(), roles.clone()));
         }
-        if let Some(principal) = record["principalId"].as_str() {
-            let roles = holders.entry(principal.to_owned()).or_default();
-            if !roles.iter().any(|held| held == role) {
-                roles.push(role.to_owned());
-            }
-        }
-    }
-    Ok(holders)
-}
-
-/// Privileged role ids held by each principal tenant-wide: active assignments, and eligibility
-/// through Privileged Identity Management (an eligible Global Administrator is one activation
-/// away, and counts as one).
-pub fn privileged_holders(snapshot: &Snapshot) -> Result<BTreeMap<String, Vec<String>>, Missing> {
-    let mut holders = holders_in(snapshot, Source::RoleAssignments)?;
-    for (principal, roles) in eligible_holders(snapshot)? {
-        let held = holders.entry(principal).or_default();
-        for role in roles {
-            if !held.contains(&role) {
-                held.push(role);
-            }
+        if let Some(group) = holders.get_mut(&group_id) {
+            group.members_read = true;
         }
     }
     Ok(holders)
 }
 
-/// Privileged role ids each principal is eligible for through PIM.
-pub fn eligible_holders(snapshot: &Snapshot) -> Result<BTreeMap<String, Vec<String>>, Missing> {
-    holders_in(snapshot, Source::RoleEligibilities)
-}
+/// A conditional access policy's state when it is evaluated but not enforced.
+pub const REPORT_ONLY: &str = "enabledForReportingButNotEnforced";
 
 /// A conditional access policy, read the way CISA's "common CA conditions" read it.
 pub struct Policy<'a>(pub &'a Value);
@@ -108,6 +213,10 @@ impl Policy<'_> {
 
     pub fn enforced(&self) -> bool {
         self.0["state"] == "enabled"
+    }
+
+    pub fn report_only(&self) -> bool {
+        self.0["state"] == REPORT_ONLY
     }
 
     fn users(&self) -> &Value {

@@ -33,6 +33,8 @@ pub struct Failure {
     /// When the subject needs another action than the check's fix (a deleted policy cannot be
     /// re-enabled, for example).
     pub fix_action: Option<Action>,
+    /// With `fix_action`: what that other action does, for people.
+    pub fix_description: Option<String>,
     pub severity: Option<Severity>,
     /// For windowed detections: what happened (a sign-in id, an audit record id), published once.
     pub occurrence: Option<String>,
@@ -49,6 +51,7 @@ impl Failure {
             evidence: BTreeMap::new(),
             fix_parameters: BTreeMap::new(),
             fix_action: None,
+            fix_description: None,
             severity: None,
             occurrence: None,
             activity_at: None,

@@ -1,15 +1,13 @@
 //! Configuration checks written as code, and the conditional access templates their fixes create.
 //! Each is a pure function of the snapshot; thresholds come from the catalogue's parameters.
 
-use std::collections::BTreeSet;
-
 use chrono::Duration;
 use serde_json::{Value, json};
 
-use crate::checks::catalogue::Check;
+use crate::checks::catalogue::{Action, Check};
 use crate::checks::directory::{
-    GLOBAL_ADMINISTRATOR, PRIVILEGED_ROLES, Policy, eligible_holders, policies, privileged_holders,
-    privileged_role_name,
+    GLOBAL_ADMINISTRATOR, Holder, PRIVILEGED_ROLES, Policy, PrincipalKind, REPORT_ONLY, policies,
+    privileged_holders, privileged_role_name,
 };
 use crate::checks::snapshot::{Missing, Snapshot, Source, strings, timestamp};
 use crate::checks::{Evaluator, Failure};
@@ -52,6 +50,8 @@ enum Audience {
 }
 
 /// Fails tenant-wide unless an enforced policy for all apps covering `audience` satisfies `rule`.
+/// Where a policy that would satisfy it waits in report-only mode (as Picket creates them),
+/// enforcing it is the next step, recommended on its own.
 fn enforced_policy_exists(
     snapshot: &Snapshot,
     check: &Check,
@@ -59,20 +59,29 @@ fn enforced_policy_exists(
     rule: impl Fn(&Policy) -> bool,
 ) -> Result<Vec<Failure>, Missing> {
     let break_glass = snapshot.break_glass_ids()?;
-    let found = policies(snapshot)?.iter().any(|policy| {
+    let satisfies = |policy: &Policy| {
         let covered = match audience {
             Audience::AllUsers => policy.targets_all_users(&break_glass),
             Audience::Admins => {
                 policy.targets_all_users(&break_glass) || policy.targets_privileged_roles()
             }
         };
-        policy.enforced() && policy.targets_all_apps() && covered && rule(policy)
-    });
-    Ok(if found {
-        Vec::new()
-    } else {
-        vec![missing_policy(snapshot, check)]
-    })
+        policy.targets_all_apps() && covered && rule(policy)
+    };
+    let policies = policies(snapshot)?;
+    if policies
+        .iter()
+        .any(|policy| policy.enforced() && satisfies(policy))
+    {
+        return Ok(Vec::new());
+    }
+    Ok(vec![match policies
+        .iter()
+        .find(|policy| policy.report_only() && satisfies(policy))
+    {
+        Some(policy) => report_only_policy(policy),
+        None => missing_policy(snapshot, check),
+    }])
 }
 
 fn missing_policy(snapshot: &Snapshot, check: &Check) -> Failure {
@@ -81,6 +90,30 @@ fn missing_policy(snapshot: &Snapshot, check: &Check) -> Failure {
         Some(template) => failure.fix("template", template),
         None => failure,
     }
+}
+
+/// A policy that would pass, in report-only mode: its own subject, so enforcing it is a new
+/// recommendation, approved apart from the one that created it.
+fn report_only_policy(policy: &Policy) -> Failure {
+    let mut failure = Failure::on(
+        &format!("report-only/{}", policy.id()),
+        policy.name(),
+        "conditionalAccessPolicy",
+        policy.id(),
+    )
+    .evidence("enforcedPolicy", "none")
+    .evidence("reportOnlyPolicy", policy.name())
+    .evidence(
+        "reportOnlySince",
+        policy.0["createdDateTime"].as_str().unwrap_or("unknown"),
+    )
+    .fix("policyId", policy.id());
+    failure.fix_action = Some(Action::EnableConditionalAccessPolicy);
+    failure.fix_description = Some(format!(
+        "Enforce the conditional access policy \"{}\", in report-only mode now, once its results in the sign-in logs (the Report-only tab) show whom it would affect.",
+        policy.name()
+    ));
+    failure
 }
 
 fn legacy_auth_blocked(snapshot: &Snapshot, check: &Check) -> Result<Vec<Failure>, Missing> {
@@ -159,10 +192,7 @@ fn break_glass_excluded(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failu
     let users = snapshot.users_by_id()?;
     let mut failures = Vec::new();
     for policy in policies(snapshot)? {
-        let active = matches!(
-            policy.0["state"].as_str(),
-            Some("enabled" | "enabledForReportingButNotEnforced")
-        );
+        let active = matches!(policy.0["state"].as_str(), Some("enabled" | REPORT_ONLY));
         let all_users = strings(&policy.0["conditions"]["users"]["includeUsers"]).contains(&"All");
         if !active || !all_users {
             continue;
@@ -220,37 +250,81 @@ fn passwords_never_expire(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Fai
         .collect())
 }
 
-fn global_admins(snapshot: &Snapshot) -> Result<BTreeSet<String>, Missing> {
+/// The people holding privileged roles (users directly or through groups, and groups whose
+/// members are unknown), and the apps (service principals) holding them.
+fn people_and_apps(snapshot: &Snapshot) -> Result<(Vec<Holder>, Vec<Holder>), Missing> {
     Ok(privileged_holders(snapshot)?
-        .into_iter()
-        .filter(|(_, roles)| roles.iter().any(|role| role == GLOBAL_ADMINISTRATOR))
-        .map(|(principal, _)| principal)
-        .collect())
+        .into_values()
+        .filter(|holder| holder.kind != PrincipalKind::Group || !holder.members_read)
+        .partition(Holder::counts_as_person))
+}
+
+fn names(holders: &[&Holder]) -> String {
+    holders
+        .iter()
+        .map(|holder| holder.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn global_admin_count(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
-    let count = global_admins(snapshot)?.len();
-    let eligible = eligible_holders(snapshot)?
-        .values()
-        .filter(|roles| roles.iter().any(|role| role == GLOBAL_ADMINISTRATOR))
-        .count();
-    Ok(if (2..=8).contains(&count) {
-        Vec::new()
-    } else {
-        vec![
-            Failure::tenant_wide(snapshot)
-                .evidence("globalAdministrators", count)
-                .evidence("ofWhichEligibleThroughPim", eligible),
-        ]
-    })
+    // CISA counts the people holding the role; apps holding it are named, not counted.
+    let (people, apps) = people_and_apps(snapshot)?;
+    let global: Vec<&Holder> = people
+        .iter()
+        .filter(|holder| holder.holds(GLOBAL_ADMINISTRATOR))
+        .collect();
+    let apps: Vec<&Holder> = apps
+        .iter()
+        .filter(|holder| holder.holds(GLOBAL_ADMINISTRATOR))
+        .collect();
+    if (2..=8).contains(&global.len()) {
+        return Ok(Vec::new());
+    }
+    let count = |filter: &dyn Fn(&&Holder) -> bool| global.iter().filter(|h| filter(h)).count();
+    let mut failure = Failure::tenant_wide(snapshot)
+        .evidence("globalAdministrators", global.len())
+        .evidence(
+            "ofWhichEligibleThroughPim",
+            count(&|holder| {
+                holder
+                    .eligible
+                    .iter()
+                    .any(|role| role == GLOBAL_ADMINISTRATOR)
+            }),
+        )
+        .evidence(
+            "ofWhichThroughGroups",
+            count(&|holder| !holder.through.is_empty()),
+        );
+    let unread: Vec<&Holder> = global
+        .iter()
+        .copied()
+        .filter(|holder| holder.kind == PrincipalKind::Group)
+        .collect();
+    if !unread.is_empty() {
+        failure = failure.evidence("groupsWithUnreadMembers", names(&unread));
+    }
+    if !apps.is_empty() {
+        failure = failure.evidence("servicePrincipalsNotCounted", names(&apps));
+    }
+    Ok(vec![failure])
 }
 
 fn fine_grained_admin_roles(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
-    let holders = privileged_holders(snapshot)?;
-    let global = global_admins(snapshot)?.len();
-    let others = holders
-        .values()
-        .filter(|roles| roles.iter().any(|role| role != GLOBAL_ADMINISTRATOR))
+    let (people, _) = people_and_apps(snapshot)?;
+    let global = people
+        .iter()
+        .filter(|holder| holder.holds(GLOBAL_ADMINISTRATOR))
+        .count();
+    let others = people
+        .iter()
+        .filter(|holder| {
+            holder
+                .roles()
+                .iter()
+                .any(|role| role != GLOBAL_ADMINISTRATOR)
+        })
         .count();
     Ok(if global <= others {
         Vec::new()
@@ -271,6 +345,21 @@ fn role_names(roles: &[String]) -> String {
         .join(", ")
 }
 
+/// A failure on a user holding privileged roles: which, and through which groups.
+fn privileged_user(id: &str, upn: &str, holder: &Holder) -> Failure {
+    let failure = Failure::on(id, upn, PrincipalKind::User.target_type(), id)
+        .evidence("roles", role_names(&holder.roles()));
+    if holder.through.is_empty() {
+        return failure;
+    }
+    let groups: Vec<&str> = holder
+        .through
+        .iter()
+        .map(|(group, _)| group.as_str())
+        .collect();
+    failure.evidence("throughGroups", groups.join(", "))
+}
+
 fn privileged_users_cloud_only(
     snapshot: &Snapshot,
     _check: &Check,
@@ -278,14 +367,12 @@ fn privileged_users_cloud_only(
     let users = snapshot.users_by_id()?;
     Ok(privileged_holders(snapshot)?
         .iter()
-        .filter_map(|(principal, roles)| {
+        .filter_map(|(principal, holder)| {
             let user = users.get(principal.as_str())?;
             let synced =
                 user["onPremisesSyncEnabled"] == true || user["onPremisesImmutableId"].is_string();
             let upn = user["userPrincipalName"].as_str().unwrap_or(principal);
-            synced.then(|| {
-                Failure::on(principal, upn, "user", principal).evidence("roles", role_names(roles))
-            })
+            synced.then(|| privileged_user(principal, upn, holder))
         })
         .collect())
 }
@@ -295,7 +382,7 @@ fn inactive_privileged_users(snapshot: &Snapshot, check: &Check) -> Result<Vec<F
     let cutoff = snapshot.now - Duration::days(check.number("inactive_days", 90));
     Ok(privileged_holders(snapshot)?
         .iter()
-        .filter_map(|(principal, roles)| {
+        .filter_map(|(principal, holder)| {
             let user = users.get(principal.as_str())?;
             if snapshot.is_break_glass(user) {
                 // Break-glass accounts are meant to stay unused.
@@ -307,8 +394,7 @@ fn inactive_privileged_users(snapshot: &Snapshot, check: &Check) -> Result<Vec<F
             }
             let upn = user["userPrincipalName"].as_str().unwrap_or(principal);
             Some(
-                Failure::on(principal, upn, "user", principal)
-                    .evidence("roles", role_names(roles))
+                privileged_user(principal, upn, holder)
                     .evidence(
                         "lastSignIn",
                         last.map(|at| at.to_rfc3339()).unwrap_or("never".into()),
@@ -456,8 +542,8 @@ fn long_lived_app_secrets(snapshot: &Snapshot, check: &Check) -> Result<Vec<Fail
 }
 
 /// The conditional access policy a `create_conditional_access_policy` fix creates, excluding the
-/// break-glass accounts. Created enabled: the partner approved it, and the check it fixes only
-/// passes for an enforced policy.
+/// break-glass accounts. Created in report-only mode, as Microsoft advises for a new policy: its
+/// effect shows in the sign-in logs first, and enforcing it is a second recommendation.
 pub fn ca_template(name: &str, break_glass: &[String]) -> Option<Value> {
     let block = json!({"operator": "OR", "builtInControls": ["block"]});
     let mfa = json!({"operator": "OR", "builtInControls": ["mfa"]});
@@ -511,7 +597,7 @@ pub fn ca_template(name: &str, break_glass: &[String]) -> Option<Value> {
     }
     Some(json!({
         "displayName": format!("{display_name} (Picket)"),
-        "state": "enabled",
+        "state": REPORT_ONLY,
         "conditions": conditions,
         "grantControls": grant,
     }))

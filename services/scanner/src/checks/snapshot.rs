@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// Something a scan reads. Collections are JSON arrays; `InboxRules`, `MailFolders` and
-/// `SignInHistory` are objects keyed by user id.
+/// `SignInHistory` are objects keyed by user id, `PrivilegedGroupMembers` by group id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -23,6 +23,8 @@ pub enum Source {
     RoleAssignments,
     /// Eligibility for roles through Privileged Identity Management (Entra ID P2).
     RoleEligibilities,
+    /// The members of each group holding a privileged role, keyed by group id.
+    PrivilegedGroupMembers,
     Applications,
     ServicePrincipals,
     Oauth2Grants,
@@ -52,6 +54,7 @@ impl Source {
             Source::RoleEligibilities => {
                 "GET /roleManagement/directory/roleEligibilityScheduleInstances"
             }
+            Source::PrivilegedGroupMembers => "GET /groups/{id}/members",
             Source::Applications => "GET /applications",
             Source::ServicePrincipals => "GET /servicePrincipals",
             Source::Oauth2Grants => "GET /oauth2PermissionGrants",
@@ -66,12 +69,14 @@ impl Source {
     }
 
     /// The sources this one is read from (rules mailbox by mailbox from the users, folders from
-    /// the rules) or with (eligible role holders with the active ones).
+    /// the rules, members from the groups holding roles) or with (eligible role holders with the
+    /// active ones, members of the groups holding roles with the roles).
     pub fn dependencies(self) -> &'static [Source] {
         match self {
             Source::MailFolders => &[Source::InboxRules],
             Source::InboxRules => &[Source::Users],
-            Source::RoleAssignments => &[Source::RoleEligibilities],
+            Source::PrivilegedGroupMembers => &[Source::RoleAssignments],
+            Source::RoleAssignments => &[Source::RoleEligibilities, Source::PrivilegedGroupMembers],
             _ => &[],
         }
     }

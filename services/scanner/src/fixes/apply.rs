@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::checks::catalogue::{Check, Kind};
+use crate::checks::directory::PrincipalKind;
 use crate::checks::permissions::Granted;
 use crate::checks::snapshot::{Snapshot, is_break_glass, timestamp};
 use crate::checks::{Outcome, evaluate, fingerprint};
@@ -549,37 +550,58 @@ impl FixRun<'_> {
         )))
     }
 
-    async fn role_assignments(&self, principal: &str, role: &str) -> Step<Vec<String>> {
+    /// The assignments of `role` to `principal`, with the principal expanded.
+    async fn role_assignments(&self, principal: &str, role: &str) -> Step<Vec<Value>> {
         let filter = format!("principalId eq '{principal}' and roleDefinitionId eq '{role}'");
         let encoded = url_encode(&filter);
-        let assignments = graph(
+        graph(
             self.scanning
                 .graph
                 .get_all(
                     &self.tenant.microsoft_tenant_id,
-                    &format!("/v1.0/roleManagement/directory/roleAssignments?$filter={encoded}"),
+                    &format!(
+                        "/v1.0/roleManagement/directory/roleAssignments?$filter={encoded}&$expand=principal"
+                    ),
                     &self.meter,
                 )
                 .await,
-        )?;
-        Ok(assignments
-            .iter()
-            .filter_map(|assignment| assignment["id"].as_str().map(str::to_owned))
-            .collect())
+        )
+    }
+
+    /// Whether Picket may take a role from `principal`: a user that is no break-glass account, a
+    /// group, or an app other than Picket's own (which needs its role to act on administrators).
+    async fn guarded_principal(&self, principal: &Value, id: &str) -> Step<()> {
+        match PrincipalKind::of(principal) {
+            PrincipalKind::User => self.guarded_user(id, false).await.map(drop),
+            PrincipalKind::Group => Ok(()),
+            PrincipalKind::ServicePrincipal
+                if principal["appId"] == self.scanning.settings.client_id.as_str() =>
+            {
+                Err(FixOutcome::refused(
+                    FixFailureReason::Unsupported,
+                    "the role is held by Picket's own app, which needs it to act on administrators; remove it in Entra ID if that is meant",
+                ))
+            }
+            PrincipalKind::ServicePrincipal => Ok(()),
+        }
     }
 
     async fn remove_role(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
         let principal = self.parameter(request, "principalId")?;
         let role = self.parameter(request, "roleDefinitionId")?;
-        self.guarded_user(principal, false).await?;
         let assignments = self.role_assignments(principal, role).await?;
-        if assignments.is_empty() {
+        let Some(first) = assignments.first() else {
             return Ok(FixOutcome::compliant(format!(
                 "{} no longer holds the role",
                 request.target
             )));
-        }
-        for id in &assignments {
+        };
+        self.guarded_principal(&first["principal"], principal)
+            .await?;
+        for id in assignments
+            .iter()
+            .filter_map(|assignment| assignment["id"].as_str())
+        {
             self.send(
                 Api::Graph,
                 Method::DELETE,

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::checks::Failure;
 use crate::checks::catalogue::{Action, Check, Write as WriteMethod};
-use crate::checks::directory::{eligible_holders, privileged_holders};
+use crate::checks::directory::privileged_holders;
 use crate::checks::rules::{NEVER_EXPIRES, ca_template};
 use crate::checks::snapshot::{Snapshot, Source, strings};
 
@@ -103,9 +103,20 @@ pub fn plan(
         .into_iter()
         .collect();
     match (
-        check.fix.action,
+        failure.fix_action.unwrap_or(check.fix.action),
         check.evaluator.as_deref().unwrap_or_default(),
     ) {
+        (Action::EnableConditionalAccessPolicy, _) => {
+            let policy_id = failure
+                .fix_parameters
+                .get("policyId")
+                .cloned()
+                .unwrap_or_default();
+            Ok(vec![Write::patch(
+                &format!("/identity/conditionalAccess/policies/{policy_id}"),
+                json!({"state": "enabled"}),
+            )])
+        }
         (Action::CreateConditionalAccessPolicy, _) => {
             let template = check.fix.template.as_deref().unwrap_or_default();
             let body = ca_template(template, &break_glass).ok_or_else(|| {
@@ -209,11 +220,26 @@ pub fn plan(
                 .get("principalId")
                 .cloned()
                 .unwrap_or_default();
-            let roles = privileged_holders(snapshot)
+            let holder = privileged_holders(snapshot)
                 .map_err(missing)?
                 .remove(&principal)
                 .unwrap_or_default();
-            let writes: Vec<Write> = snapshot
+            if !holder.eligible.is_empty() {
+                // An eligibility is removed by a PIM schedule request, which Picket does not
+                // make: deleting the active assignments would leave the principal one
+                // activation away from the role.
+                return Err(PlanError::Unsupported(format!(
+                    "{principal} is eligible for {} through Privileged Identity Management: remove the eligibility there",
+                    holder.eligible.len()
+                )));
+            }
+            if let Some((group, _)) = holder.through.first() {
+                // Removing the group's role would take it from every member.
+                return Err(PlanError::Unsupported(format!(
+                    "{principal} holds its role through the group {group}: remove the account from the group"
+                )));
+            }
+            Ok(snapshot
                 .items(Source::RoleAssignments)
                 .map_err(missing)?
                 .iter()
@@ -221,7 +247,7 @@ pub fn plan(
                 .filter(|assignment| {
                     assignment["roleDefinitionId"]
                         .as_str()
-                        .is_some_and(|role| roles.iter().any(|held| held == role))
+                        .is_some_and(|role| holder.direct.iter().any(|held| held == role))
                 })
                 .filter_map(|assignment| assignment["id"].as_str())
                 .map(|id| Write {
@@ -229,21 +255,7 @@ pub fn plan(
                     path: format!("/roleManagement/directory/roleAssignments/{id}"),
                     body: None,
                 })
-                .collect();
-            let eligible = eligible_holders(snapshot)
-                .map_err(missing)?
-                .remove(&principal)
-                .unwrap_or_default();
-            if !eligible.is_empty() {
-                // An eligibility is removed by a PIM schedule request, which Picket does not
-                // make: deleting the active assignments would leave the principal one
-                // activation away from the role.
-                return Err(PlanError::Unsupported(format!(
-                    "{principal} is eligible for {} through Privileged Identity Management: remove the eligibility there",
-                    eligible.len()
-                )));
-            }
-            Ok(writes)
+                .collect())
         }
         _ => Err(PlanError::Unsupported(format!(
             "{} has no automated fix; {}",

@@ -10,6 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use picket_proto::tenants::v1 as tenants;
 use serde_json::{Map, Value, json};
 
+use crate::checks::directory::{PrincipalKind, privileged_holders};
 use crate::checks::snapshot::{Snapshot, Source, with_dependencies};
 use crate::graph::{GraphClient, GraphError, Meter, url_encode};
 use crate::scans::access::DEFENDER;
@@ -53,10 +54,10 @@ fn scan_error(source: Source, error: &GraphError) -> tenants::ScanError {
     }
 }
 
-/// One mailbox of a source that could not be read: the rest of the source is.
-fn mailbox_error(source: Source, mailbox: &str, error: &GraphError) -> tenants::ScanError {
+/// One subject of a source (a mailbox, a group) that could not be read: the rest of the source is.
+fn subject_error(source: Source, subject: &str, error: &GraphError) -> tenants::ScanError {
     tenants::ScanError {
-        resource: format!("{} of {mailbox}", source.describe()),
+        resource: format!("{} of {subject}", source.describe()),
         ..scan_error(source, error)
     }
 }
@@ -177,14 +178,18 @@ impl Collector<'_> {
             Source::ConditionalAccessPolicies => {
                 self.list("/v1.0/identity/conditionalAccess/policies").await
             }
+            // The principal comes expanded: its `@odata.type` says user, group or service principal.
             Source::RoleAssignments => {
-                self.list("/v1.0/roleManagement/directory/roleAssignments")
+                self.list("/v1.0/roleManagement/directory/roleAssignments?$expand=principal")
                     .await
             }
             Source::RoleEligibilities => {
-                self.list("/v1.0/roleManagement/directory/roleEligibilityScheduleInstances")
-                    .await
+                self.list(
+                    "/v1.0/roleManagement/directory/roleEligibilityScheduleInstances?$expand=principal",
+                )
+                .await
             }
+            Source::PrivilegedGroupMembers => self.group_members(snapshot, errors).await,
             Source::Applications => {
                 self.list("/v1.0/applications?$select=id,appId,displayName,passwordCredentials,keyCredentials&$top=999").await
             }
@@ -259,7 +264,7 @@ impl Collector<'_> {
                 Err(error) if error.is_not_found() => continue,
                 Err(error) => {
                     tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "inbox rules could not be read");
-                    errors.push(mailbox_error(Source::InboxRules, upn, &error));
+                    errors.push(subject_error(Source::InboxRules, upn, &error));
                     continue;
                 }
             };
@@ -271,6 +276,46 @@ impl Collector<'_> {
             }
         }
         Ok(Value::Object(mailboxes))
+    }
+
+    /// The members of each group holding a privileged role, active or eligible; a group whose
+    /// members could not be read is recorded against it and left out.
+    async fn group_members(
+        &self,
+        snapshot: &Snapshot,
+        errors: &mut Vec<tenants::ScanError>,
+    ) -> Result<Value, GraphError> {
+        let holders = privileged_holders(snapshot)
+            .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
+        let mut groups = Map::new();
+        for (group_id, holder) in holders
+            .iter()
+            .filter(|(_, holder)| holder.kind == PrincipalKind::Group)
+        {
+            let path = format!("/v1.0/groups/{group_id}/members?$select=id");
+            match self
+                .graph
+                .get_all(self.microsoft_tenant_id, &path, self.meter)
+                .await
+            {
+                Ok(members) => {
+                    groups.insert(
+                        group_id.clone(),
+                        json!({"displayName": holder.name, "members": members}),
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(tenant = self.microsoft_tenant_id, group = holder.name, %error, "group members could not be read");
+                    let group = format!("group {}", holder.name);
+                    errors.push(subject_error(
+                        Source::PrivilegedGroupMembers,
+                        &group,
+                        &error,
+                    ));
+                }
+            }
+        }
+        Ok(Value::Object(groups))
     }
 
     /// The folders mail hides in, by name, for mailboxes with rules that move mail: the hiding
@@ -301,7 +346,7 @@ impl Collector<'_> {
                 }
                 Err(error) => {
                     tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "mail folders could not be read");
-                    errors.push(mailbox_error(Source::MailFolders, upn, &error));
+                    errors.push(subject_error(Source::MailFolders, upn, &error));
                 }
             }
         }

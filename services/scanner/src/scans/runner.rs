@@ -509,7 +509,10 @@ fn observed(
         description: check.description.clone(),
         target: failure.target.clone(),
         theme: check.theme.clone(),
-        recommended_fix: check.fix.description.clone(),
+        recommended_fix: failure
+            .fix_description
+            .clone()
+            .unwrap_or_else(|| check.fix.description.clone()),
         observed_at: Some(to_timestamp(now)),
         scan_id: scan.scan_id.to_string(),
         evidence: failure.evidence.clone().into_iter().collect(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use graph_sim::{Profile, SimConfig};
+use graph_sim::{GraphSim, Profile, SimConfig};
 use picket_proto::findings::v1 as findings;
 use picket_proto::fixes::v1 as fixes;
 use picket_proto::tenants::v1 as tenants;
@@ -96,7 +96,10 @@ pub struct FixHarness {
     pub harness: Harness,
     pub microsoft_tenant: String,
     pub tenant_id: String,
+    /// The findings of the onboarding scan.
     pub findings: Vec<findings::FindingObserved>,
+    /// Every finding observed since the harness started.
+    pub observed: Events<findings::FindingObserved>,
     pub applied: Events<fixes::FixApplied>,
     pub failed: Events<fixes::FixFailed>,
 }
@@ -108,6 +111,16 @@ impl FixHarness {
 
     /// As [`FixHarness::start`], the tenant granting Picket's app only `granted` where given.
     pub async fn start_granting(profile: Profile, granted: Option<&[String]>) -> FixHarness {
+        FixHarness::start_prepared(profile, granted, |_, _| {}).await
+    }
+
+    /// As [`FixHarness::start_granting`], `prepare` changing the tenant (by its Microsoft id)
+    /// after the profile built it and before Picket connects.
+    pub async fn start_prepared(
+        profile: Profile,
+        granted: Option<&[String]>,
+        prepare: impl FnOnce(&GraphSim, &str),
+    ) -> FixHarness {
         let mut harness = harness_with(SimConfig::default(), "").await;
         let mut observed = Events::<findings::FindingObserved>::subscribe(
             &harness,
@@ -121,9 +134,15 @@ impl FixHarness {
             let names: Vec<&str> = granted.iter().map(String::as_str).collect();
             harness.sim.grant_permissions(&microsoft_tenant, &names);
         }
-        let tenant_id =
-            connect_with_profile(&mut harness, 0, profile, tenants::SubscriptionPlan::Premium)
-                .await;
+        harness.sim.reset_tenant(&microsoft_tenant, profile);
+        prepare(&harness.sim, &microsoft_tenant);
+        let tenant_id = harness
+            .connect(
+                PARTNER,
+                &microsoft_tenant,
+                tenants::SubscriptionPlan::Premium,
+            )
+            .await;
         harness.settled_scans(PARTNER, &tenant_id).await;
         let findings = observed.drain(Duration::from_secs(3)).await.to_vec();
         FixHarness {
@@ -131,6 +150,7 @@ impl FixHarness {
             microsoft_tenant,
             tenant_id,
             findings,
+            observed,
             applied,
             failed,
         }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod directory;
 pub mod fixing;
 
 use std::collections::BTreeMap;
@@ -218,6 +219,31 @@ impl Harness {
             }
         })
         .await
+    }
+
+    /// Runs a full scan on demand and returns it once every scan of the tenant settled.
+    pub async fn rescan(&self, partner_id: &str, tenant_id: &str) -> tenants::ScanRun {
+        let request = self.env.request(
+            &self.env.partner_token(partner_id),
+            tenants::StartScanRequest {
+                tenant_id: tenant_id.to_owned(),
+                kind: tenants::ScanKind::Full.into(),
+            },
+        );
+        let started = self
+            .scans
+            .clone()
+            .start_scan(request)
+            .await
+            .expect("scan starts")
+            .into_inner()
+            .scan
+            .expect("scan");
+        self.settled_scans(partner_id, tenant_id)
+            .await
+            .into_iter()
+            .find(|scan| scan.scan_id == started.scan_id)
+            .expect("the rescan")
     }
 
     /// The latest result of each check, by check id.
