@@ -12,6 +12,7 @@ mod model;
 mod permissions;
 mod profile;
 mod routes;
+mod sensitive;
 mod signin;
 mod state;
 
@@ -19,7 +20,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use model::{GLOBAL_ADMINISTRATOR, MIN_USERS, PRIVILEGED_ROLE_ADMINISTRATOR, Tenant};
+pub use model::{
+    GLOBAL_ADMINISTRATOR, MIN_USERS, PRIVILEGED_AUTHENTICATION_ADMINISTRATOR,
+    PRIVILEGED_ROLE_ADMINISTRATOR, Tenant,
+};
 pub use profile::{Activity, Licence, Profile, Weakness};
 pub use routes::{DEFENDER_SCOPE, GRAPH_SCOPE};
 use serde_json::Value;
@@ -42,7 +46,13 @@ impl GraphSim {
             .signing_keys
             .push(signin::SigningKey::generate().map_err(std::io::Error::other)?);
         for index in 0..config.tenants {
-            let tenant = model::generate_tenant(config.seed, index, config.users_per_tenant, None);
+            let tenant = model::generate_tenant(
+                config.seed,
+                index,
+                config.users_per_tenant,
+                None,
+                &config.client_id,
+            );
             inner.tenants.insert(tenant.tenant_id.clone(), tenant);
         }
         let state = Arc::new(SimState {
@@ -107,6 +117,7 @@ impl GraphSim {
             tenant.index,
             self.state.config.users_per_tenant,
             Some(profile),
+            &self.state.config.client_id,
         );
         tenant.consented = consented;
         tenant.granted = granted;

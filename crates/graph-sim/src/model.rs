@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use crate::profile::{Activity, Licence, Profile, Weakness};
 
+mod apps;
+
 const FIRST_NAMES: [&str; 12] = [
     "Alice", "Bruno", "Chen", "Dana", "Emeka", "Fatima", "Goran", "Hana", "Ivan", "Julia", "Kofi",
     "Lena",
@@ -34,6 +36,8 @@ const USER_ADMINISTRATOR: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
 const EXCHANGE_ADMINISTRATOR: &str = "29232cdf-9323-42fd-ade2-1d097af3e4de";
 /// Can grant tenant-wide admin consent to application permissions, as Global Administrators can.
 pub const PRIVILEGED_ROLE_ADMINISTRATOR: &str = "e8611ab8-c189-46e8-94e1-60213ab1f814";
+/// Can change the sensitive properties of any user, administrators included.
+pub const PRIVILEGED_AUTHENTICATION_ADMINISTRATOR: &str = "7be44c8a-adaf-4e2a-84d6-ab2649e08a13";
 const PRIVILEGED_ROLES: [&str; 9] = [
     GLOBAL_ADMINISTRATOR,
     PRIVILEGED_ROLE_ADMINISTRATOR,
@@ -43,10 +47,8 @@ const PRIVILEGED_ROLES: [&str; 9] = [
     "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2",
     APPLICATION_ADMINISTRATOR,
     "158c047a-c907-4556-b7ef-446551a6b5f7",
-    "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+    PRIVILEGED_AUTHENTICATION_ADMINISTRATOR,
 ];
-const MICROSOFT_GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
-const MICROSOFT_TENANT: &str = "f8cdef31-a31e-4b4a-93e4-5f571e91255a";
 const RESTRICTED_GUEST_ROLE: &str = "2af84b1e-32c8-42b7-82bc-daa82404023b";
 const MEMBER_LIKE_GUEST_ROLE: &str = "a0b1b346-4d3e-4e8b-98f8-753987be4970";
 const NEVER_EXPIRES: i64 = 2_147_483_647;
@@ -95,6 +97,7 @@ pub fn generate_tenant(
     index: usize,
     user_count: usize,
     profile: Option<Profile>,
+    operator_app_id: &str,
 ) -> Tenant {
     let mut rng = tenant_rng(seed, index);
     let tenant_id = new_id(&mut rng);
@@ -108,6 +111,7 @@ pub fn generate_tenant(
         resources: BTreeMap::new(),
         users: Vec::new(),
         home: COUNTRIES[index % COUNTRIES.len()],
+        operator_app_id: operator_app_id.to_owned(),
     };
     builder.build(user_count.max(MIN_USERS));
     Tenant {
@@ -133,6 +137,8 @@ struct Builder {
     /// (id, userPrincipalName, displayName) of each user, in order.
     users: Vec<(String, String, String)>,
     home: (&'static str, &'static str),
+    /// The operator's (Picket's) multi-tenant app, whose service principal consent created.
+    operator_app_id: String,
 }
 
 impl Builder {
@@ -327,8 +333,13 @@ impl Builder {
     }
 
     fn assign_role(&mut self, user: usize, role: &str) -> String {
-        let id = format!("{}-{}", new_id(&mut self.rng), user);
         let principal = self.users[user].0.clone();
+        self.assign_role_to(&principal, role, &user.to_string())
+    }
+
+    /// Assigns `role` tenant-wide to the principal with id `principal`.
+    fn assign_role_to(&mut self, principal: &str, role: &str, suffix: &str) -> String {
+        let id = format!("{}-{suffix}", new_id(&mut self.rng));
         let item = json!({
             "id": id,
             "principalId": principal,
@@ -598,69 +609,6 @@ impl Builder {
         })
     }
 
-    fn application(&mut self, name: &str, credentials: Vec<Value>, owner_tenant: &str) -> String {
-        let id = new_id(&mut self.rng);
-        let app_id = new_id(&mut self.rng);
-        if owner_tenant.is_empty() {
-            let item = json!({
-                "id": id,
-                "appId": app_id,
-                "displayName": name,
-                "createdDateTime": self.ago(60 * 24 * 400),
-                "signInAudience": "AzureADMyOrg",
-                "passwordCredentials": credentials,
-                "keyCredentials": [],
-            });
-            self.collection("/applications").push(item);
-        }
-        let sp_id = new_id(&mut self.rng);
-        let item = json!({
-            "id": sp_id,
-            "appId": app_id,
-            "displayName": name,
-            "accountEnabled": true,
-            "servicePrincipalType": "Application",
-            "appOwnerOrganizationId": if owner_tenant.is_empty() { Value::Null } else { Value::String(owner_tenant.to_owned()) },
-            "passwordCredentials": [],
-            "keyCredentials": [],
-        });
-        self.collection("/servicePrincipals").push(item);
-        sp_id
-    }
-
-    fn applications(&mut self) {
-        let graph_sp = new_id(&mut self.rng);
-        let item = json!({
-            "id": graph_sp,
-            "appId": MICROSOFT_GRAPH_APP_ID,
-            "displayName": "Microsoft Graph",
-            "accountEnabled": true,
-            "servicePrincipalType": "Application",
-            "appOwnerOrganizationId": MICROSOFT_TENANT,
-            "passwordCredentials": [],
-            "keyCredentials": [],
-        });
-        self.collection("/servicePrincipals").push(item);
-        let payroll_secret = self.password_credential("prod", 30, 180);
-        let payroll = self.application("Payroll Connector", vec![payroll_secret], "");
-        let lifetime = if self.profile.has(Weakness::LongLivedAppSecret) {
-            730
-        } else {
-            180
-        };
-        let reporting_secret = self.password_credential("reporting", 60, lifetime);
-        self.application("Legacy Reporting", vec![reporting_secret], "");
-        let grant = json!({
-            "id": format!("{}{}", Uuid::from_u64_pair(self.rng.random(), 0).simple(), "AAAA"),
-            "clientId": payroll,
-            "consentType": "AllPrincipals",
-            "principalId": null,
-            "resourceId": graph_sp,
-            "scope": "User.Read",
-        });
-        self.collection("/oauth2PermissionGrants").push(grant);
-    }
-
     fn sign_in(
         &mut self,
         user: usize,
@@ -839,28 +787,8 @@ impl Builder {
                     (0, "", ""),
                 );
             }
-            Activity::RiskyOAuthConsent => {
-                let graph_sp = self.resources["/servicePrincipals"][0]["id"].clone();
-                let sp = self.application("Mail Sync Pro", Vec::new(), "5f2b1c7e-0000-4000-8000-00000000beef");
-                let (user_id, upn, _) = self.user(13);
-                let item = json!({
-                    "id": format!("{}{}", Uuid::from_u64_pair(self.rng.random(), 1).simple(), "BBBB"),
-                    "clientId": sp,
-                    "consentType": "Principal",
-                    "principalId": user_id,
-                    "resourceId": graph_sp,
-                    "scope": "offline_access Mail.Read Mail.Send Files.Read.All User.Read",
-                });
-        self.collection("/oauth2PermissionGrants").push(item);
-                self.audit(
-                    35,
-                    "ApplicationManagement",
-                    "Consent to application",
-                    json!({"app": null, "user": {"id": user_id, "userPrincipalName": upn}}),
-                    json!([{"id": sp, "displayName": "Mail Sync Pro", "type": "ServicePrincipal", "modifiedProperties": [
-                        {"displayName": "ConsentAction.Permissions", "oldValue": null, "newValue": "\"[] => [[Id: x, ClientId: x, PrincipalId: x, ResourceId: x, ConsentType: Principal, Scope: offline_access Mail.Read Mail.Send Files.Read.All User.Read]]; \""}]}]),
-                );
-            }
+            Activity::RiskyOAuthConsent => self.risky_oauth_consent(),
+            Activity::AppPermissionGranted => self.app_permission_granted(),
             Activity::RoleAddedOutsidePim => {
                 self.assign_role(14, GLOBAL_ADMINISTRATOR);
                 let (id, upn, _) = self.user(14);

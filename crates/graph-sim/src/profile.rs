@@ -46,10 +46,12 @@ pub enum Weakness {
     GuestInvitesOpen,
     EmailVerifiedJoinAllowed,
     SelfServiceSignUpAllowed,
+    /// The operator's app holds no role that lets it change administrators.
+    OperatorWithoutAdminRole,
 }
 
 impl Weakness {
-    pub const ALL: [Weakness; 28] = [
+    pub const ALL: [Weakness; 29] = [
         Weakness::NoLegacyAuthBlock,
         Weakness::NoMfaForAllUsers,
         Weakness::NoPhishingResistantMfaForAdmins,
@@ -78,6 +80,7 @@ impl Weakness {
         Weakness::GuestInvitesOpen,
         Weakness::EmailVerifiedJoinAllowed,
         Weakness::SelfServiceSignUpAllowed,
+        Weakness::OperatorWithoutAdminRole,
     ];
 }
 
@@ -94,8 +97,10 @@ pub enum Activity {
     PasswordSpray,
     /// A successful IMAP sign-in.
     LegacyAuthSignIn,
-    /// A user consented to an app asking for offline access to mail and files.
+    /// A user consented to an unverified app asking for offline access to mail and files.
     RiskyOAuthConsent,
+    /// An administrator granted an unverified app application permissions to every mailbox.
+    AppPermissionGranted,
     /// A Global Administrator added directly, not through PIM.
     RoleAddedOutsidePim,
     /// A new client secret on an application.
@@ -113,13 +118,14 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub const ALL: [Activity; 13] = [
+    pub const ALL: [Activity; 14] = [
         Activity::InboxRuleForwardsExternally,
         Activity::InboxRuleHidesMail,
         Activity::MfaFatigue,
         Activity::PasswordSpray,
         Activity::LegacyAuthSignIn,
         Activity::RiskyOAuthConsent,
+        Activity::AppPermissionGranted,
         Activity::RoleAddedOutsidePim,
         Activity::AppCredentialAdded,
         Activity::ConditionalAccessPolicyDisabled,

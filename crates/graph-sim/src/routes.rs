@@ -508,6 +508,13 @@ fn answer(
     if let Some(refused) = licence_error(tenant, path, query) {
         return refused;
     }
+    if crate::sensitive::refused(tenant, &state.config.client_id, &method, path) {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
+    }
     let body: Value = if body.is_empty() {
         Value::Null
     } else {

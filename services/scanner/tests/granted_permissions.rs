@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::fixing::{FixHarness, PARTNER, fix_for, outcome};
-use graph_sim::{Licence, Profile};
+use graph_sim::{Licence, Profile, Weakness};
 use picket_proto::fixes::v1 as fixes;
 use picket_proto::tenants::v1 as tenants;
 use scanner::checks::catalogue::Catalogue;
@@ -77,7 +77,13 @@ async fn settled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_that_granted_the_manifest_is_scanned_and_fixed_without_a_refusal() {
     let granted = requested();
-    let mut fixing = FixHarness::start_granting(Profile::weak(Licence::P2), Some(&granted)).await;
+    // The directory role Picket's app needs to act on administrators is not an application
+    // permission: the tenant assigned it (tests/app_consent.rs covers a tenant that did not).
+    let mut profile = Profile::weak(Licence::P2);
+    profile
+        .weaknesses
+        .retain(|weakness| *weakness != Weakness::OperatorWithoutAdminRole);
+    let mut fixing = FixHarness::start_granting(profile, Some(&granted)).await;
     let tenant_id = fixing.tenant_id.clone();
     let first = onboarding_scan(&fixing).await;
     assert_eq!(first.checks_not_evaluated, 0);

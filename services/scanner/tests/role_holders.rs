@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::directory::{ASSIGNMENTS, BACKUP_APP, GROUP, GROUP_NAME, PICKET_APP, role_holders};
+use common::directory::{ASSIGNMENTS, BACKUP_APP, GROUP, GROUP_NAME, picket_app, role_holders};
 use common::fixing::{FixHarness, fix_for};
 use graph_sim::{Licence, Profile};
 use picket_proto::fixes::v1 as fixes;
@@ -100,7 +100,8 @@ async fn groups_and_apps_holding_roles_are_judged_and_fixed_as_what_they_are() {
         .iter()
         .filter_map(|assignment| assignment["principalId"].as_str().map(str::to_owned))
         .collect();
-    assert!(left.iter().any(|principal| principal == PICKET_APP));
+    let picket_app = picket_app(&fixing.harness.sim, &fixing.microsoft_tenant);
+    assert!(left.contains(&picket_app));
     assert!(
         !left
             .iter()

@@ -13,7 +13,7 @@ use crate::checks::permissions::{
     Connection, Permission, Permissions, ResourceApp, SourcePermissions,
 };
 use crate::checks::snapshot::{Snapshot, Source, with_dependencies};
-use crate::checks::{Evaluator, detections, rules};
+use crate::checks::{Evaluator, apps, detections, rules};
 
 const BUILTIN: &str = include_str!("../../catalogue.toml");
 
@@ -72,6 +72,7 @@ pub enum Action {
     RemoveRoleAssignment,
     ConfirmUserCompromised,
     IsolateDevice,
+    DisableApp,
     Manual,
 }
 
@@ -214,7 +215,9 @@ impl Check {
 
     pub fn evaluator(&self) -> Option<Evaluator> {
         let name = self.evaluator.as_deref()?;
-        rules::evaluator(name).or_else(|| detections::evaluator(name))
+        rules::evaluator(name)
+            .or_else(|| detections::evaluator(name))
+            .or_else(|| apps::evaluator(name))
     }
 
     /// Windowed detections publish each occurrence once and never clear by absence.
@@ -326,6 +329,7 @@ impl Action {
             Action::RemoveRoleAssignment => fixes::FixAction::RemoveRoleAssignment,
             Action::ConfirmUserCompromised => fixes::FixAction::ConfirmUserCompromised,
             Action::IsolateDevice => fixes::FixAction::IsolateDevice,
+            Action::DisableApp => fixes::FixAction::DisableApp,
             Action::Manual => fixes::FixAction::Manual,
         }
     }

@@ -19,7 +19,6 @@ pub fn evaluator(name: &str) -> Option<Evaluator> {
         "mfa_fatigue" => mfa_fatigue,
         "password_spray" => password_spray,
         "legacy_auth_sign_in" => legacy_auth_sign_in,
-        "risky_oauth_consent" => risky_oauth_consent,
         "privileged_role_outside_pim" => privileged_role_outside_pim,
         "app_credential_added" => app_credential_added,
         "ca_policy_disabled" => ca_policy_disabled,
@@ -317,54 +316,6 @@ fn new_country_sign_in(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failur
             );
         }
         seen.insert(sign_in.country().to_owned());
-    }
-    Ok(failures)
-}
-
-fn risky_oauth_consent(snapshot: &Snapshot, _check: &Check) -> Result<Vec<Failure>, Missing> {
-    let apps: BTreeMap<&str, &str> = snapshot
-        .items(Source::ServicePrincipals)?
-        .iter()
-        .filter_map(|sp| Some((sp["id"].as_str()?, sp["displayName"].as_str()?)))
-        .collect();
-    let mut failures = Vec::new();
-    for grant in snapshot.items(Source::Oauth2Grants)? {
-        let scopes: Vec<&str> = grant["scope"]
-            .as_str()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let offline = scopes
-            .iter()
-            .any(|scope| scope.eq_ignore_ascii_case("offline_access"));
-        let sensitive: Vec<&str> = scopes
-            .iter()
-            .copied()
-            .filter(|scope| {
-                scope.starts_with("Mail.")
-                    || scope.starts_with("Files.")
-                    || scope.eq_ignore_ascii_case("full_access_as_app")
-            })
-            .collect();
-        if !offline || sensitive.is_empty() {
-            continue;
-        }
-        let grant_id = grant["id"].as_str().unwrap_or_default();
-        let client = grant["clientId"].as_str().unwrap_or_default();
-        let app = apps.get(client).copied().unwrap_or(client);
-        failures.push(
-            Failure::on(grant_id, app, "oauth2PermissionGrant", grant_id)
-                .evidence("scopes", sensitive.join(" "))
-                .evidence(
-                    "consentType",
-                    grant["consentType"].as_str().unwrap_or_default(),
-                )
-                .evidence(
-                    "principalId",
-                    grant["principalId"].as_str().unwrap_or("all users"),
-                )
-                .fix("grantId", grant_id),
-        );
     }
     Ok(failures)
 }

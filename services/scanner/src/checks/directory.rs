@@ -9,6 +9,8 @@ use crate::checks::snapshot::{Missing, Snapshot, Source, strings};
 
 /// Built-in role template ids (a built-in role's roleDefinitionId).
 pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
+/// Can change the sensitive properties of any user, administrators included.
+pub const PRIVILEGED_AUTHENTICATION_ADMINISTRATOR: &str = "7be44c8a-adaf-4e2a-84d6-ab2649e08a13";
 
 /// The highly privileged roles of CISA ScubaGear's AAD baseline, with their names.
 pub const PRIVILEGED_ROLES: [(&str, &str); 9] = [
@@ -39,7 +41,7 @@ pub const PRIVILEGED_ROLES: [(&str, &str); 9] = [
         "Cloud Application Administrator",
     ),
     (
-        "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+        PRIVILEGED_AUTHENTICATION_ADMINISTRATOR,
         "Privileged Authentication Administrator",
     ),
 ];

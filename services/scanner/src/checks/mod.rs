@@ -1,6 +1,7 @@
 //! Checks and detections: the catalogue as data, and pure functions of a tenant snapshot that say
 //! which subjects fail. Nothing here does I/O.
 
+pub mod apps;
 pub mod catalogue;
 pub mod detections;
 pub mod directory;
@@ -203,7 +204,7 @@ mod tests {
             .iter()
             .find(|check| check.id == check_id)
             .expect("the check");
-        let mut snapshot = Snapshot::new(Utc::now(), "Contoso", &[]);
+        let mut snapshot = Snapshot::new(Utc::now(), "Contoso", "picket-app", &[]);
         for (source, value) in data {
             snapshot.data.insert(*source, Ok(value.clone()));
         }

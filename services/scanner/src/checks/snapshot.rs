@@ -27,6 +27,9 @@ pub enum Source {
     PrivilegedGroupMembers,
     Applications,
     ServicePrincipals,
+    /// The application permissions (app roles) of Microsoft Graph and Exchange Online granted to
+    /// apps: each assignment with its permission's name.
+    AppRoleGrants,
     Oauth2Grants,
     SignIns,
     DirectoryAudits,
@@ -57,6 +60,7 @@ impl Source {
             Source::PrivilegedGroupMembers => "GET /groups/{id}/members",
             Source::Applications => "GET /applications",
             Source::ServicePrincipals => "GET /servicePrincipals",
+            Source::AppRoleGrants => "GET /servicePrincipals/{id}/appRoleAssignedTo",
             Source::Oauth2Grants => "GET /oauth2PermissionGrants",
             Source::SignIns => "GET /auditLogs/signIns",
             Source::DirectoryAudits => "GET /auditLogs/directoryAudits",
@@ -116,6 +120,8 @@ pub struct Snapshot {
     /// When the scan read the tenant.
     pub now: DateTime<Utc>,
     pub tenant_name: String,
+    /// Picket's own app (its client id): the app whose permissions Picket acts with.
+    pub app_id: String,
     /// Words that mark a break-glass account in a user principal name or display name.
     pub break_glass_patterns: Vec<String>,
     pub data: BTreeMap<Source, Result<Value, String>>,
@@ -124,10 +130,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(now: DateTime<Utc>, tenant_name: &str, break_glass_patterns: &[String]) -> Snapshot {
+    pub fn new(
+        now: DateTime<Utc>,
+        tenant_name: &str,
+        app_id: &str,
+        break_glass_patterns: &[String],
+    ) -> Snapshot {
         Snapshot {
             now,
             tenant_name: tenant_name.to_owned(),
+            app_id: app_id.to_owned(),
             break_glass_patterns: break_glass_patterns.to_vec(),
             data: BTreeMap::new(),
             denied: BTreeMap::new(),

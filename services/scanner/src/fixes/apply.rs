@@ -8,6 +8,7 @@ use picket_proto::fixes::v1::{self as fixes, FixAction, FixFailureReason};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::checks::apps::microsoft_owned;
 use crate::checks::catalogue::{Check, Kind};
 use crate::checks::directory::PrincipalKind;
 use crate::checks::permissions::Granted;
@@ -137,6 +138,29 @@ impl FixRun<'_> {
         )
     }
 
+    /// Sends a change to a user; a refusal names the directory role Picket's app needs to change
+    /// an administrator, which application permissions alone do not give.
+    async fn change_user(&self, method: Method, path: &str, body: Option<&Value>) -> Step<Value> {
+        self.send(Api::Graph, method, path, body)
+            .await
+            .map_err(|outcome| match outcome {
+                FixOutcome::Failed {
+                    reason: FixFailureReason::PermissionDenied,
+                    detail,
+                    retryable,
+                    graph_status,
+                } => FixOutcome::Failed {
+                    reason: FixFailureReason::PermissionDenied,
+                    detail: format!(
+                        "{detail}; to change an administrator, Picket's app needs the Privileged Authentication Administrator role"
+                    ),
+                    retryable,
+                    graph_status,
+                },
+                other => other,
+            })
+    }
+
     async fn get(&self, path: &str) -> Result<Value, GraphError> {
         self.scanning
             .graph
@@ -242,6 +266,7 @@ impl FixRun<'_> {
         let mut snapshot = Snapshot::new(
             Utc::now(),
             &self.tenant.display_name,
+            &self.scanning.settings.client_id,
             &self.scanning.settings.break_glass_patterns,
         );
         let collector = Collector {
@@ -359,6 +384,7 @@ impl FixRun<'_> {
             FixAction::EnableConditionalAccessPolicy => self.enable_policy(request).await,
             FixAction::ConfirmUserCompromised => self.confirm_compromised(request).await,
             FixAction::IsolateDevice => self.isolate(request).await,
+            FixAction::DisableApp => self.disable_app(request).await,
             FixAction::Manual
             | FixAction::UpdateSetting
             | FixAction::CreateConditionalAccessPolicy
@@ -393,8 +419,7 @@ impl FixRun<'_> {
                 "{upn} was already blocked from signing in"
             )));
         }
-        self.send(
-            Api::Graph,
+        self.change_user(
             Method::PATCH,
             &format!("/v1.0/users/{user_id}"),
             Some(&json!({"accountEnabled": false})),
@@ -435,8 +460,7 @@ impl FixRun<'_> {
             )));
         }
         let before: DateTime<Utc> = Utc::now() - chrono::Duration::minutes(1);
-        self.send(
-            Api::Graph,
+        self.change_user(
             Method::POST,
             &format!("/v1.0/users/{user_id}/revokeSignInSessions"),
             None,
@@ -462,6 +486,55 @@ impl FixRun<'_> {
             after["signInSessionsValidFromDateTime"]
                 .as_str()
                 .unwrap_or_default(),
+        ))
+    }
+
+    /// Disables an app's service principal: it can no longer sign in, whatever it was granted.
+    async fn disable_app(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
+        let id = self.parameter(request, "servicePrincipalId")?;
+        let app = graph(
+            self.get(&format!(
+                "/servicePrincipals/{id}?$select=id,appId,displayName,accountEnabled,appOwnerOrganizationId"
+            ))
+            .await,
+        )?;
+        let name = app["displayName"].as_str().unwrap_or(id).to_owned();
+        if app["appId"] == self.scanning.settings.client_id.as_str() {
+            return Err(FixOutcome::refused(
+                FixFailureReason::Unsupported,
+                format!("{name} is Picket's own app; Picket does not disable itself"),
+            ));
+        }
+        if microsoft_owned(&app) {
+            return Err(FixOutcome::refused(
+                FixFailureReason::Unsupported,
+                format!("{name} is one of Microsoft's apps; review its permissions in Entra ID"),
+            ));
+        }
+        if app["accountEnabled"] == false {
+            return Ok(FixOutcome::compliant(format!(
+                "{name} was already disabled"
+            )));
+        }
+        self.send(
+            Api::Graph,
+            Method::PATCH,
+            &format!("/v1.0/servicePrincipals/{id}"),
+            Some(&json!({"accountEnabled": false})),
+        )
+        .await?;
+        let after = graph(
+            self.get(&format!("/servicePrincipals/{id}?$select=accountEnabled"))
+                .await,
+        )?;
+        if after["accountEnabled"] != false {
+            return Err(verification_failed(format!("{name} is still enabled")));
+        }
+        Ok(changed(
+            format!("disabled the app {name}"),
+            "accountEnabled",
+            "true",
+            "false",
         ))
     }
 

@@ -22,6 +22,13 @@ pub struct Window {
     pub end: DateTime<Utc>,
 }
 
+/// The APIs whose application permissions reach every mailbox or file: Microsoft Graph and
+/// Exchange Online (full_access_as_app).
+const APP_PERMISSION_RESOURCES: [&str; 2] = [
+    "00000003-0000-0000-c000-000000000000",
+    "00000002-0000-0ff1-ce00-000000000000",
+];
+
 /// Service plans that include Entra ID P1 (conditional access, sign-in logs, signInActivity).
 const P1: [&str; 2] = ["AAD_PREMIUM", "AAD_PREMIUM_P2"];
 const P2: [&str; 1] = ["AAD_PREMIUM_P2"];
@@ -194,9 +201,10 @@ impl Collector<'_> {
                 self.list("/v1.0/applications?$select=id,appId,displayName,passwordCredentials,keyCredentials&$top=999").await
             }
             Source::ServicePrincipals => {
-                self.list("/v1.0/servicePrincipals?$select=id,appId,displayName,appOwnerOrganizationId,accountEnabled&$top=999").await
+                self.list("/v1.0/servicePrincipals?$select=id,appId,displayName,appOwnerOrganizationId,accountEnabled,verifiedPublisher&$top=999").await
             }
             Source::Oauth2Grants => self.list("/v1.0/oauth2PermissionGrants").await,
+            Source::AppRoleGrants => self.app_role_grants().await,
             Source::SignIns => {
                 self.list(&format!(
                     "/v1.0/auditLogs/signIns?$top=999{}",
@@ -276,6 +284,43 @@ impl Collector<'_> {
             }
         }
         Ok(Value::Object(mailboxes))
+    }
+
+    /// The application permissions granted on Microsoft Graph and Exchange Online: each resource's
+    /// `appRoleAssignedTo`, every assignment named with its app role's value.
+    async fn app_role_grants(&self) -> Result<Value, GraphError> {
+        let mut grants = Vec::new();
+        for app_id in APP_PERMISSION_RESOURCES {
+            let filter = url_encode(&format!("appId eq '{app_id}'"));
+            let resources = self
+                .graph
+                .get_all(
+                    self.microsoft_tenant_id,
+                    &format!("/v1.0/servicePrincipals?$filter={filter}&$select=id,appId,displayName,appRoles"),
+                    self.meter,
+                )
+                .await?;
+            for resource in resources {
+                let Some(id) = resource["id"].as_str() else {
+                    continue;
+                };
+                let path = format!("/v1.0/servicePrincipals/{id}/appRoleAssignedTo?$top=999");
+                for mut grant in self
+                    .graph
+                    .get_all(self.microsoft_tenant_id, &path, self.meter)
+                    .await?
+                {
+                    let role = resource["appRoles"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|role| role["id"] == grant["appRoleId"]);
+                    grant["permission"] = role.map_or(Value::Null, |role| role["value"].clone());
+                    grants.push(grant);
+                }
+            }
+        }
+        Ok(Value::Array(grants))
     }
 
     /// The members of each group holding a privileged role, active or eligible; a group whose

@@ -161,6 +161,7 @@ impl Scanning {
         let mut snapshot = Snapshot::new(
             now,
             &tenant.display_name,
+            &self.settings.client_id,
             &self.settings.break_glass_patterns,
         );
         access::deny(&mut snapshot, &self.catalogue, &granted, &sources);

@@ -8,8 +8,21 @@ use serde_json::{Value, json};
 pub const GROUP: &str = "5d0c6a3e-7f21-4b8e-9a1c-2e4f6a8b0c01";
 pub const GROUP_NAME: &str = "Tier 0 admins";
 pub const BACKUP_APP: &str = "5d0c6a3e-7f21-4b8e-9a1c-2e4f6a8b0c02";
-pub const PICKET_APP: &str = "5d0c6a3e-7f21-4b8e-9a1c-2e4f6a8b0c03";
 pub const ASSIGNMENTS: &str = "/roleManagement/directory/roleAssignments";
+
+/// The id of the service principal of Picket's app in `tenant` (consent created it).
+pub fn picket_app(sim: &GraphSim, tenant: &str) -> String {
+    let client_id = sim.config().client_id.clone();
+    sim.resource(tenant, "/servicePrincipals")
+        .and_then(|all| {
+            all.as_array()?
+                .iter()
+                .find(|sp| sp["appId"] == client_id.as_str())?["id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .expect("Picket's service principal")
+}
 
 pub fn push(sim: &GraphSim, tenant: &str, path: &str, items: Vec<Value>) {
     let mut all = sim
@@ -43,16 +56,15 @@ pub fn role_holders(sim: &GraphSim, tenant: &str) {
         ],
     );
     sim.set_resource(tenant, &format!("/groups/{GROUP}/members"), json!(members));
-    let client_id = sim.config().client_id.clone();
     push(
         sim,
         tenant,
         "/servicePrincipals",
         vec![
-            json!({"id": BACKUP_APP, "appId": "7a1d2c3b-0000-4000-8000-0000000b4c4b", "displayName": "Backup Tool", "appOwnerOrganizationId": "0b0e1d1c-0000-4000-8000-0000000000aa", "accountEnabled": true}),
-            json!({"id": PICKET_APP, "appId": client_id, "displayName": "Picket", "appOwnerOrganizationId": "0b0e1d1c-0000-4000-8000-0000000000bb", "accountEnabled": true}),
+            json!({"id": BACKUP_APP, "appId": "7a1d2c3b-0000-4000-8000-0000000b4c4b", "displayName": "Backup Tool", "appOwnerOrganizationId": "0b0e1d1c-0000-4000-8000-0000000000aa", "accountEnabled": true, "verifiedPublisher": {"displayName": null, "verifiedPublisherId": null, "addedDateTime": null}}),
         ],
     );
+    let picket = picket_app(sim, tenant);
     let ten_minutes_ago =
         (Utc::now() - chrono::Duration::minutes(10)).to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut assignments = Vec::new();
@@ -66,7 +78,7 @@ pub fn role_holders(sim: &GraphSim, tenant: &str) {
             GLOBAL_ADMINISTRATOR,
         ),
         (
-            PICKET_APP,
+            picket.as_str(),
             "ServicePrincipal",
             "Picket",
             PRIVILEGED_ROLE_ADMINISTRATOR,
