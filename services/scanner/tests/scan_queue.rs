@@ -1,12 +1,12 @@
-//! The scan queue without workers: a queued scan can be cancelled, and a scan whose worker died
-//! (its lease passed) is queued again.
+//! The scan queue: a queued scan can be cancelled, a scan whose worker died (its lease passed) is
+//! queued again, and a scan that runs longer than its lease keeps it.
 
 mod common;
 
 use std::time::Duration;
 
 use common::harness_with;
-use graph_sim::SimConfig;
+use graph_sim::{Fault, SimConfig};
 use picket_proto::tenants::v1 as tenants;
 use picket_testkit::eventually;
 
@@ -113,5 +113,49 @@ async fn a_scan_whose_worker_died_is_queued_again() {
     )
     .await;
     assert_eq!(state, "queued");
+    harness.finish().await;
+}
+
+/// A scan that outlasts its lease keeps it while it makes progress: it is not queued again and
+/// run a second time by another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_longer_than_its_lease_renews_it_and_runs_once() {
+    let mut harness = harness_with(
+        SimConfig::default(),
+        "scan_lease = \"600ms\"\nschedule_tick = \"100ms\"\n",
+    )
+    .await;
+    let microsoft_tenant = harness.sim.tenant_ids()[0].clone();
+    let tenant_id = harness
+        .connect(
+            PARTNER,
+            &microsoft_tenant,
+            tenants::SubscriptionPlan::Premium,
+        )
+        .await;
+    harness.settled_scans(PARTNER, &tenant_id).await;
+    let domain_reads = || {
+        harness
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|request| request.path == "/v1.0/domains" && request.status == 200)
+            .count()
+    };
+    let before = domain_reads();
+
+    // Graph throttles four requests in a row for half a second each: the scan takes over three
+    // leases.
+    harness.sim.inject(
+        &microsoft_tenant,
+        &[Fault::Throttle {
+            retry_after: Some(0.5),
+        }; 4],
+    );
+    let rescan = harness.rescan(PARTNER, &tenant_id).await;
+
+    assert_eq!(rescan.state(), tenants::ScanState::Succeeded, "{rescan:?}");
+    assert!(rescan.throttled_responses >= 4, "{rescan:?}");
+    assert_eq!(domain_reads() - before, 1, "the scan ran once");
     harness.finish().await;
 }

@@ -1,6 +1,7 @@
 //! The schedule: configuration scans every N hours and monitoring polls every M minutes per active
 //! tenant, each tenant's next run moved by jitter so they spread out; a bounded pool of workers
-//! runs queued scans, at most one per tenant at a time; scans whose worker died are queued again.
+//! runs queued scans, at most one per tenant at a time, renewing each scan's lease while it runs
+//! (a large tenant may take longer than one lease); scans whose worker died are queued again.
 
 use std::sync::Arc;
 
@@ -64,6 +65,30 @@ async fn tick(scanning: &Scanning, wake: &Wake, now: DateTime<Utc>) -> Result<()
     Ok(())
 }
 
+/// Runs a claimed scan, renewing its lease every third of it while the scan makes progress. A
+/// worker that dies stops renewing, and the scan is queued again one lease later.
+async fn run_leased(scanning: &Scanning, scan: store::ScanRow) -> Result<(), sqlx::Error> {
+    let scan_id = scan.scan_id;
+    // The claim's start time tells this worker's claim from a later one.
+    let claimed_at = scan.started_at.unwrap_or_default();
+    let lease = scanning.settings.scan_lease;
+    let run = scanning.run(scan);
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            () = tokio::time::sleep(lease / 3) => {
+                let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+                match store::renew(&scanning.pool, scan_id, claimed_at, until).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(%scan_id, "scan lease lost to another worker; its first result to finish is kept"),
+                    Err(error) => tracing::warn!(%scan_id, %error, "scan lease could not be renewed"),
+                }
+            }
+        }
+    }
+}
+
 pub async fn run_worker(scanning: Arc<Scanning>, wake: Wake, shutdown: CancellationToken) {
     // Idle workers look at the queue this often, for scans queued by other replicas.
     let idle_poll = std::time::Duration::from_millis(500);
@@ -77,7 +102,7 @@ pub async fn run_worker(scanning: Arc<Scanning>, wake: Wake, shutdown: Cancellat
             Ok(Some(scan)) => {
                 let scan_id = scan.scan_id;
                 // A claimed scan runs to its end even during shutdown, within the grace period.
-                if let Err(error) = scanning.run(scan).await {
+                if let Err(error) = run_leased(&scanning, scan).await {
                     tracing::warn!(%scan_id, %error, "scan could not be stored; it will run again");
                 }
                 continue;

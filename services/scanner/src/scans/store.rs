@@ -188,6 +188,26 @@ pub async fn claim(
     .await
 }
 
+/// Extends the lease of a scan this worker still holds (running, and started when this worker
+/// claimed it); false when the claim was lost, to a requeue and another worker.
+pub async fn renew(
+    pool: &PgPool,
+    scan_id: Uuid,
+    claimed_at: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE scans SET lease_until = $3
+         WHERE scan_id = $1 AND state = 'running' AND started_at = $2",
+    )
+    .bind(scan_id)
+    .bind(claimed_at)
+    .bind(lease_until)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
 /// Queues again the scans whose worker stopped (crash) before finishing them.
 pub async fn requeue_stale(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
