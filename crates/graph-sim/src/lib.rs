@@ -7,6 +7,7 @@
 //! It also plays Entra ID's interactive side: admin consent, the OpenID Connect sign-in of an
 //! administrator with an RS256 ID token, and the keys that verify it (see `signin`).
 
+mod batch;
 mod mailbox;
 mod model;
 mod permissions;
@@ -145,26 +146,38 @@ impl GraphSim {
         }
     }
 
-    /// Requests that reached a tenant while a `Retry-After` it had been sent was still running.
+    /// Requests that reached a tenant while a `Retry-After` it had been sent was still running
+    /// (other than requests of the same JSON batch, which arrived with the throttled one).
     pub fn throttle_violations(&self) -> Vec<RecordedRequest> {
         let inner = self.state.lock();
-        let mut windows: std::collections::HashMap<&str, Instant> = Default::default();
+        let mut windows: std::collections::HashMap<&str, (Instant, Option<u64>)> =
+            Default::default();
         let mut violations = Vec::new();
         for request in &inner.requests {
             if windows
                 .get(request.tenant_id.as_str())
-                .is_some_and(|until| request.at < *until)
+                .is_some_and(|(until, batch)| {
+                    request.at < *until && (request.batch.is_none() || request.batch != *batch)
+                })
             {
                 violations.push(request.clone());
             }
             if let Some(seconds) = request.retry_after {
                 windows.insert(
                     &request.tenant_id,
-                    request.at + std::time::Duration::from_secs_f64(seconds),
+                    (
+                        request.at + std::time::Duration::from_secs_f64(seconds),
+                        request.batch,
+                    ),
                 );
             }
         }
         violations
+    }
+
+    /// JSON batches answered so far.
+    pub fn batches(&self) -> u64 {
+        self.state.lock().batches
     }
 
     /// The next requests of `tenant_id` get these faults, one each, in order.

@@ -1,6 +1,6 @@
 //! The endpoints, with Microsoft's JSON shapes: the v2.0 token endpoint (client credentials), Graph
 //! v1.0 resources with `@odata.context`, `@odata.nextLink` paging, `$select`, `$top`, `$filter`,
-//! PATCH, PUT, POST and DELETE that change the tenant, the actions Picket's fixes call, Graph's error
+//! PATCH, PUT, POST and DELETE that change the tenant, JSON batches (`batch.rs`), the actions Picket's fixes call, Graph's error
 //! body `{"error": {"code", "message", "innerError"}}`, and Defender for Endpoint's `/api/machines`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -233,7 +233,7 @@ fn not_found(path: &str) -> Response {
     )
 }
 
-fn bad_request(message: &str) -> Response {
+pub fn bad_request(message: &str) -> Response {
     graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", message)
 }
 
@@ -387,6 +387,7 @@ fn admit(
         at: Instant::now(),
         status,
         retry_after,
+        batch: None,
     });
     outcome.map(|()| tenant_id).map_err(Box::new)
 }
@@ -435,13 +436,16 @@ async fn api(
         Some(path) => ("/v1.0", path, Audience::Graph),
         None => ("", uri.path(), Audience::Defender),
     };
+    if path == "/$batch" && method == Method::POST {
+        return crate::batch::answer(&state, &headers, &body).await;
+    }
     serve(
-        &state, method, path, prefix, &headers, &query, &body, audience,
+        &state, method, path, prefix, &headers, &query, &body, audience, None,
     )
 }
 
 #[allow(clippy::too_many_arguments)]
-fn serve(
+pub fn serve(
     state: &SimState,
     method: Method,
     path: &str,
@@ -450,6 +454,7 @@ fn serve(
     query: &HashMap<String, String>,
     body: &[u8],
     audience: Audience,
+    batch: Option<u64>,
 ) -> Response {
     let mut inner = state.lock();
     let recorded = format!("{prefix}{path}");
@@ -462,16 +467,16 @@ fn serve(
             .get("$select")
             .is_some_and(|selected| selected.contains("signInActivity")),
     };
-    let tenant_id = match admit(state, &mut inner, headers, &asked) {
-        Ok(tenant_id) => tenant_id,
-        Err(response) => return *response,
+    let response = match admit(state, &mut inner, headers, &asked) {
+        Ok(tenant_id) => answer(
+            state, &mut inner, &tenant_id, method, path, prefix, query, body,
+        ),
+        Err(response) => *response,
     };
-    let response = answer(
-        state, &mut inner, &tenant_id, method, path, prefix, query, body,
-    );
     // The request log holds what the tenant was answered, and what it was asked.
     if let Some(last) = inner.requests.last_mut() {
         last.status = response.status().as_u16();
+        last.batch = batch;
         last.query = query
             .iter()
             .map(|(key, value)| (key.clone(), value.clone()))

@@ -30,6 +30,9 @@ pub struct RecordedRequest {
     pub status: u16,
     /// The `Retry-After` sent with a 429, in seconds.
     pub retry_after: Option<f64>,
+    /// The JSON batch that carried the request, if one did (requests of one batch arrive
+    /// together, so one's `Retry-After` does not bind the others).
+    pub batch: Option<u64>,
 }
 
 /// Which API a token was issued for.
@@ -97,6 +100,8 @@ pub struct Inner {
     pub device_codes: HashMap<String, DeviceCode>,
     /// The keys the JWKS publishes, oldest first; the last one signs.
     pub signing_keys: Vec<SigningKey>,
+    /// JSON batches answered.
+    pub batches: u64,
 }
 
 pub struct SimState {

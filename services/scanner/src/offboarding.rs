@@ -48,6 +48,11 @@ pub const PURGES: &[Purge] = &[
               WHERE c.tenant_id = t.tenant_id AND t.tenant_id = $1::uuid AND t.partner_id = $2",
     },
     Purge {
+        table: "scanner.mailbox_rules",
+        sql: "DELETE FROM mailbox_rules c USING tenants t
+              WHERE c.tenant_id = t.tenant_id AND t.tenant_id = $1::uuid AND t.partner_id = $2",
+    },
+    Purge {
         table: "scanner.sign_in_countries",
         sql: "DELETE FROM sign_in_countries c USING tenants t
               WHERE c.tenant_id = t.tenant_id AND t.tenant_id = $1::uuid AND t.partner_id = $2",

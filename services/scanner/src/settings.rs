@@ -75,6 +75,10 @@ pub struct ScannerSettings {
     /// arrive late.
     #[serde(with = "humantime_serde")]
     pub late_arrival: Duration,
+    /// Every mailbox's inbox rules are read at least once in this period; between, a monitoring
+    /// poll reads only the mailboxes of users who signed in or are flagged as risky.
+    #[serde(with = "humantime_serde")]
+    pub inbox_rule_sweep: Duration,
     /// Words in a user principal name or display name that mark a break-glass (emergency access)
     /// account, which checks exclude and fixes refuse to touch.
     pub break_glass_patterns: Vec<String>,
@@ -107,6 +111,7 @@ impl ServiceSettings for ScannerSettings {
             ("monitoring_interval", self.monitoring_interval),
             ("schedule_tick", self.schedule_tick),
             ("scan_lease", self.scan_lease),
+            ("inbox_rule_sweep", self.inbox_rule_sweep),
         ] {
             if value.is_zero() {
                 return Err(SettingsError::invalid(&key(name), "must be positive"));

@@ -411,3 +411,50 @@ async fn users_with_sign_in_activity_come_120_to_a_page() {
     assert_eq!(users.len(), 250);
     assert_eq!(sim.requests().len(), 3, "pages of 120, 120 and 10");
 }
+
+/// Per-mailbox reads go 20 to a JSON batch; Graph throttles requests inside a batch one by one,
+/// and only those are sent again, in a later batch, after their `Retry-After`.
+#[tokio::test]
+async fn batches_carry_twenty_requests_and_resend_only_the_throttled_ones() {
+    let sim = simulator(45).await;
+    let tenant = first_tenant(&sim);
+    let client = client(&sim, 3);
+    let users = client
+        .get_all(&tenant, "/v1.0/users?$select=id", &Meter::default())
+        .await
+        .expect("users");
+    let mut paths: Vec<String> = users
+        .iter()
+        .map(|user| {
+            format!(
+                "/v1.0/users/{}/mailFolders/inbox/messageRules",
+                user["id"].as_str().expect("id")
+            )
+        })
+        .collect();
+    paths.push("/v1.0/users/no-such-user/mailFolders/inbox/messageRules".into());
+    sim.inject(
+        &tenant,
+        &[Fault::Throttle {
+            retry_after: Some(0.4),
+        }; 3],
+    );
+    let meter = Meter::default();
+
+    let answers = client.get_all_many(&tenant, &paths, &meter).await;
+
+    assert_eq!(answers.len(), 46);
+    assert!(answers[..45].iter().all(Result::is_ok), "{answers:?}");
+    assert!(answers[45].as_ref().is_err_and(GraphError::is_not_found));
+    // 46 requests and the three throttled ones again: 49 in three batches of 20, 20 and 9.
+    assert_eq!(meter.requests(), 49);
+    assert_eq!(meter.throttled(), 3);
+    assert_eq!(meter.calls(), 3);
+    assert_eq!(sim.batches(), 3);
+    assert_eq!(
+        sim.throttle_violations().len(),
+        0,
+        "{:?}",
+        sim.throttle_violations()
+    );
+}

@@ -274,6 +274,8 @@ impl FixRun<'_> {
             microsoft_tenant_id: &self.tenant.microsoft_tenant_id,
             service_plans: &service_plans,
             meter: &self.meter,
+            carried: None,
+            inbox_rule_sweep: self.scanning.settings.inbox_rule_sweep,
         };
         let sources = check.reads.iter().copied().collect();
         let granted = self

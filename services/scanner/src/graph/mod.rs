@@ -4,6 +4,7 @@
 //! (PATCH, PUT, POST, DELETE), Defender for Endpoint's API, and a record of each tenant's access
 //! health.
 
+mod batch;
 pub mod limits;
 mod tokens;
 
@@ -72,16 +73,22 @@ impl GraphMetrics {
     }
 }
 
-/// Counts the requests of one scan or fix.
+/// Counts the requests of one scan or fix: Graph's requests (each of a batch counts, as Graph
+/// evaluates them one by one), the HTTP calls that carried them, and the 429s among them.
 #[derive(Debug, Default)]
 pub struct Meter {
     requests: AtomicU32,
+    calls: AtomicU32,
     throttled: AtomicU32,
 }
 
 impl Meter {
     pub fn requests(&self) -> u32 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     pub fn throttled(&self) -> u32 {
@@ -206,6 +213,13 @@ impl GraphClient {
             health: Mutex::default(),
             metrics: GraphMetrics::default(),
         })
+    }
+
+    fn base(&self, api: Api) -> &str {
+        match api {
+            Api::Graph => &self.graph_base_url,
+            Api::Defender => &self.defender_base_url,
+        }
     }
 
     fn gate(&self, tenant_id: &str) -> Arc<TenantGate> {
@@ -346,11 +360,7 @@ impl GraphClient {
         body: Option<&Value>,
         meter: &Meter,
     ) -> Result<Value, GraphError> {
-        let base = match api {
-            Api::Graph => &self.graph_base_url,
-            Api::Defender => &self.defender_base_url,
-        };
-        let url = format!("{base}{path_and_query}");
+        let url = format!("{}{path_and_query}", self.base(api));
         let result = self
             .attempt(tenant_id, api, method, &url, body, meter)
             .await;
@@ -367,19 +377,35 @@ impl GraphClient {
         body: Option<&Value>,
         meter: &Meter,
     ) -> Result<Value, GraphError> {
-        let base = match api {
-            Api::Graph => &self.graph_base_url,
-            Api::Defender => &self.defender_base_url,
-        };
-        let scope = scope(api);
-        let path = url.strip_prefix(base.as_str()).unwrap_or(url);
+        let path = url.strip_prefix(self.base(api)).unwrap_or(url);
         let bucket = Bucket::for_request(api, &method, path);
-        let cost = bucket.cost(path);
+        let charges = [(bucket, bucket.cost(path))];
+        self.exchange(tenant_id, api, method, url, body, meter, &charges)
+            .await
+    }
+
+    /// Sends one HTTP request, after `charges` (bucket and cost of each request it carries: one,
+    /// or a batch's) are admitted by the tenant's gate, with the retries of 401, 403, 429 and 5xx.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        tenant_id: &str,
+        api: Api,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        meter: &Meter,
+        charges: &[(Bucket, f64)],
+    ) -> Result<Value, GraphError> {
+        let scope = scope(api);
+        let path = url.strip_prefix(self.base(api)).unwrap_or(url);
         let gate = self.gate(tenant_id);
         let mut token_refreshed = false;
         let mut attempt = 0;
         loop {
-            gate.admit(bucket, cost).await;
+            for (bucket, cost) in charges {
+                gate.admit(*bucket, *cost).await;
+            }
             let token = self.tokens.token(tenant_id, scope).await?;
             let mut request = self
                 .http
@@ -390,7 +416,10 @@ impl GraphClient {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.to_string());
             }
-            meter.requests.fetch_add(1, Ordering::Relaxed);
+            meter
+                .requests
+                .fetch_add(charges.len() as u32, Ordering::Relaxed);
+            meter.calls.fetch_add(1, Ordering::Relaxed);
             let response = request.send().await.map_err(GraphError::transport)?;
             let status = response.status().as_u16();
             self.metrics

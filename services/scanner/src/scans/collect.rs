@@ -1,10 +1,12 @@
-//! Reading a tenant into a snapshot: only the sources the applicable checks need, one request at a
-//! time per tenant (so nothing is in flight when Graph answers 429), premium sources skipped for
+//! Reading a tenant into a snapshot: only the sources the applicable checks need, one request (or
+//! one JSON batch of per-mailbox and per-group reads) at a time per tenant (so nothing is in
+//! flight when Graph answers 429), premium sources skipped for
 //! tenants without the licence, sources the tenant has not granted the permission for left unread,
 //! and each failed source recorded without stopping the scan. A source read mailbox by mailbox
 //! records a failing mailbox against it and reads the others.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use picket_proto::tenants::v1 as tenants;
@@ -14,12 +16,15 @@ use crate::checks::directory::{PrincipalKind, privileged_holders};
 use crate::checks::snapshot::{Snapshot, Source, with_dependencies};
 use crate::graph::{GraphClient, GraphError, Meter, url_encode};
 use crate::scans::access::DEFENDER;
+use crate::scans::mailboxes::{self, Carried};
 
 /// The time range of sign-in and audit logs a monitoring poll reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// Where the previous poll's window ended (the start, for a first poll): what is new since.
+    pub since: DateTime<Utc>,
 }
 
 /// The APIs whose application permissions reach every mailbox or file: Microsoft Graph and
@@ -78,6 +83,11 @@ pub struct Collector<'a> {
     pub microsoft_tenant_id: &'a str,
     pub service_plans: &'a BTreeSet<String>,
     pub meter: &'a Meter,
+    /// Inbox rules as earlier polls read them, where a monitoring poll reads only the mailboxes
+    /// due (`None`: every mailbox is read).
+    pub carried: Option<&'a Carried>,
+    /// How long the sweep of every mailbox takes.
+    pub inbox_rule_sweep: Duration,
 }
 
 impl Collector<'_> {
@@ -241,49 +251,10 @@ impl Collector<'_> {
                 }
                 Ok(Value::Array(open))
             }
-            Source::InboxRules => self.inbox_rules(snapshot, errors).await,
+            Source::InboxRules => self.inbox_rules(snapshot, window, errors).await,
             Source::MailFolders => self.mail_folders(snapshot, errors).await,
             Source::SignInHistory => Ok(json!({})),
         }
-    }
-
-    /// Every mailbox's inbox rules, keyed by user id (users without a mailbox are skipped).
-    async fn inbox_rules(
-        &self,
-        snapshot: &Snapshot,
-        errors: &mut Vec<tenants::ScanError>,
-    ) -> Result<Value, GraphError> {
-        let users = snapshot
-            .items(Source::Users)
-            .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
-        let mut mailboxes = Map::new();
-        for user in users {
-            let Some(user_id) = user["id"].as_str() else {
-                continue;
-            };
-            let upn = user["userPrincipalName"].as_str().unwrap_or(user_id);
-            let path = format!("/v1.0/users/{user_id}/mailFolders/inbox/messageRules");
-            let rules = match self
-                .graph
-                .get_all(self.microsoft_tenant_id, &path, self.meter)
-                .await
-            {
-                Ok(rules) => rules,
-                Err(error) if error.is_not_found() => continue,
-                Err(error) => {
-                    tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "inbox rules could not be read");
-                    errors.push(subject_error(Source::InboxRules, upn, &error));
-                    continue;
-                }
-            };
-            if !rules.is_empty() {
-                mailboxes.insert(
-                    user_id.to_owned(),
-                    json!({"userPrincipalName": user["userPrincipalName"], "rules": rules}),
-                );
-            }
-        }
-        Ok(Value::Object(mailboxes))
     }
 
     /// The application permissions granted on Microsoft Graph and Exchange Online: each resource's
@@ -323,8 +294,8 @@ impl Collector<'_> {
         Ok(Value::Array(grants))
     }
 
-    /// The members of each group holding a privileged role, active or eligible; a group whose
-    /// members could not be read is recorded against it and left out.
+    /// The members of each group holding a privileged role, active or eligible, read in batches;
+    /// a group whose members could not be read is recorded against it and left out.
     async fn group_members(
         &self,
         snapshot: &Snapshot,
@@ -332,26 +303,31 @@ impl Collector<'_> {
     ) -> Result<Value, GraphError> {
         let holders = privileged_holders(snapshot)
             .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
-        let mut groups = Map::new();
-        for (group_id, holder) in holders
+        let groups: Vec<(&String, &str)> = holders
             .iter()
             .filter(|(_, holder)| holder.kind == PrincipalKind::Group)
-        {
-            let path = format!("/v1.0/groups/{group_id}/members?$select=id");
-            match self
-                .graph
-                .get_all(self.microsoft_tenant_id, &path, self.meter)
-                .await
-            {
+            .map(|(id, holder)| (id, holder.name.as_str()))
+            .collect();
+        let paths: Vec<String> = groups
+            .iter()
+            .map(|(id, _)| format!("/v1.0/groups/{id}/members?$select=id"))
+            .collect();
+        let answers = self
+            .graph
+            .get_all_many(self.microsoft_tenant_id, &paths, self.meter)
+            .await;
+        let mut read = Map::new();
+        for ((group_id, name), answer) in groups.into_iter().zip(answers) {
+            match answer {
                 Ok(members) => {
-                    groups.insert(
+                    read.insert(
                         group_id.clone(),
-                        json!({"displayName": holder.name, "members": members}),
+                        json!({"displayName": name, "members": members}),
                     );
                 }
                 Err(error) => {
-                    tracing::warn!(tenant = self.microsoft_tenant_id, group = holder.name, %error, "group members could not be read");
-                    let group = format!("group {}", holder.name);
+                    tracing::warn!(tenant = self.microsoft_tenant_id, group = name, %error, "group members could not be read");
+                    let group = format!("group {name}");
                     errors.push(subject_error(
                         Source::PrivilegedGroupMembers,
                         &group,
@@ -360,11 +336,67 @@ impl Collector<'_> {
                 }
             }
         }
-        Ok(Value::Object(groups))
+        Ok(Value::Object(read))
+    }
+
+    /// Every mailbox's inbox rules with their read time, keyed by user id (users without a mailbox
+    /// are skipped), read in batches: the mailboxes due afresh, the others as carried.
+    async fn inbox_rules(
+        &self,
+        snapshot: &Snapshot,
+        window: Option<Window>,
+        errors: &mut Vec<tenants::ScanError>,
+    ) -> Result<Value, GraphError> {
+        let due = match (self.carried, window) {
+            (Some(_), Some(window)) => mailboxes::due(snapshot, window, self.inbox_rule_sweep),
+            _ => None,
+        };
+        let users: Vec<(&str, &Value)> = snapshot
+            .items(Source::Users)
+            .map_err(|missing| GraphError::Malformed(missing.to_string()))?
+            .iter()
+            .filter_map(|user| Some((user["id"].as_str()?, user)))
+            .filter(|(id, _)| due.as_ref().is_none_or(|due| due.contains(*id)))
+            .collect();
+        let paths: Vec<String> = users
+            .iter()
+            .map(|(user_id, _)| format!("/v1.0/users/{user_id}/mailFolders/inbox/messageRules"))
+            .collect();
+        let answers = self
+            .graph
+            .get_all_many(self.microsoft_tenant_id, &paths, self.meter)
+            .await;
+        // A mailbox not read afresh, or that could not be, keeps its last rules.
+        let mut mailboxes = self
+            .carried
+            .map(|carried| carried.mailboxes.clone())
+            .unwrap_or_default();
+        for ((user_id, user), answer) in users.into_iter().zip(answers) {
+            let upn = user["userPrincipalName"].as_str().unwrap_or(user_id);
+            match answer {
+                Ok(rules) if rules.is_empty() => {
+                    mailboxes.remove(user_id);
+                }
+                Ok(rules) => {
+                    mailboxes.insert(
+                        user_id.to_owned(),
+                        json!({"userPrincipalName": user["userPrincipalName"], "rules": rules, "readAt": mailboxes::read_at(snapshot.now)}),
+                    );
+                }
+                Err(error) if error.is_not_found() => {
+                    mailboxes.remove(user_id);
+                }
+                Err(error) => {
+                    tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "inbox rules could not be read");
+                    errors.push(subject_error(Source::InboxRules, upn, &error));
+                }
+            }
+        }
+        Ok(Value::Object(mailboxes))
     }
 
     /// The folders mail hides in, by name, for mailboxes with rules that move mail: the hiding
-    /// well-known folders, and the rules' target folders named RSS.
+    /// well-known folders, and the rules' target folders named RSS, read in batches.
     async fn mail_folders(
         &self,
         snapshot: &Snapshot,
@@ -373,8 +405,21 @@ impl Collector<'_> {
         let mailboxes = snapshot
             .get(Source::InboxRules)
             .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
-        let mut folders = Map::new();
+        // Mailboxes carried from an earlier poll keep the folders read with them.
+        let fresh = mailboxes::read_at(snapshot.now);
+        let mut folders: Map<String, Value> = Map::new();
+        // (mailbox, well-known name or None for a rule's target folder id, folder) per request.
+        let mut asked: Vec<(&str, Option<&str>, String)> = Vec::new();
         for (user_id, mailbox) in mailboxes.as_object().into_iter().flatten() {
+            if mailbox["readAt"] != fresh {
+                if let Some(carried) = self
+                    .carried
+                    .and_then(|carried| carried.folders.get(user_id))
+                {
+                    folders.insert(user_id.clone(), carried.clone());
+                }
+                continue;
+            }
             let targets: BTreeSet<&str> = mailbox["rules"]
                 .as_array()
                 .into_iter()
@@ -384,66 +429,67 @@ impl Collector<'_> {
             if targets.is_empty() {
                 continue;
             }
-            let upn = mailbox["userPrincipalName"].as_str().unwrap_or(user_id);
-            match self.hiding_folders(user_id, &targets).await {
-                Ok(ids) => {
-                    folders.insert(user_id.clone(), Value::Object(ids));
-                }
+            for name in HIDING_FOLDERS {
+                asked.push((user_id, Some(name), name.to_owned()));
+            }
+            for target in targets {
+                asked.push((user_id, None, target.to_owned()));
+            }
+        }
+        let paths: Vec<String> = asked
+            .iter()
+            .map(|(user_id, name, folder)| {
+                let select = if name.is_some() {
+                    "id"
+                } else {
+                    "id,displayName"
+                };
+                format!(
+                    "/v1.0/users/{user_id}/mailFolders/{}?$select={select}",
+                    url_encode(folder)
+                )
+            })
+            .collect();
+        let answers = self
+            .graph
+            .get_many(self.microsoft_tenant_id, &paths, self.meter)
+            .await;
+        let mut failed: BTreeSet<&str> = BTreeSet::new();
+        for ((user_id, name, folder), answer) in asked.iter().zip(answers) {
+            let found = match answer {
+                Ok(found) => found,
+                // Not every mailbox has every folder (Conversation History comes with Teams),
+                // and a rule's folder may have been deleted since: nothing hides there.
+                Err(error) if error.is_not_found() => continue,
                 Err(error) => {
-                    tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "mail folders could not be read");
-                    errors.push(subject_error(Source::MailFolders, upn, &error));
+                    if failed.insert(user_id) {
+                        let upn = mailboxes[*user_id]["userPrincipalName"]
+                            .as_str()
+                            .unwrap_or(user_id);
+                        tracing::warn!(tenant = self.microsoft_tenant_id, mailbox = upn, %error, "mail folders could not be read");
+                        errors.push(subject_error(Source::MailFolders, upn, &error));
+                    }
+                    continue;
                 }
-            }
-        }
-        Ok(Value::Object(folders))
-    }
-
-    /// One mailbox's hiding folders, name to id.
-    async fn hiding_folders(
-        &self,
-        user_id: &str,
-        targets: &BTreeSet<&str>,
-    ) -> Result<Map<String, Value>, GraphError> {
-        let mut ids = Map::new();
-        let folder = |name: &str| format!("/v1.0/users/{user_id}/mailFolders/{name}");
-        for name in HIDING_FOLDERS {
-            let path = format!("{}?$select=id", folder(name));
-            match self
-                .graph
-                .get(self.microsoft_tenant_id, &path, self.meter)
-                .await
-            {
-                Ok(found) => {
+            };
+            let ids = folders
+                .entry((*user_id).to_owned())
+                .or_insert_with(|| json!({}));
+            match name {
+                Some(name) => {
                     if let Some(id) = found["id"].as_str() {
-                        ids.insert(name.to_owned(), json!(id));
+                        ids[*name] = json!(id);
                     }
                 }
-                // Not every mailbox has every folder (Conversation History comes with Teams).
-                Err(error) if error.is_not_found() => {}
-                Err(error) => return Err(error),
-            }
-        }
-        for target in targets {
-            if ids.values().any(|id| id.as_str() == Some(*target)) {
-                continue;
-            }
-            let path = format!("{}?$select=id,displayName", folder(&url_encode(target)));
-            match self
-                .graph
-                .get(self.microsoft_tenant_id, &path, self.meter)
-                .await
-            {
-                Ok(found) => {
-                    let name = found["displayName"].as_str().unwrap_or_default();
-                    if name.to_lowercase().contains(RSS) {
-                        ids.insert(name.to_owned(), json!(target));
+                None => {
+                    let display = found["displayName"].as_str().unwrap_or_default();
+                    if display.to_lowercase().contains(RSS) {
+                        ids[display] = json!(folder);
                     }
                 }
-                // The folder was deleted since the rule was made: nothing is hidden there.
-                Err(error) if error.is_not_found() => {}
-                Err(error) => return Err(error),
             }
         }
-        Ok(ids)
+        folders.retain(|user_id, _| !failed.contains(user_id.as_str()));
+        Ok(Value::Object(folders))
     }
 }

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod collect;
+pub mod mailboxes;
 pub mod results;
 pub mod runner;
 pub mod scheduler;

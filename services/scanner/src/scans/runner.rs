@@ -14,13 +14,13 @@ use picket_proto::tenants::v1 as tenants;
 use sqlx::{PgConnection, PgPool};
 
 use crate::checks::catalogue::{Catalogue, Check, Kind, Plan};
-use crate::checks::snapshot::{Snapshot, Source};
+use crate::checks::snapshot::{Snapshot, Source, with_dependencies};
 use crate::checks::{Failure, Outcome, evaluate, fingerprint};
 use crate::graph::{Api, GraphClient, Meter};
-use crate::scans::access;
 use crate::scans::collect::{self, Collector, Window};
 use crate::scans::results::{self, CheckResultRow, Learned};
 use crate::scans::store::{self, ScanRow, Summary};
+use crate::scans::{access, mailboxes};
 use crate::settings::ScannerSettings;
 use crate::tenants::store::{self as tenant_store, TenantRow};
 
@@ -169,11 +169,18 @@ impl Scanning {
             let history = results::known_countries(&self.pool, tenant.tenant_id).await?;
             snapshot.data.insert(Source::SignInHistory, Ok(history));
         }
+        let carried = if with_dependencies(&sources).contains(&Source::InboxRules) {
+            mailboxes::load(&self.pool, tenant.tenant_id).await?
+        } else {
+            mailboxes::Carried::default()
+        };
         let collector = Collector {
             graph: &self.graph,
             microsoft_tenant_id,
             service_plans: &service_plans,
             meter: &meter,
+            carried: Some(&carried),
+            inbox_rule_sweep: self.settings.inbox_rule_sweep,
         };
         summary.errors = collector.collect(&mut snapshot, &sources, window).await;
         summary.graph_requests = meter.requests();
@@ -197,6 +204,7 @@ impl Scanning {
             .await?;
         self.record_logs(&mut transaction, &scan, &snapshot, window, now)
             .await?;
+        mailboxes::save(&mut transaction, tenant.tenant_id, &snapshot).await?;
         if summary.checks_errored > 0 {
             summary.state = "partial";
         }
@@ -214,11 +222,16 @@ impl Scanning {
     async fn window(&self, tenant: &TenantRow, now: DateTime<Utc>) -> Result<Window, sqlx::Error> {
         let late = Duration::from_std(self.settings.late_arrival).unwrap_or_default();
         let lookback = Duration::from_std(self.settings.initial_lookback).unwrap_or_default();
-        let start = match results::last_window_end(&self.pool, tenant.tenant_id).await? {
+        let previous = results::last_window_end(&self.pool, tenant.tenant_id).await?;
+        let start = match previous {
             Some(end) => (end - late).max(now - lookback),
             None => now - lookback,
         };
-        Ok(Window { start, end: now })
+        Ok(Window {
+            start,
+            end: now,
+            since: previous.unwrap_or(start).max(start),
+        })
     }
 
     /// Stores each check's result and works out what changed.

@@ -223,11 +223,22 @@ impl Harness {
 
     /// Runs a full scan on demand and returns it once every scan of the tenant settled.
     pub async fn rescan(&self, partner_id: &str, tenant_id: &str) -> tenants::ScanRun {
+        self.scan_now(partner_id, tenant_id, tenants::ScanKind::Full)
+            .await
+    }
+
+    /// Runs a scan of `kind` on demand and returns it once every scan of the tenant settled.
+    pub async fn scan_now(
+        &self,
+        partner_id: &str,
+        tenant_id: &str,
+        kind: tenants::ScanKind,
+    ) -> tenants::ScanRun {
         let request = self.env.request(
             &self.env.partner_token(partner_id),
             tenants::StartScanRequest {
                 tenant_id: tenant_id.to_owned(),
-                kind: tenants::ScanKind::Full.into(),
+                kind: kind.into(),
             },
         );
         let started = self
