@@ -3,7 +3,8 @@
 //!
 //! Usage: picket-bench [SCENARIO [ARGUMENTS...]]
 //! - `findings [FINDINGS TENANTS PARTNERS RATE]`: the finding-to-webhook path.
-//! - `scanning [TENANTS USERS WORKERS THROTTLE_PERCENT]`: full scans of simulated tenants.
+//! - `scanning [TENANTS USERS WORKERS THROTTLE_PERCENT LARGE_TENANT_USERS LATENCY_MS]`: full
+//!   scans of simulated tenants (one of them large), then a monitoring round.
 //! - `prioritizer [FINDINGS TENANTS RATE]`: the prioritizer's decisions, throughput and
 //!   publish-to-decision latency.
 //! - `notifier [EVENTS TENANTS]`: webhook deliveries of incident events, throughput and

@@ -1,16 +1,21 @@
-//! Full scans of many simulated tenants: every tenant is onboarded (consent and `/organization`
-//! read) while no scan worker runs, so each waits with its queued onboarding scan; then a
-//! scanner with workers starts and the clock runs until every scan has finished. graph-sim
-//! answers a share of requests 429 with `Retry-After`, and counts any request that reaches a
-//! tenant inside its window.
+//! Scans of many simulated tenants. Every tenant is onboarded (consent and `/organization` read)
+//! while no scan worker runs, so each waits with its queued onboarding scan; then a scanner with
+//! workers starts and the clock runs until every full scan has finished. Then one monitoring
+//! round: each tenant's previous poll is moved 15 minutes back (as if the last poll was one
+//! interval ago), a monitoring poll is queued for every tenant, and the clock runs until all have
+//! finished. graph-sim answers a share of requests 429 with `Retry-After`, and counts any request
+//! that reaches a tenant inside its window. Optionally the first tenant is a large one.
 //!
-//! Arguments: TENANTS USERS WORKERS THROTTLE_PERCENT (defaults 1000 50 64 1).
+//! Arguments: TENANTS USERS WORKERS THROTTLE_PERCENT LARGE_TENANT_USERS LATENCY_MS (defaults
+//! 1000 50 64 1 0 0; the scenario is 1000 300 32 1 20000 50). LATENCY_MS is how long
+//! graph-sim takes to answer each HTTP call, as Graph does over the internet.
 
 use std::time::{Duration, Instant};
 
 use graph_sim::{GraphSim, SimConfig};
 use picket_e2e::{channel, consent_as_administrator, start_scanner};
 use picket_proto::tenants::v1 as tenants;
+use picket_proto::tenants::v1::scan_service_client::ScanServiceClient;
 use picket_proto::tenants::v1::tenant_service_client::TenantServiceClient;
 use picket_testkit::TestEnv;
 
@@ -71,6 +76,8 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     let users = argument(arguments, 1, 50)?;
     let workers = argument(arguments, 2, 64)?.max(1);
     let throttle_percent = argument(arguments, 3, 1)?;
+    let large_users = argument(arguments, 4, 0)?;
+    let latency_ms = argument(arguments, 5, 0)?;
 
     let env = TestEnv::new().await;
     let sim = GraphSim::start(
@@ -79,11 +86,16 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
             users_per_tenant: users,
             throttle_probability: throttle_percent as f64 / 100.0,
             throttle_retry_after: 0.5,
+            latency: Duration::from_millis(latency_ms as u64),
             ..SimConfig::default()
         },
         ([127, 0, 0, 1], 0).into(),
     )
     .await?;
+    let large_tenant = sim.tenant_ids()[0].clone();
+    if large_users > 0 {
+        sim.resize_tenant(&large_tenant, large_users);
+    }
     let onboarding_started = Instant::now();
     let idle = start_scanner(
         &env,
@@ -107,9 +119,8 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     }
     let onboarding = onboarding_started.elapsed();
     idle.shutdown().await;
-    let requests_before = sim.requests().len();
+    println!("onboarding: {:.1} s", onboarding.as_secs_f64());
 
-    let scanning_started = Instant::now();
     let scanner = start_scanner(
         &env,
         &sim,
@@ -117,52 +128,152 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     )
     .await;
     let pool = env.pool("scanner").await;
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM scans WHERE state IN ('queued', 'running')")
-                .fetch_one(&pool)
-                .await?;
-        if open == 0 {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{open} scans still open");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let elapsed = scanning_started.elapsed();
-    let states: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, count(*) FROM scans GROUP BY state ORDER BY state")
+    let mut round = Round::begin(&sim, &pool, "full scans (onboarding)").await?;
+    round.settle(&pool).await?;
+    round.report(&sim, &pool, &large_tenant).await?;
+
+    // One monitoring round, the previous poll one interval back.
+    sqlx::query("UPDATE monitoring_windows SET window_end = window_end - interval '15 minutes'")
+        .execute(&pool)
+        .await?;
+    let mut round = Round::begin(&sim, &pool, "monitoring round").await?;
+    let mut client = ScanServiceClient::new(channel(&scanner).await);
+    let tenants: Vec<(String, String)> =
+        sqlx::query_as("SELECT partner_id, tenant_id::text FROM tenants")
             .fetch_all(&pool)
             .await?;
-    let observed: i64 = sqlx::query_scalar("SELECT coalesce(sum(findings_observed), 0) FROM scans")
-        .fetch_one(&pool)
-        .await?;
-    let requests: Vec<_> = sim.requests().into_iter().skip(requests_before).collect();
-    let throttled = requests
-        .iter()
-        .filter(|request| request.status == 429)
-        .count();
-    let violations = sim.throttle_violations().len();
+    for (partner_id, tenant_id) in tenants {
+        client
+            .start_scan(env.request(
+                &env.partner_token(&partner_id),
+                tenants::StartScanRequest {
+                    tenant_id,
+                    kind: tenants::ScanKind::Monitoring.into(),
+                },
+            ))
+            .await?;
+    }
+    round.settle(&pool).await?;
+    round.report(&sim, &pool, &large_tenant).await?;
+    println!(
+        "\n{tenant_count} tenants of {users} users{}, {workers} workers, {throttle_percent}% of requests answered 429, {latency_ms} ms per call; peak RSS {:.0} MiB",
+        if large_users > 0 {
+            format!(" (the first of {large_users})")
+        } else {
+            String::new()
+        },
+        peak_memory_mib()
+    );
     scanner.shutdown().await;
-
-    println!(
-        "| tenants | users each | workers | 429 share | onboarding | scanning | tenants/s | Graph requests | requests/s | 429s sent | requests inside Retry-After | scans by state | findings observed | peak RSS |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
-    println!(
-        "| {tenant_count} | {users} | {workers} | {throttle_percent}% | {:.1} s | {:.1} s | {:.1} | {} | {:.0} | {throttled} | {violations} | {} | {observed} | {:.0} MiB |",
-        onboarding.as_secs_f64(),
-        elapsed.as_secs_f64(),
-        tenant_count as f64 / elapsed.as_secs_f64(),
-        requests.len(),
-        requests.len() as f64 / elapsed.as_secs_f64(),
-        states
-            .iter()
-            .map(|(state, count)| format!("{state} {count}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        peak_memory_mib(),
-    );
     env.teardown().await;
     Ok(())
+}
+
+/// One round of scans, measured from its start until no scan is queued or running.
+struct Round {
+    name: &'static str,
+    started: Instant,
+    elapsed: Duration,
+    requests_before: usize,
+    batches_before: u64,
+    scans_before: i64,
+}
+
+impl Round {
+    async fn begin(
+        sim: &GraphSim,
+        pool: &sqlx::PgPool,
+        name: &'static str,
+    ) -> anyhow::Result<Round> {
+        let scans_before: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM scans WHERE state NOT IN ('queued', 'running')",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Round {
+            name,
+            started: Instant::now(),
+            elapsed: Duration::ZERO,
+            requests_before: sim.requests().len(),
+            batches_before: sim.batches(),
+            scans_before,
+        })
+    }
+
+    async fn settle(&mut self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM scans WHERE state IN ('queued', 'running')",
+            )
+            .fetch_one(pool)
+            .await?;
+            if open == 0 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{open} scans still open");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.elapsed = self.started.elapsed();
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        sim: &GraphSim,
+        pool: &sqlx::PgPool,
+        large_tenant: &str,
+    ) -> anyhow::Result<()> {
+        let requests: Vec<_> = sim
+            .requests()
+            .into_iter()
+            .skip(self.requests_before)
+            .collect();
+        let batches = sim.batches() - self.batches_before;
+        let throttled = requests
+            .iter()
+            .filter(|request| request.status == 429)
+            .count();
+        let violations = sim.throttle_violations().len();
+        let finished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM scans WHERE state NOT IN ('queued', 'running')",
+        )
+        .fetch_one(pool)
+        .await?;
+        let scans = (finished - self.scans_before).max(1);
+        let states: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM (SELECT state FROM scans ORDER BY finished_at DESC LIMIT $1) s GROUP BY state ORDER BY state",
+        )
+        .bind(scans)
+        .fetch_all(pool)
+        .await?;
+        let mut per_tenant: std::collections::HashMap<&str, usize> = Default::default();
+        for request in &requests {
+            *per_tenant.entry(request.tenant_id.as_str()).or_default() += 1;
+        }
+        let large = per_tenant.get(large_tenant).copied().unwrap_or_default();
+        let small: Vec<usize> = per_tenant
+            .iter()
+            .filter(|(tenant, _)| **tenant != large_tenant)
+            .map(|(_, count)| *count)
+            .collect();
+        let mean = small.iter().sum::<usize>() as f64 / small.len().max(1) as f64;
+        let seconds = self.elapsed.as_secs_f64();
+        println!("\n{}", self.name);
+        println!(
+            "| wall time | scans | Graph requests | in batches (calls) | requests/s | per tenant (mean of the others) | first tenant | 429s sent | requests inside Retry-After | scans by state |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!(
+            "| {seconds:.1} s | {scans} | {} | {batches} | {:.0} | {mean:.1} | {large} | {throttled} | {violations} | {} |",
+            requests.len(),
+            requests.len() as f64 / seconds,
+            states
+                .iter()
+                .map(|(state, count)| format!("{state} {count}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        Ok(())
+    }
 }

@@ -107,6 +107,16 @@ impl GraphSim {
 
     /// Regenerates a tenant with `profile`, keeping its id, consent and tokens.
     pub fn reset_tenant(&self, tenant_id: &str, profile: Profile) {
+        self.regenerate(tenant_id, Some(profile), self.state.config.users_per_tenant);
+    }
+
+    /// Builds `tenant_id` again with `users` users and the profile its seed drew, as a larger
+    /// customer among small ones.
+    pub fn resize_tenant(&self, tenant_id: &str, users: usize) {
+        self.regenerate(tenant_id, None, users);
+    }
+
+    fn regenerate(&self, tenant_id: &str, profile: Option<Profile>, users: usize) {
         let mut inner = self.state.lock();
         let Some(tenant) = inner.tenants.get_mut(tenant_id) else {
             return;
@@ -116,8 +126,8 @@ impl GraphSim {
         *tenant = model::generate_tenant(
             self.state.config.seed,
             tenant.index,
-            self.state.config.users_per_tenant,
-            Some(profile),
+            users,
+            profile,
             &self.state.config.client_id,
         );
         tenant.consented = consented;

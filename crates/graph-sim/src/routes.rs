@@ -432,6 +432,9 @@ async fn api(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    if !state.config.latency.is_zero() {
+        tokio::time::sleep(state.config.latency).await;
+    }
     let (prefix, path, audience) = match uri.path().strip_prefix("/v1.0") {
         Some(path) => ("/v1.0", path, Audience::Graph),
         None => ("", uri.path(), Audience::Defender),

@@ -68,6 +68,9 @@ pub struct SimConfig {
     pub throttle_probability: f64,
     /// `Retry-After` of those random 429s, in seconds.
     pub throttle_retry_after: f64,
+    /// How long each HTTP call to Graph or Defender takes to answer (Graph's own latency), for
+    /// load tests; a JSON batch is one call.
+    pub latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -82,6 +85,7 @@ impl Default for SimConfig {
             page_size: 100,
             throttle_probability: 0.0,
             throttle_retry_after: 1.0,
+            latency: Duration::ZERO,
         }
     }
 }

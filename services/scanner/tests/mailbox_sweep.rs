@@ -65,6 +65,7 @@ async fn a_poll_reads_the_mailboxes_that_signed_in_and_keeps_the_others_rules() 
     )
     .await;
     let before = rule_reads();
+    let requests_before = fixing.harness.sim.requests().len();
 
     let poll = fixing
         .harness
@@ -72,6 +73,23 @@ async fn a_poll_reads_the_mailboxes_that_signed_in_and_keeps_the_others_rules() 
         .await;
 
     assert_eq!(poll.state(), tenants::ScanState::Succeeded, "{poll:?}");
+    // Users are read only to find their mailboxes: without sign-in activity, 999 to a page.
+    let user_reads: Vec<_> = fixing
+        .harness
+        .sim
+        .requests()
+        .into_iter()
+        .skip(requests_before)
+        .filter(|request| request.path == "/v1.0/users")
+        .collect();
+    assert!(!user_reads.is_empty());
+    for request in &user_reads {
+        assert!(
+            !request.query["$select"].contains("signInActivity"),
+            "{:?}",
+            request.query
+        );
+    }
     let read = rule_reads() - before;
     assert!(
         (1..=2).contains(&read),

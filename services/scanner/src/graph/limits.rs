@@ -19,7 +19,10 @@ pub enum Bucket {
     ConditionalAccess,
     /// Identity and access writes: 3,000 per 2 min 30 s per app and tenant.
     Writes,
-    /// Outlook (mail folders and inbox rules): 10,000 requests per 10 min per mailbox.
+    /// Outlook (mail folders and inbox rules). Graph's limits are per mailbox (10,000 requests per
+    /// 10 min, 4 at once), far beyond the few reads a scan makes of one mailbox; no tenant-wide
+    /// limit is documented. The bucket keeps one large tenant from taking the app's global budget
+    /// (130,000 requests per 10 s across all tenants): 1,000 requests per second.
     Outlook,
     /// Security alerts: 150 requests per minute per app and tenant.
     Security,
@@ -64,7 +67,7 @@ impl Bucket {
             Bucket::Logs => (5.0, 0.5),
             Bucket::ConditionalAccess => (1.0, 1.0),
             Bucket::Writes => (3000.0, 20.0),
-            Bucket::Outlook => (10000.0, 10000.0 / 600.0),
+            Bucket::Outlook => (1000.0, 1000.0),
             Bucket::Security => (150.0, 2.5),
             Bucket::Defender => (100.0, 100.0 / 60.0),
         }

@@ -106,7 +106,12 @@ impl Collector<'_> {
             {
                 continue;
             }
-            let read = self.read(source, snapshot, window, &mut errors).await;
+            // Users read only to find their mailboxes need no sign-in activity: without it Graph
+            // answers 999 to a page instead of 120.
+            let activity = sources.contains(&Source::Users);
+            let read = self
+                .read(source, snapshot, window, activity, &mut errors)
+                .await;
             let value = match read {
                 Ok(value) => Ok(value),
                 Err(error) => {
@@ -145,6 +150,7 @@ impl Collector<'_> {
         source: Source,
         snapshot: &Snapshot,
         window: Option<Window>,
+        activity: bool,
         errors: &mut Vec<tenants::ScanError>,
     ) -> Result<Value, GraphError> {
         let premium = holds(self.service_plans, &P1);
@@ -171,7 +177,11 @@ impl Collector<'_> {
         };
         match source {
             Source::Users => {
-                let activity = if premium { ",signInActivity" } else { "" };
+                let activity = if premium && activity {
+                    ",signInActivity"
+                } else {
+                    ""
+                };
                 self.list(&format!("/v1.0/users?$select=id,displayName,userPrincipalName,accountEnabled,userType,onPremisesSyncEnabled,onPremisesImmutableId{activity}&$top=999")).await
             }
             Source::Domains => self.list("/v1.0/domains").await,
