@@ -358,7 +358,9 @@ impl Collector<'_> {
         errors: &mut Vec<tenants::ScanError>,
     ) -> Result<Value, GraphError> {
         let due = match (self.carried, window) {
-            (Some(_), Some(window)) => mailboxes::due(snapshot, window, self.inbox_rule_sweep),
+            (Some(_), Some(window)) => {
+                mailboxes::due(snapshot, window.since, window.end, self.inbox_rule_sweep)
+            }
             _ => None,
         };
         let users: Vec<(&str, &Value)> = snapshot

@@ -14,7 +14,6 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::checks::snapshot::{Snapshot, Source, timestamp};
-use crate::scans::collect::Window;
 
 /// Inbox rules and hiding folders as last read, by user id.
 #[derive(Debug, Default, Clone)]
@@ -97,12 +96,16 @@ fn phase(user_id: &str, sweep: Duration) -> u64 {
 }
 
 /// The mailboxes a monitoring poll reads (`None`: every one): the users who signed in since the
-/// previous poll, the users Identity Protection flags, and the users whose turn in the sweep came
-/// since the previous poll.
-pub fn due(snapshot: &Snapshot, window: Window, sweep: Duration) -> Option<BTreeSet<String>> {
+/// previous poll ended (`since`), the users Identity Protection flags, and the users whose turn
+/// in the sweep came between `since` and `now`.
+pub fn due(
+    snapshot: &Snapshot,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    sweep: Duration,
+) -> Option<BTreeSet<String>> {
     let sweep_seconds = sweep.as_secs().max(1);
-    let since = window.since.timestamp();
-    let now = window.end.timestamp();
+    let (since_at, since, now) = (since, since.timestamp(), now.timestamp());
     if now - since >= sweep_seconds as i64 {
         return None;
     }
@@ -129,9 +132,7 @@ pub fn due(snapshot: &Snapshot, window: Window, sweep: Duration) -> Option<BTree
         .items(Source::SignIns)
         .unwrap_or_default()
         .iter()
-        .filter(|sign_in| {
-            timestamp(&sign_in["createdDateTime"]).is_some_and(|at| at >= window.since)
-        })
+        .filter(|sign_in| timestamp(&sign_in["createdDateTime"]).is_some_and(|at| at >= since_at))
         .filter_map(|sign_in| sign_in["userId"].as_str());
     let risky = snapshot
         .items(Source::RiskyUsers)
