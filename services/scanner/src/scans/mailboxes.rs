@@ -2,7 +2,8 @@
 //! user and tenant; instead a monitoring poll reads the mailboxes of users who signed in during
 //! its window or whom Identity Protection flags (where a compromise would make a rule), and a
 //! sweep that reaches every mailbox once per `inbox_rule_sweep`. The others are carried from
-//! their last read, so a rule found earlier stays found. A full scan reads every mailbox.
+//! their last read, so a rule found earlier stays found. A tenant's first poll (and any whose
+//! previous poll is older than the sweep) reads every mailbox.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
