@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use common::directory::{picket_app, push};
 use common::fixing::{FixHarness, PARTNER, fix_for, outcome};
@@ -22,12 +21,6 @@ fn of<'f>(fixing: &'f FixHarness, check_id: &str) -> Vec<&'f findings::FindingOb
         .iter()
         .filter(|finding| finding.check_id == check_id)
         .collect()
-}
-
-async fn failed(fixing: &mut FixHarness, fix: &fixes::FixRequested) -> fixes::FixFailed {
-    tokio::time::timeout(Duration::from_secs(30), fixing.failed(&fix.fix_id))
-        .await
-        .expect("refused")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +80,7 @@ async fn apps_are_judged_by_what_they_hold_and_who_published_them() {
         .parameters
         .insert("servicePrincipalId".into(), picket.clone());
     fixing.request(&itself).await;
-    let refused = failed(&mut fixing, &itself).await;
+    let refused = fixing.failed(&itself.fix_id).await;
     assert_eq!(refused.reason(), fixes::FixFailureReason::Unsupported);
     assert_eq!(enabled(&picket), Some(json!(true)));
     fixing.harness.finish().await;
@@ -120,7 +113,7 @@ async fn acting_on_an_administrator_needs_a_directory_role_on_picket_s_app() {
     block.action = fixes::FixAction::DisableUser.into();
     block.parameters.insert("userId".into(), admin.clone());
     fixing.request(&block).await;
-    let refused = failed(&mut fixing, &block).await;
+    let refused = fixing.failed(&block.fix_id).await;
     assert_eq!(refused.reason(), fixes::FixFailureReason::PermissionDenied);
     assert!(
         refused

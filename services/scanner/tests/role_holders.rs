@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::directory::{ASSIGNMENTS, BACKUP_APP, GROUP, GROUP_NAME, picket_app, role_holders};
 use common::fixing::{FixHarness, fix_for};
 use graph_sim::{Licence, Profile};
@@ -21,12 +19,6 @@ fn evidence<'f>(fixing: &'f FixHarness, check_id: &str, target: &str, key: &str)
         .and_then(|finding| finding.evidence.get(key))
         .map(String::as_str)
         .unwrap_or_else(|| panic!("{check_id} on {target} with {key}"))
-}
-
-async fn failed(fixing: &mut FixHarness, fix: &fixes::FixRequested) -> fixes::FixFailed {
-    tokio::time::timeout(Duration::from_secs(30), fixing.failed(&fix.fix_id))
-        .await
-        .expect("refused")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +50,7 @@ async fn groups_and_apps_holding_roles_are_judged_and_fixed_as_what_they_are() {
         .clone();
     let through_group = fix_for(&inactive, "00000000-0000-4000-8000-000000000101");
     fixing.request(&through_group).await;
-    let refused = failed(&mut fixing, &through_group).await;
+    let refused = fixing.failed(&through_group.fix_id).await;
     assert_eq!(refused.reason(), fixes::FixFailureReason::Unsupported);
     assert!(
         refused.reason_detail.contains(GROUP_NAME),
@@ -88,7 +80,7 @@ async fn groups_and_apps_holding_roles_are_judged_and_fixed_as_what_they_are() {
     fixing.applied(&group_fix.fix_id).await;
     fixing.applied(&backup_fix.fix_id).await;
     // Picket's own app needs its role to act on administrators: never taken by Picket.
-    let refused = failed(&mut fixing, &picket_fix).await;
+    let refused = fixing.failed(&picket_fix.fix_id).await;
     assert_eq!(refused.reason(), fixes::FixFailureReason::Unsupported);
     let left: Vec<String> = fixing
         .harness

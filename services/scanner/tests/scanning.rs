@@ -335,9 +335,7 @@ async fn an_approved_setting_fix_is_applied_once_and_verified() {
     let fix = fix_for(&finding, "00000000-0000-4000-8000-000000000001");
 
     fixing.request(&fix).await;
-    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&fix.fix_id))
-        .await
-        .expect("FixApplied");
+    let applied = fixing.applied(&fix.fix_id).await;
     assert!(applied.verified);
     assert!(!applied.already_compliant);
     let policy = fixing
@@ -415,9 +413,7 @@ async fn authentication_method_fixes_name_the_configurations_type() {
             &format!("00000000-0000-4000-8000-00000000010{index}"),
         );
         fixing.request(&fix).await;
-        let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&fix.fix_id))
-            .await
-            .unwrap_or_else(|_| panic!("{check_id}: FixApplied"));
+        let applied = fixing.applied(&fix.fix_id).await;
         assert!(applied.verified, "{check_id}");
         let configuration = fixing
             .harness
@@ -474,9 +470,7 @@ async fn a_missing_policy_is_created_report_only_and_enforced_as_a_second_step()
     };
 
     fixing.request(&create).await;
-    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&create.fix_id))
-        .await
-        .expect("FixApplied");
+    let applied = fixing.applied(&create.fix_id).await;
     assert!(applied.verified, "{}", applied.summary);
     let created = policy(&fixing).expect("the policy was created");
     assert_eq!(created["state"], "enabledForReportingButNotEnforced");
@@ -513,9 +507,7 @@ async fn a_missing_policy_is_created_report_only_and_enforced_as_a_second_step()
 
     let enforcing = fix_for(&enforce, "00000000-0000-4000-8000-000000000003");
     fixing.request(&enforcing).await;
-    let applied = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&enforcing.fix_id))
-        .await
-        .expect("FixApplied");
+    let applied = fixing.applied(&enforcing.fix_id).await;
     assert!(applied.verified, "{}", applied.summary);
     assert_eq!(policy(&fixing).expect("the policy")["state"], "enabled");
     fixing.harness.rescan(PARTNER, &fixing.tenant_id).await;
@@ -539,12 +531,8 @@ async fn containment_fixes_remove_the_rule_and_isolate_the_device() {
 
     fixing.request(&delete).await;
     fixing.request(&isolate).await;
-    let deleted = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&delete.fix_id))
-        .await
-        .expect("the rule is deleted");
-    let isolated = tokio::time::timeout(Duration::from_secs(30), fixing.applied(&isolate.fix_id))
-        .await
-        .expect("the device is isolated");
+    let deleted = fixing.applied(&delete.fix_id).await;
+    let isolated = fixing.applied(&isolate.fix_id).await;
 
     assert!(deleted.verified && isolated.verified);
     let user_id = &rule.fix_parameters["userId"];
@@ -586,14 +574,8 @@ async fn disabling_a_break_glass_or_synced_account_is_refused_with_the_reason() 
 
     fixing.request(&break_glass).await;
     fixing.request(&synced).await;
-    let refused_break_glass =
-        tokio::time::timeout(Duration::from_secs(30), fixing.failed(&break_glass.fix_id))
-            .await
-            .expect("refused");
-    let refused_synced =
-        tokio::time::timeout(Duration::from_secs(30), fixing.failed(&synced.fix_id))
-            .await
-            .expect("refused");
+    let refused_break_glass = fixing.failed(&break_glass.fix_id).await;
+    let refused_synced = fixing.failed(&synced.fix_id).await;
 
     assert_eq!(
         refused_break_glass.reason(),

@@ -13,6 +13,8 @@ use prost::Message;
 use super::{Harness, harness_with};
 
 pub const PARTNER: &str = "p1";
+/// How long a requested fix may take to be applied or refused.
+const FIX_WAIT: Duration = Duration::from_secs(30);
 
 /// Collects the events of one kind published under the test's namespace.
 pub struct Events<E> {
@@ -170,25 +172,37 @@ impl FixHarness {
         self.harness.env.publish("prioritizer", fix).await;
     }
 
+    /// The FixApplied of `fix_id`, within [`FIX_WAIT`]; a FixFailed for it fails the test.
     pub async fn applied(&mut self, fix_id: &str) -> fixes::FixApplied {
-        loop {
-            let seen = self.applied.drain(Duration::from_millis(500)).await;
-            if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
-                return found.clone();
+        let wait = async {
+            loop {
+                let seen = self.applied.drain(Duration::from_millis(500)).await;
+                if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
+                    return found.clone();
+                }
+                let failed = self.failed.drain(Duration::from_millis(10)).await;
+                if let Some(failure) = failed.iter().find(|event| event.fix_id == fix_id) {
+                    panic!("the fix failed: {failure:?}");
+                }
             }
-            let failed = self.failed.drain(Duration::from_millis(10)).await;
-            if let Some(failure) = failed.iter().find(|event| event.fix_id == fix_id) {
-                panic!("the fix failed: {failure:?}");
-            }
-        }
+        };
+        tokio::time::timeout(FIX_WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("fix {fix_id} not applied within {FIX_WAIT:?}"))
     }
 
+    /// The FixFailed of `fix_id`, within [`FIX_WAIT`].
     pub async fn failed(&mut self, fix_id: &str) -> fixes::FixFailed {
-        loop {
-            let seen = self.failed.drain(Duration::from_millis(500)).await;
-            if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
-                return found.clone();
+        let wait = async {
+            loop {
+                let seen = self.failed.drain(Duration::from_millis(500)).await;
+                if let Some(found) = seen.iter().find(|event| event.fix_id == fix_id) {
+                    return found.clone();
+                }
             }
-        }
+        };
+        tokio::time::timeout(FIX_WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("fix {fix_id} not refused within {FIX_WAIT:?}"))
     }
 }
