@@ -421,25 +421,24 @@ impl FixRun<'_> {
                 "{upn} was already blocked from signing in"
             )));
         }
+        let path = format!("/users/{user_id}");
         self.change_user(
             Method::PATCH,
-            &format!("/v1.0/users/{user_id}"),
+            &format!("/v1.0{path}"),
             Some(&json!({"accountEnabled": false})),
         )
         .await?;
-        let after = graph(
-            self.get(&format!("/users/{user_id}?$select=accountEnabled"))
-                .await,
-        )?;
+        self.verify_disabled(&path, &upn, format!("blocked sign-in of {upn}"))
+            .await
+    }
+
+    /// Reads `path` (a user or a service principal) back after its sign-in was blocked.
+    async fn verify_disabled(&self, path: &str, name: &str, summary: String) -> Step<FixOutcome> {
+        let after = graph(self.get(&format!("{path}?$select=accountEnabled")).await)?;
         if after["accountEnabled"] != false {
-            return Err(verification_failed(format!("{upn} is still enabled")));
+            return Err(verification_failed(format!("{name} is still enabled")));
         }
-        Ok(changed(
-            format!("blocked sign-in of {upn}"),
-            "accountEnabled",
-            "true",
-            "false",
-        ))
+        Ok(changed(summary, "accountEnabled", "true", "false"))
     }
 
     async fn revoke_sessions(&self, request: &fixes::FixRequested) -> Step<FixOutcome> {
@@ -518,26 +517,16 @@ impl FixRun<'_> {
                 "{name} was already disabled"
             )));
         }
+        let path = format!("/servicePrincipals/{id}");
         self.send(
             Api::Graph,
             Method::PATCH,
-            &format!("/v1.0/servicePrincipals/{id}"),
+            &format!("/v1.0{path}"),
             Some(&json!({"accountEnabled": false})),
         )
         .await?;
-        let after = graph(
-            self.get(&format!("/servicePrincipals/{id}?$select=accountEnabled"))
-                .await,
-        )?;
-        if after["accountEnabled"] != false {
-            return Err(verification_failed(format!("{name} is still enabled")));
-        }
-        Ok(changed(
-            format!("disabled the app {name}"),
-            "accountEnabled",
-            "true",
-            "false",
-        ))
+        self.verify_disabled(&path, &name, format!("disabled the app {name}"))
+            .await
     }
 
     /// Deletes `path`, treating an object already gone as compliant, and checks it is gone.

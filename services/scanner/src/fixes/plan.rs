@@ -58,6 +58,15 @@ fn set_pointer(target: &mut Value, pointer: &str, value: Value) {
     }
 }
 
+/// A parameter of the failure's fix, empty when absent.
+fn fix_parameter(failure: &Failure, name: &str) -> String {
+    failure
+        .fix_parameters
+        .get(name)
+        .cloned()
+        .unwrap_or_default()
+}
+
 pub fn plan(
     check: &Check,
     snapshot: &Snapshot,
@@ -107,11 +116,7 @@ pub fn plan(
         check.evaluator.as_deref().unwrap_or_default(),
     ) {
         (Action::EnableConditionalAccessPolicy, _) => {
-            let policy_id = failure
-                .fix_parameters
-                .get("policyId")
-                .cloned()
-                .unwrap_or_default();
+            let policy_id = fix_parameter(failure, "policyId");
             Ok(vec![Write::patch(
                 &format!("/identity/conditionalAccess/policies/{policy_id}"),
                 json!({"state": "enabled"}),
@@ -129,11 +134,7 @@ pub fn plan(
             }])
         }
         (_, "break_glass_excluded") => {
-            let policy_id = failure
-                .fix_parameters
-                .get("policyId")
-                .cloned()
-                .unwrap_or_default();
+            let policy_id = fix_parameter(failure, "policyId");
             let policy = snapshot
                 .items(Source::ConditionalAccessPolicies)
                 .map_err(missing)?
@@ -157,11 +158,7 @@ pub fn plan(
             )])
         }
         (_, "passwords_never_expire") => {
-            let domain = failure
-                .fix_parameters
-                .get("domainId")
-                .cloned()
-                .unwrap_or_default();
+            let domain = fix_parameter(failure, "domainId");
             Ok(vec![Write::patch(
                 &format!("/domains/{domain}"),
                 json!({"passwordValidityPeriodInDays": NEVER_EXPIRES}),
@@ -215,11 +212,7 @@ pub fn plan(
             )])
         }
         (Action::RemoveRoleAssignment, _) => {
-            let principal = failure
-                .fix_parameters
-                .get("principalId")
-                .cloned()
-                .unwrap_or_default();
+            let principal = fix_parameter(failure, "principalId");
             let holder = privileged_holders(snapshot)
                 .map_err(missing)?
                 .remove(&principal)

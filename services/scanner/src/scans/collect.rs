@@ -13,7 +13,7 @@ use picket_proto::tenants::v1 as tenants;
 use serde_json::{Map, Value, json};
 
 use crate::checks::directory::{PrincipalKind, privileged_holders};
-use crate::checks::snapshot::{Snapshot, Source, with_dependencies};
+use crate::checks::snapshot::{Missing, Snapshot, Source, with_dependencies};
 use crate::graph::{GraphClient, GraphError, Meter, url_encode};
 use crate::scans::access::DEFENDER;
 use crate::scans::mailboxes::{self, Carried};
@@ -72,6 +72,11 @@ fn subject_error(source: Source, subject: &str, error: &GraphError) -> tenants::
         resource: format!("{} of {subject}", source.describe()),
         ..scan_error(source, error)
     }
+}
+
+/// A source this one is read from could not be read.
+fn unread(missing: Missing) -> GraphError {
+    GraphError::Malformed(missing.to_string())
 }
 
 fn graph_time(at: DateTime<Utc>) -> String {
@@ -311,8 +316,7 @@ impl Collector<'_> {
         snapshot: &Snapshot,
         errors: &mut Vec<tenants::ScanError>,
     ) -> Result<Value, GraphError> {
-        let holders = privileged_holders(snapshot)
-            .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
+        let holders = privileged_holders(snapshot).map_err(unread)?;
         let groups: Vec<(&String, &str)> = holders
             .iter()
             .filter(|(_, holder)| holder.kind == PrincipalKind::Group)
@@ -365,7 +369,7 @@ impl Collector<'_> {
         };
         let users: Vec<(&str, &Value)> = snapshot
             .items(Source::Users)
-            .map_err(|missing| GraphError::Malformed(missing.to_string()))?
+            .map_err(unread)?
             .iter()
             .filter_map(|user| Some((user["id"].as_str()?, user)))
             .filter(|(id, _)| due.as_ref().is_none_or(|due| due.contains(*id)))
@@ -414,9 +418,7 @@ impl Collector<'_> {
         snapshot: &Snapshot,
         errors: &mut Vec<tenants::ScanError>,
     ) -> Result<Value, GraphError> {
-        let mailboxes = snapshot
-            .get(Source::InboxRules)
-            .map_err(|missing| GraphError::Malformed(missing.to_string()))?;
+        let mailboxes = snapshot.get(Source::InboxRules).map_err(unread)?;
         // Mailboxes carried from an earlier poll keep the folders read with them.
         let fresh = mailboxes::read_at(snapshot.now);
         let mut folders: Map<String, Value> = Map::new();
