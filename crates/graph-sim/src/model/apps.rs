@@ -130,6 +130,27 @@ impl Builder {
             .to_owned()
     }
 
+    /// A delegated permission grant of `scope` on `resource` to `client`, consented by `principal`
+    /// for themselves, or by an administrator for everyone when `None`. `tag` makes its id.
+    fn delegated_grant(
+        &mut self,
+        tag: (u64, &str),
+        client: &str,
+        principal: Option<&str>,
+        resource: &str,
+        scope: &str,
+    ) {
+        let grant = json!({
+            "id": format!("{}{}", Uuid::from_u64_pair(self.rng.random(), tag.0).simple(), tag.1),
+            "clientId": client,
+            "consentType": if principal.is_some() { "Principal" } else { "AllPrincipals" },
+            "principalId": principal,
+            "resourceId": resource,
+            "scope": scope,
+        });
+        self.collection("/oauth2PermissionGrants").push(grant);
+    }
+
     /// Grants `client` (a service principal id) the application permission `role` of `resource`,
     /// `days_ago`.
     fn assign_app_role(
@@ -207,15 +228,7 @@ impl Builder {
         };
         let reporting_secret = self.password_credential("reporting", 60, lifetime);
         self.application("Legacy Reporting", vec![reporting_secret], "", None);
-        let grant = json!({
-            "id": format!("{}{}", Uuid::from_u64_pair(self.rng.random(), 0).simple(), "AAAA"),
-            "clientId": payroll,
-            "consentType": "AllPrincipals",
-            "principalId": null,
-            "resourceId": graph_sp,
-            "scope": "User.Read",
-        });
-        self.collection("/oauth2PermissionGrants").push(grant);
+        self.delegated_grant((0, "AAAA"), &payroll, None, &graph_sp, "User.Read");
         // A file-sync service from a verified publisher: offline access to files is its job.
         let sync = self.application(
             "Dropbox",
@@ -224,15 +237,13 @@ impl Builder {
             Some("Dropbox, Inc."),
         );
         let (user_id, _, _) = self.user(3);
-        let grant = json!({
-            "id": format!("{}{}", Uuid::from_u64_pair(self.rng.random(), 3).simple(), "DDDD"),
-            "clientId": sync,
-            "consentType": "Principal",
-            "principalId": user_id,
-            "resourceId": graph_sp,
-            "scope": "offline_access Files.ReadWrite.All User.Read openid profile",
-        });
-        self.collection("/oauth2PermissionGrants").push(grant);
+        self.delegated_grant(
+            (3, "DDDD"),
+            &sync,
+            Some(&user_id),
+            &graph_sp,
+            "offline_access Files.ReadWrite.All User.Read openid profile",
+        );
         // A backup service with mailbox access, from a verified publisher, consented years ago.
         let backup = self.application(
             "Backupify",
@@ -253,15 +264,13 @@ impl Builder {
             None,
         );
         let (user_id, upn, _) = self.user(13);
-        let item = json!({
-            "id": format!("{}{}", Uuid::from_u64_pair(self.rng.random(), 1).simple(), "BBBB"),
-            "clientId": sp,
-            "consentType": "Principal",
-            "principalId": user_id,
-            "resourceId": graph_sp,
-            "scope": "offline_access Mail.Read Mail.Send Files.Read.All User.Read",
-        });
-        self.collection("/oauth2PermissionGrants").push(item);
+        self.delegated_grant(
+            (1, "BBBB"),
+            &sp,
+            Some(&user_id),
+            &graph_sp,
+            "offline_access Mail.Read Mail.Send Files.Read.All User.Read",
+        );
         self.audit(
             35,
             "ApplicationManagement",
