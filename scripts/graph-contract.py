@@ -29,8 +29,8 @@ VERSION = "1.65.0"
 ROOT = "msgraph/generated/"
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".dev" / "graph-model"
-# Query options that belong to paging links, not to the request builder.
-PAGING = {"$skiptoken"}
+# Query options that belong to paging and delta links (state tokens), not to the request builder.
+PAGING = {"$skiptoken", "$deltatoken"}
 # Where Microsoft's documentation and its generated model disagree, the documentation wins, and
 # each case is written down: the SDKs model every update as PATCH.
 DOCUMENTED = {

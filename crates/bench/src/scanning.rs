@@ -1,9 +1,9 @@
 //! Scans of many simulated tenants. Every tenant is onboarded (consent and `/organization` read)
 //! while no scan worker runs, so each waits with its queued onboarding scan; then a scanner with
-//! workers starts and the clock runs until every full scan has finished. Then one monitoring
-//! round: each tenant's previous poll is moved 15 minutes back (as if the last poll was one
+//! workers starts and the clock runs until every full scan has finished. Then two monitoring
+//! rounds: each tenant's previous poll is moved 15 minutes back (as if the last poll was one
 //! interval ago), a monitoring poll is queued for every tenant, and the clock runs until all have
-//! finished. graph-sim answers a share of requests 429 with `Retry-After`, and counts any request
+//! finished; the second round is what every poll after the first costs (users by delta query). graph-sim answers a share of requests 429 with `Retry-After`, and counts any request
 //! that reaches a tenant inside its window. Optionally the first tenant is a large one.
 //!
 //! Arguments: TENANTS USERS WORKERS THROTTLE_PERCENT LARGE_TENANT_USERS LATENCY_MS (defaults
@@ -132,29 +132,34 @@ pub async fn run(arguments: &[String]) -> anyhow::Result<()> {
     round.settle(&pool).await?;
     round.report(&sim, &pool, &large_tenant).await?;
 
-    // One monitoring round, the previous poll one interval back.
-    sqlx::query("UPDATE monitoring_windows SET window_end = window_end - interval '15 minutes'")
+    // Two monitoring rounds, each with the previous poll one interval back: the first starts
+    // the users' delta rounds of premium tenants, the second is every poll after.
+    let mut client = ScanServiceClient::new(channel(&scanner).await);
+    for name in ["monitoring round (first)", "monitoring round (steady)"] {
+        sqlx::query(
+            "UPDATE monitoring_windows SET window_end = window_end - interval '15 minutes'",
+        )
         .execute(&pool)
         .await?;
-    let mut round = Round::begin(&sim, &pool, "monitoring round").await?;
-    let mut client = ScanServiceClient::new(channel(&scanner).await);
-    let tenants: Vec<(String, String)> =
-        sqlx::query_as("SELECT partner_id, tenant_id::text FROM tenants")
-            .fetch_all(&pool)
-            .await?;
-    for (partner_id, tenant_id) in tenants {
-        client
-            .start_scan(env.request(
-                &env.partner_token(&partner_id),
-                tenants::StartScanRequest {
-                    tenant_id,
-                    kind: tenants::ScanKind::Monitoring.into(),
-                },
-            ))
-            .await?;
+        let mut round = Round::begin(&sim, &pool, name).await?;
+        let tenants: Vec<(String, String)> =
+            sqlx::query_as("SELECT partner_id, tenant_id::text FROM tenants")
+                .fetch_all(&pool)
+                .await?;
+        for (partner_id, tenant_id) in tenants {
+            client
+                .start_scan(env.request(
+                    &env.partner_token(&partner_id),
+                    tenants::StartScanRequest {
+                        tenant_id,
+                        kind: tenants::ScanKind::Monitoring.into(),
+                    },
+                ))
+                .await?;
+        }
+        round.settle(&pool).await?;
+        round.report(&sim, &pool, &large_tenant).await?;
     }
-    round.settle(&pool).await?;
-    round.report(&sim, &pool, &large_tenant).await?;
     println!(
         "\n{tenant_count} tenants of {users} users{}, {workers} workers, {throttle_percent}% of requests answered 429, {latency_ms} ms per call; peak RSS {:.0} MiB",
         if large_users > 0 {

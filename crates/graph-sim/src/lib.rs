@@ -8,6 +8,7 @@
 //! administrator with an RS256 ID token, and the keys that verify it (see `signin`).
 
 mod batch;
+mod delta;
 mod mailbox;
 mod model;
 mod permissions;
@@ -140,6 +141,14 @@ impl GraphSim {
     pub fn grant_permissions(&self, tenant_id: &str, permissions: &[&str]) {
         if let Some(tenant) = self.state.lock().tenants.get_mut(tenant_id) {
             tenant.granted = permissions.iter().map(|name| (*name).to_owned()).collect();
+        }
+    }
+
+    /// Forgets the delta tokens `/users/delta` issued for `tenant_id`, as when they expire: a
+    /// round from one is answered 410 Gone.
+    pub fn expire_delta_tokens(&self, tenant_id: &str) {
+        if let Some(tracking) = self.state.lock().deltas.get_mut(tenant_id) {
+            tracking.expire();
         }
     }
 

@@ -208,7 +208,7 @@ async fn token(
     .into_response()
 }
 
-fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({
         "error": {
             "code": code,
@@ -531,6 +531,11 @@ fn answer(
             Err(error) => return bad_request(&format!("Invalid JSON body: {error}")),
         }
     };
+    if method == Method::GET && path == "/users/delta" {
+        let tracking = inner.deltas.entry(tenant_id.to_owned()).or_default();
+        let link_base = format!("{}{prefix}{path}", state.base_url);
+        return crate::delta::users(tracking, tenant, &link_base, query, state.config.page_size);
+    }
     let context = Context {
         base_url: &state.base_url,
         prefix,
@@ -1071,7 +1076,7 @@ fn matches(item: &Value, clauses: &[Clause]) -> bool {
 }
 
 /// Keeps only the `$select`ed properties.
-fn select(item: &Value, selected: Option<&str>) -> Value {
+pub(crate) fn select(item: &Value, selected: Option<&str>) -> Value {
     let Some(selected) = selected else {
         return item.clone();
     };

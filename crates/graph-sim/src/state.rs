@@ -106,6 +106,8 @@ pub struct Inner {
     pub signing_keys: Vec<SigningKey>,
     /// JSON batches answered.
     pub batches: u64,
+    /// Change tracking of users (`/users/delta`), per tenant.
+    pub deltas: HashMap<String, crate::delta::Tracking>,
 }
 
 pub struct SimState {

@@ -53,6 +53,16 @@ pub const PURGES: &[Purge] = &[
               WHERE c.tenant_id = t.tenant_id AND t.tenant_id = $1::uuid AND t.partner_id = $2",
     },
     Purge {
+        table: "scanner.directory_users",
+        sql: "DELETE FROM directory_users c USING tenants t
+              WHERE c.tenant_id = t.tenant_id AND t.tenant_id = $1::uuid AND t.partner_id = $2",
+    },
+    Purge {
+        table: "scanner.user_delta_links",
+        sql: "DELETE FROM user_delta_links c USING tenants t
+              WHERE c.tenant_id = t.tenant_id AND t.tenant_id = $1::uuid AND t.partner_id = $2",
+    },
+    Purge {
         table: "scanner.sign_in_countries",
         sql: "DELETE FROM sign_in_countries c USING tenants t
               WHERE c.tenant_id = t.tenant_id AND t.tenant_id = $1::uuid AND t.partner_id = $2",

@@ -458,3 +458,34 @@ async fn batches_carry_twenty_requests_and_resend_only_the_throttled_ones() {
         sim.throttle_violations()
     );
 }
+
+#[tokio::test]
+async fn a_delta_round_follows_its_links_within_graph_only() {
+    let sim = simulator(250).await;
+    let client = client(&sim, 2);
+    let tenant = first_tenant(&sim);
+    let meter = Meter::default();
+
+    let (users, link) = client
+        .get_delta(&tenant, "/v1.0/users/delta?$select=id,displayName", &meter)
+        .await
+        .expect("a first round");
+    assert_eq!(users.len(), 250);
+    assert_eq!(meter.requests(), 3, "three pages of 100");
+    assert!(link.starts_with(&sim.base_url()), "{link}");
+    let (nothing, _) = client
+        .get_delta(&tenant, &link, &meter)
+        .await
+        .expect("a round from the link");
+    assert!(nothing.is_empty());
+
+    // A link naming another host is not followed: the tenant's token would go with it.
+    let sent = sim.requests().len();
+    let foreign = link.replace(&sim.base_url(), "http://169.254.169.254");
+    let refused = client.get_delta(&tenant, &foreign, &meter).await;
+    assert!(
+        matches!(&refused, Err(GraphError::Malformed(message)) if message.contains("outside Graph")),
+        "{refused:?}"
+    );
+    assert_eq!(sim.requests().len(), sent);
+}

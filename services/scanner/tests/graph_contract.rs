@@ -30,6 +30,7 @@ const METHOD_CONFIGURATIONS: &str =
 async fn what_the_scanner_asks_and_graph_sim_answers_is_in_microsofts_model() {
     let mut harness = harness().await;
     let mut tenants = Vec::new();
+    let mut tenant_ids = Vec::new();
     for (index, profile) in [Profile::weak(Licence::P2), Profile::hardened(Licence::P2)]
         .into_iter()
         .enumerate()
@@ -43,6 +44,13 @@ async fn what_the_scanner_asks_and_graph_sim_answers_is_in_microsofts_model() {
             .await;
         harness.settled_scans("p1", &tenant_id).await;
         tenants.push(microsoft_tenant);
+        tenant_ids.push(tenant_id);
+    }
+    // Monitoring polls read users by delta query: a first round, then one from its link.
+    for _ in 0..2 {
+        harness
+            .scan_now("p1", &tenant_ids[0], tenants::ScanKind::Monitoring)
+            .await;
     }
 
     let requests: Vec<Value> = harness

@@ -73,17 +73,20 @@ async fn a_poll_reads_the_mailboxes_that_signed_in_and_keeps_the_others_rules() 
         .await;
 
     assert_eq!(poll.state(), tenants::ScanState::Succeeded, "{poll:?}");
-    // Users are read only to find their mailboxes: without sign-in activity, 999 to a page.
+    // Users are read only to find their mailboxes: by delta query, without sign-in activity.
     let user_reads: Vec<_> = fixing
         .harness
         .sim
         .requests()
         .into_iter()
         .skip(requests_before)
-        .filter(|request| request.path == "/v1.0/users")
+        .filter(|request| {
+            request.path.starts_with("/v1.0/users") && !request.path.contains("/mailFolders")
+        })
         .collect();
     assert!(!user_reads.is_empty());
     for request in &user_reads {
+        assert_eq!(request.path, "/v1.0/users/delta");
         assert!(
             !request.query["$select"].contains("signInActivity"),
             "{:?}",

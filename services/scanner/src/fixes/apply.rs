@@ -276,14 +276,15 @@ impl FixRun<'_> {
             meter: &self.meter,
             carried: None,
             inbox_rule_sweep: self.scanning.settings.inbox_rule_sweep,
+            tracked: None,
         };
         let sources = check.reads.iter().copied().collect();
         let granted = self
             .granted(&self.scanning.catalogue.needed_permissions())
             .await?;
         access::deny(&mut snapshot, &self.scanning.catalogue, &granted, &sources);
-        let errors = collector.collect(&mut snapshot, &sources, None).await;
-        if let Some(error) = errors.first() {
+        let collected = collector.collect(&mut snapshot, &sources, None).await;
+        if let Some(error) = collected.errors.first() {
             return Err(FixOutcome::Failed {
                 reason: FixFailureReason::GraphError,
                 detail: format!("{}: {}", error.resource, error.message),

@@ -2,6 +2,7 @@
 //! buckets, and a gate that holds every request of a tenant while a `Retry-After` window is open,
 //! so nothing is sent to a throttled tenant before Graph said it may be.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -11,7 +12,8 @@ use crate::graph::Api;
 /// Graph's throttling buckets (learn.microsoft.com/graph/throttling-limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bucket {
-    /// Identity and access reads: 3,500 resource units per 10 s for a small tenant.
+    /// Identity and access reads: resource units per 10 s per app and tenant, by the tenant's size:
+    /// 3,500 under 50 users, 5,000 up to 500, 8,000 above (a tenant not yet counted is small).
     Directory,
     /// Sign-in and audit logs: 5 requests per 10 s per app and tenant.
     Logs,
@@ -60,10 +62,17 @@ impl Bucket {
         Bucket::Directory
     }
 
-    /// (capacity, refill per second).
-    fn rate(self) -> (f64, f64) {
+    /// (capacity, refill per second), for a tenant of `users` users (0: not counted yet).
+    fn rate(self, users: usize) -> (f64, f64) {
         match self {
-            Bucket::Directory => (3500.0, 350.0),
+            Bucket::Directory => {
+                let units = match users {
+                    501.. => 8000.0,
+                    50..=500 => 5000.0,
+                    _ => 3500.0,
+                };
+                (units, units / 10.0)
+            }
             Bucket::Logs => (5.0, 0.5),
             Bucket::ConditionalAccess => (1.0, 1.0),
             Bucket::Writes => (3000.0, 20.0),
@@ -100,14 +109,22 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(bucket: Bucket) -> TokenBucket {
-        let (capacity, refill_per_second) = bucket.rate();
+    fn new(bucket: Bucket, users: usize) -> TokenBucket {
+        let (capacity, refill_per_second) = bucket.rate(users);
         TokenBucket {
             capacity,
             refill_per_second,
             available: capacity,
             updated: Instant::now(),
         }
+    }
+
+    /// Another size: what is available stays, up to the new capacity.
+    fn resize(&mut self, bucket: Bucket, users: usize) {
+        let (capacity, refill_per_second) = bucket.rate(users);
+        self.capacity = capacity;
+        self.refill_per_second = refill_per_second;
+        self.available = self.available.min(capacity);
     }
 
     /// Takes `cost` now, or says how long until it can.
@@ -132,6 +149,8 @@ impl TokenBucket {
 pub struct TenantGate {
     blocked_until: Mutex<Option<Instant>>,
     buckets: Mutex<Vec<(Bucket, TokenBucket)>>,
+    /// The tenant's users, as last counted (0: not yet).
+    users: AtomicUsize,
 }
 
 impl Default for TenantGate {
@@ -139,11 +158,21 @@ impl Default for TenantGate {
         TenantGate {
             blocked_until: Mutex::new(None),
             buckets: Mutex::new(Vec::new()),
+            users: AtomicUsize::new(0),
         }
     }
 }
 
 impl TenantGate {
+    /// The tenant has `users` users: the identity and access bucket takes its size from now.
+    pub async fn count_users(&self, users: usize) {
+        self.users.store(users, Ordering::Relaxed);
+        let mut buckets = self.buckets.lock().await;
+        for (bucket, tokens) in buckets.iter_mut() {
+            tokens.resize(*bucket, users);
+        }
+    }
+
     /// Waits until the tenant is not throttled and `bucket` has room for `cost`.
     pub async fn admit(&self, bucket: Bucket, cost: f64) {
         loop {
@@ -159,7 +188,8 @@ impl TenantGate {
                 let position = match buckets.iter().position(|(kind, _)| *kind == bucket) {
                     Some(position) => position,
                     None => {
-                        buckets.push((bucket, TokenBucket::new(bucket)));
+                        let users = self.users.load(Ordering::Relaxed);
+                        buckets.push((bucket, TokenBucket::new(bucket, users)));
                         buckets.len() - 1
                     }
                 };
@@ -212,8 +242,39 @@ mod tests {
     }
 
     #[test]
+    fn the_directory_bucket_is_sized_by_the_tenants_users() {
+        assert_eq!(Bucket::Directory.rate(0), (3500.0, 350.0));
+        assert_eq!(Bucket::Directory.rate(49), (3500.0, 350.0));
+        assert_eq!(Bucket::Directory.rate(50), (5000.0, 500.0));
+        assert_eq!(Bucket::Directory.rate(500), (5000.0, 500.0));
+        assert_eq!(Bucket::Directory.rate(501), (8000.0, 800.0));
+        assert_eq!(Bucket::Logs.rate(20_000), Bucket::Logs.rate(0));
+        // Counted large after spending a small tenant's units: what was spent stays spent.
+        let mut bucket = TokenBucket::new(Bucket::Directory, 0);
+        assert!(bucket.try_take(3500.0).is_ok());
+        bucket.resize(Bucket::Directory, 20_000);
+        let wait = bucket.try_take(800.0).expect_err("the bucket is empty");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_counted_tenant_gets_its_size_at_once() {
+        let gate = TenantGate::default();
+        gate.count_users(20_000).await;
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            gate.admit(Bucket::Directory, 8000.0),
+        )
+        .await
+        .expect("8,000 units at once for a large tenant");
+    }
+
+    #[test]
     fn empty_bucket_says_how_long_to_wait() {
-        let mut bucket = TokenBucket::new(Bucket::ConditionalAccess);
+        let mut bucket = TokenBucket::new(Bucket::ConditionalAccess, 0);
         assert!(bucket.try_take(1.0).is_ok());
         let wait = bucket.try_take(1.0).expect_err("one request per second");
         assert!(

@@ -230,6 +230,11 @@ impl GraphClient {
         gates.entry(tenant_id.to_owned()).or_default().clone()
     }
 
+    /// The tenant has `users` users: Graph sizes its identity and access limit by it.
+    pub async fn count_users(&self, tenant_id: &str, users: usize) {
+        self.gate(tenant_id).count_users(users).await;
+    }
+
     pub fn health(&self, tenant_id: &str) -> AccessHealth {
         let health = self
             .health
@@ -317,11 +322,51 @@ impl GraphClient {
         path_and_query: &str,
         meter: &Meter,
     ) -> Result<Vec<Value>, GraphError> {
+        let url = format!("{}{path_and_query}", self.graph_base_url);
+        let (items, _) = self.pages(tenant_id, url, meter).await?;
+        Ok(items)
+    }
+
+    /// A round of a delta query: every page from `path_or_link` (a path such as
+    /// `/v1.0/users/delta?$select=...`, or the `@odata.deltaLink` a previous round ended with),
+    /// and the `@odata.deltaLink` this one ends with.
+    pub async fn get_delta(
+        &self,
+        tenant_id: &str,
+        path_or_link: &str,
+        meter: &Meter,
+    ) -> Result<(Vec<Value>, String), GraphError> {
+        let url = if path_or_link.starts_with('/') {
+            format!("{}{path_or_link}", self.graph_base_url)
+        } else {
+            path_or_link.to_owned()
+        };
+        match self.pages(tenant_id, url, meter).await? {
+            (items, Some(link)) => Ok((items, link)),
+            (_, None) => {
+                let error = GraphError::Malformed(format!("{path_or_link}: no @odata.deltaLink"));
+                self.record(tenant_id, Err(&error));
+                Err(error)
+            }
+        }
+    }
+
+    /// Every page of a collection from `url`, following `@odata.nextLink`, and the
+    /// `@odata.deltaLink` of the last page if it has one. A link must point into Graph: the token
+    /// goes nowhere else.
+    async fn pages(
+        &self,
+        tenant_id: &str,
+        url: String,
+        meter: &Meter,
+    ) -> Result<(Vec<Value>, Option<String>), GraphError> {
         let mut items = Vec::new();
-        let mut next = Some(format!("{}{path_and_query}", self.graph_base_url));
+        let mut next = Some(url);
+        let within = format!("{}/", self.graph_base_url);
+        let mut delta_link = None;
         while let Some(url) = next {
-            let page = match self
-                .attempt(
+            let page = if url.starts_with(&within) {
+                self.attempt(
                     tenant_id,
                     Api::Graph,
                     reqwest::Method::GET,
@@ -330,27 +375,32 @@ impl GraphClient {
                     meter,
                 )
                 .await
-            {
+                .and_then(|page| match page["value"].as_array() {
+                    Some(_) => Ok(page),
+                    None => Err(GraphError::Malformed(format!("{url}: no value array"))),
+                })
+            } else {
+                Err(GraphError::Malformed(format!(
+                    "a link outside Graph: {url}"
+                )))
+            };
+            let mut page = match page {
                 Ok(page) => page,
                 Err(error) => {
                     self.record(tenant_id, Err(&error));
                     return Err(error);
                 }
             };
-            let Some(values) = page["value"].as_array() else {
-                let error = GraphError::Malformed(format!("{url}: no value array"));
-                self.record(tenant_id, Err(&error));
-                return Err(error);
-            };
-            items.extend(values.iter().cloned());
+            if let Value::Array(values) = page["value"].take() {
+                items.extend(values);
+            }
             next = page["@odata.nextLink"].as_str().map(str::to_owned);
+            delta_link = page["@odata.deltaLink"].as_str().map(str::to_owned);
         }
         self.record(tenant_id, Ok(()));
-        Ok(items)
+        Ok((items, delta_link))
     }
 
-    /// Sends one request to Graph or Defender (`path_and_query` like `/v1.0/users/{id}` or
-    /// `/api/machines/{id}/isolate`); a body-less answer (204) is `Value::Null`.
     pub async fn send(
         &self,
         tenant_id: &str,

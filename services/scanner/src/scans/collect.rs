@@ -17,6 +17,7 @@ use crate::checks::snapshot::{Missing, Snapshot, Source, with_dependencies};
 use crate::graph::{GraphClient, GraphError, Meter, url_encode};
 use crate::scans::access::DEFENDER;
 use crate::scans::mailboxes::{self, Carried};
+use crate::scans::users::{self, Synced, Tracked};
 
 /// The time range of sign-in and audit logs a monitoring poll reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +46,16 @@ const RSS: &str = "rss";
 
 fn holds(service_plans: &BTreeSet<String>, any_of: &[&str]) -> bool {
     any_of.iter().any(|plan| service_plans.contains(*plan))
+}
+
+/// Whether reading `sources` reads users' sign-in activity: where a check reads users itself and
+/// the tenant has Entra ID P1. Users read only to find their mailboxes need none: without it Graph
+/// answers 999 to a page instead of 120, and delta query (which does not track it) can read them.
+pub fn reads_sign_in_activity(
+    service_plans: &BTreeSet<String>,
+    sources: &BTreeSet<Source>,
+) -> bool {
+    holds(service_plans, &P1) && sources.contains(&Source::Users)
 }
 
 /// The service plans in a `subscribedSkus` answer, of enabled subscriptions only.
@@ -93,17 +104,29 @@ pub struct Collector<'a> {
     pub carried: Option<&'a Carried>,
     /// How long the sweep of every mailbox takes.
     pub inbox_rule_sweep: Duration,
+    /// Users as the last delta round left them, where a poll reads users by delta query when it
+    /// needs no sign-in activity (`None`: users are listed in full).
+    pub tracked: Option<&'a Tracked>,
+}
+
+/// What a collection met besides the snapshot.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub errors: Vec<tenants::ScanError>,
+    /// What a delta round of users learnt, to keep for the next poll.
+    pub users: Option<Synced>,
 }
 
 impl Collector<'_> {
-    /// Reads `sources` into `snapshot`; returns the errors met.
+    /// Reads `sources` into `snapshot`; returns the errors met and what a users' delta round
+    /// learnt.
     pub async fn collect(
         &self,
         snapshot: &mut Snapshot,
         sources: &BTreeSet<Source>,
         window: Option<Window>,
-    ) -> Vec<tenants::ScanError> {
-        let mut errors = Vec::new();
+    ) -> Collected {
+        let mut collected = Collected::default();
         for source in with_dependencies(sources) {
             // Not granted the permission: the checks that need it are not evaluated.
             if source == Source::SignInHistory
@@ -111,23 +134,27 @@ impl Collector<'_> {
             {
                 continue;
             }
-            // Users read only to find their mailboxes need no sign-in activity: without it Graph
-            // answers 999 to a page instead of 120.
-            let activity = sources.contains(&Source::Users);
+            let activity = reads_sign_in_activity(self.service_plans, sources);
             let read = self
-                .read(source, snapshot, window, activity, &mut errors)
+                .read(source, snapshot, window, activity, &mut collected)
                 .await;
             let value = match read {
+                Ok(Value::Array(users)) if source == Source::Users => {
+                    self.graph
+                        .count_users(self.microsoft_tenant_id, users.len())
+                        .await;
+                    Ok(Value::Array(users))
+                }
                 Ok(value) => Ok(value),
                 Err(error) => {
                     tracing::warn!(tenant = self.microsoft_tenant_id, source = source.describe(), %error, "source could not be read");
-                    errors.push(scan_error(source, &error));
+                    collected.errors.push(scan_error(source, &error));
                     Err(error.to_string())
                 }
             };
             snapshot.data.insert(source, value);
         }
-        errors
+        collected
     }
 
     async fn list(&self, path: &str) -> Result<Value, GraphError> {
@@ -149,15 +176,17 @@ impl Collector<'_> {
         Ok(object)
     }
 
-    /// One source; a source read per mailbox adds each mailbox it could not read to `errors`.
+    /// One source; a source read per mailbox adds each mailbox it could not read to the errors.
     async fn read(
         &self,
         source: Source,
         snapshot: &Snapshot,
         window: Option<Window>,
+        // Whether users are read with their sign-in activity.
         activity: bool,
-        errors: &mut Vec<tenants::ScanError>,
+        collected: &mut Collected,
     ) -> Result<Value, GraphError> {
+        let errors = &mut collected.errors;
         let premium = holds(self.service_plans, &P1);
         // A source the tenant's licences do not include holds nothing that could apply.
         let unlicensed = match source {
@@ -181,14 +210,24 @@ impl Collector<'_> {
             None => String::new(),
         };
         match source {
-            Source::Users => {
-                let activity = if premium && activity {
-                    ",signInActivity"
-                } else {
-                    ""
-                };
-                self.list(&format!("/v1.0/users?$select=id,displayName,userPrincipalName,accountEnabled,userType,onPremisesSyncEnabled,onPremisesImmutableId{activity}&$top=999")).await
+            Source::Users if activity => {
+                self.list(&format!(
+                    "/v1.0/users?$select={},signInActivity&$top=999",
+                    users::SELECT
+                ))
+                .await
             }
+            Source::Users => match self.tracked {
+                Some(tracked) => {
+                    let (users, synced) = self.users_delta(tracked).await?;
+                    collected.users = Some(synced);
+                    Ok(Value::Array(users))
+                }
+                None => {
+                    self.list(&format!("/v1.0/users?$select={}&$top=999", users::SELECT))
+                        .await
+                }
+            },
             Source::Domains => self.list("/v1.0/domains").await,
             Source::AuthorizationPolicy => self.object("/v1.0/policies/authorizationPolicy").await,
             Source::AuthenticationMethodsPolicy => {
@@ -270,6 +309,28 @@ impl Collector<'_> {
             Source::MailFolders => self.mail_folders(snapshot, errors).await,
             Source::SignInHistory => Ok(json!({})),
         }
+    }
+
+    /// A delta round of users from the last round's link, or from the start where there is none
+    /// or Graph refuses it.
+    async fn users_delta(&self, tracked: &Tracked) -> Result<(Vec<Value>, Synced), GraphError> {
+        let tenant = self.microsoft_tenant_id;
+        if let Some(link) = &tracked.delta_link {
+            match self.graph.get_delta(tenant, link, self.meter).await {
+                Ok((answers, next)) => {
+                    return Ok(users::apply(tracked, answers, next, false));
+                }
+                Err(error) if users::refused_link(&error) => {
+                    tracing::info!(tenant, %error, "users delta link refused: reading every user afresh");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let (answers, next) = self
+            .graph
+            .get_delta(tenant, &users::initial(), self.meter)
+            .await?;
+        Ok(users::apply(tracked, answers, next, true))
     }
 
     /// The application permissions granted on Microsoft Graph and Exchange Online: each resource's

@@ -9,3 +9,4 @@ pub mod results;
 pub mod runner;
 pub mod scheduler;
 pub mod store;
+pub mod users;

@@ -20,7 +20,7 @@ use crate::graph::{Api, GraphClient, Meter};
 use crate::scans::collect::{self, Collector, Window};
 use crate::scans::results::{self, CheckResultRow, Learned};
 use crate::scans::store::{self, ScanRow, Summary};
-use crate::scans::{access, mailboxes};
+use crate::scans::{access, mailboxes, users};
 use crate::settings::ScannerSettings;
 use crate::tenants::store::{self as tenant_store, TenantRow};
 
@@ -174,6 +174,13 @@ impl Scanning {
         } else {
             mailboxes::Carried::default()
         };
+        let tracked = if with_dependencies(&sources).contains(&Source::Users)
+            && !collect::reads_sign_in_activity(&service_plans, &sources)
+        {
+            Some(users::load(&self.pool, tenant.tenant_id, now).await?)
+        } else {
+            None
+        };
         let collector = Collector {
             graph: &self.graph,
             microsoft_tenant_id,
@@ -181,8 +188,10 @@ impl Scanning {
             meter: &meter,
             carried: Some(&carried),
             inbox_rule_sweep: self.settings.inbox_rule_sweep,
+            tracked: tracked.as_ref(),
         };
-        summary.errors = collector.collect(&mut snapshot, &sources, window).await;
+        let collected = collector.collect(&mut snapshot, &sources, window).await;
+        summary.errors = collected.errors;
         summary.graph_requests = meter.requests();
         summary.throttled_responses = meter.throttled();
         summary.window_start = window.map(|window| window.start);
@@ -205,6 +214,9 @@ impl Scanning {
         self.record_logs(&mut transaction, &scan, &snapshot, window, now)
             .await?;
         mailboxes::save(&mut transaction, tenant.tenant_id, &snapshot).await?;
+        if let Some(synced) = &collected.users {
+            users::save(&mut transaction, tenant.tenant_id, synced, now).await?;
+        }
         if summary.checks_errored > 0 {
             summary.state = "partial";
         }
