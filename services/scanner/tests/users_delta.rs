@@ -1,7 +1,7 @@
 //! Users by delta query: a monitoring poll follows the `@odata.deltaLink` the previous round ended
 //! with and reads only the users created, changed or removed since; the users it keeps then equal
-//! what Graph holds. A link Graph refuses (expired: 410 Gone `syncStateNotFound`) starts the round
-//! over from every user, and the poll still succeeds.
+//! what Graph holds. A link Graph refuses (expired: 410 Gone `syncStateNotFound`), or one older
+//! than Graph keeps, starts the round over from every user, and the poll still succeeds.
 
 mod common;
 
@@ -176,5 +176,21 @@ async fn a_link_graph_refuses_starts_the_round_over() {
     let next = poll(&fixing).await;
     assert_eq!(next.len(), 1, "{next:?}");
     assert!(next[0].query.contains_key("$deltatoken"));
+
+    // A link older than Graph keeps one (seven days) is not tried: the round starts afresh.
+    let pool = fixing.harness.env.pool("scanner").await;
+    sqlx::query("UPDATE user_delta_links SET synced_at = synced_at - interval '8 days'")
+        .execute(&pool)
+        .await
+        .expect("the link ages");
+    pool.close().await;
+    let aged = poll(&fixing).await;
+    assert_eq!(aged.len(), 1, "{aged:?}");
+    assert!(!aged[0].query.contains_key("$deltatoken"), "{aged:?}");
+    assert_eq!(
+        aged[0].query.get("$select").map(String::as_str),
+        Some(SELECT)
+    );
+    assert_eq!(kept_users(&fixing).await, graph_users(&fixing));
     fixing.harness.finish().await;
 }

@@ -127,6 +127,7 @@ impl Collector<'_> {
         window: Option<Window>,
     ) -> Collected {
         let mut collected = Collected::default();
+        let activity = reads_sign_in_activity(self.service_plans, sources);
         for source in with_dependencies(sources) {
             // Not granted the permission: the checks that need it are not evaluated.
             if source == Source::SignInHistory
@@ -134,7 +135,6 @@ impl Collector<'_> {
             {
                 continue;
             }
-            let activity = reads_sign_in_activity(self.service_plans, sources);
             let read = self
                 .read(source, snapshot, window, activity, &mut collected)
                 .await;
