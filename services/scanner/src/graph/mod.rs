@@ -401,6 +401,8 @@ impl GraphClient {
         Ok((items, delta_link))
     }
 
+    /// Sends one request to Graph or Defender (`path_and_query` like `/v1.0/users/{id}` or
+    /// `/api/machines/{id}/isolate`); a body-less answer (204) is `Value::Null`.
     pub async fn send(
         &self,
         tenant_id: &str,
